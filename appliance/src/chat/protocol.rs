@@ -1,0 +1,206 @@
+//! The chat wire protocol, version 1 (docs/protocol.md): JSON text frames
+//! with a `t` field. Parsing is pure and gives precise errors.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::rooms::MAX_BODY_BYTES;
+use crate::store::{RoomId, Seq, StoreError};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame the server reads. Bigger frames close the connection (1009);
+/// frames up to this size but with a body over 16 KiB get a `too_large` error
+/// and the connection stays up.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Replay what happened after these sequence numbers (room id → seq).
+    Sync { since: HashMap<String, Seq> },
+    Send {
+        id: String,
+        room: RoomId,
+        body: String,
+        #[serde(default)]
+        reply_to: Option<Seq>,
+    },
+    Edit { id: String, room: RoomId, seq: Seq, body: String },
+    Delete { id: String, room: RoomId, seq: Seq },
+    React { id: String, room: RoomId, seq: Seq, emoji: String, on: bool },
+    Read { room: RoomId, seq: Seq },
+    Typing { room: RoomId },
+    Ping {
+        #[serde(default)]
+        id: Option<String>,
+    },
+}
+
+/// Error codes of the `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, or no `t`.
+    BadFrame,
+    /// `t` names no frame type of this protocol version.
+    UnknownType,
+    /// A field is missing, of the wrong type, unknown, or out of range.
+    Invalid,
+    /// The message body is over 16 KiB.
+    TooLarge,
+    /// The room does not exist or the user is not in it.
+    NotMember,
+    /// The message does not exist.
+    NotFound,
+    /// The user may not do this.
+    Forbidden,
+    /// The room is archived (read-only).
+    Archived,
+    /// Too many frames; slow down.
+    RateLimited,
+    /// The server failed; the client may retry with the same id.
+    Internal,
+}
+
+/// An `error` frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorFrame {
+    pub t: &'static str,
+    pub code: ErrorCode,
+    pub message: String,
+    /// The `id` of the frame this answers, when it had one.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomId>,
+}
+
+impl ErrorFrame {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorFrame { t: "error", code, message: message.into(), reference: None, room: None }
+    }
+    pub fn reference(mut self, id: Option<String>) -> Self {
+        self.reference = id;
+        self
+    }
+    pub fn room(mut self, room: RoomId) -> Self {
+        self.room = Some(room);
+        self
+    }
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("error frames serialize")
+    }
+
+    /// Maps a store error to what the client is told. Internal errors are
+    /// logged and not described.
+    pub fn from_store(e: &StoreError) -> Self {
+        match e {
+            StoreError::NotMember => ErrorFrame::new(ErrorCode::NotMember, "you are not a member of this room"),
+            StoreError::NotFound => ErrorFrame::new(ErrorCode::NotFound, "no such message"),
+            StoreError::Forbidden(why) => ErrorFrame::new(ErrorCode::Forbidden, *why),
+            StoreError::Archived => ErrorFrame::new(ErrorCode::Archived, "this room is archived"),
+            StoreError::Invalid(why) if why.starts_with("body: ") && why.contains("limit") => {
+                ErrorFrame::new(ErrorCode::TooLarge, why.clone())
+            }
+            StoreError::Invalid(why) => ErrorFrame::new(ErrorCode::Invalid, why.clone()),
+            StoreError::Conflict(why) => ErrorFrame::new(ErrorCode::Invalid, *why),
+            other => {
+                tracing::error!("chat store error: {other}");
+                ErrorFrame::new(ErrorCode::Internal, "server error; retry with the same id")
+            }
+        }
+    }
+}
+
+const KNOWN_TYPES: &[&str] = &["sync", "send", "edit", "delete", "react", "read", "typing", "ping"];
+
+/// Parses one text frame, or says precisely what is wrong with it.
+pub fn parse(text: &str) -> Result<ClientFrame, ErrorFrame> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ErrorFrame::new(ErrorCode::BadFrame, format!("not valid JSON: {e}")))?;
+    let Some(obj) = value.as_object() else {
+        return Err(ErrorFrame::new(ErrorCode::BadFrame, "a frame must be a JSON object"));
+    };
+    let id = obj.get("id").and_then(|v| v.as_str()).map(|s| s.chars().take(64).collect::<String>());
+    let Some(t) = obj.get("t").and_then(|v| v.as_str()).map(str::to_string) else {
+        return Err(ErrorFrame::new(ErrorCode::BadFrame, "missing string field \"t\"").reference(id));
+    };
+    let t = t.as_str();
+    if !KNOWN_TYPES.contains(&t) {
+        let t: String = t.chars().take(32).collect();
+        return Err(ErrorFrame::new(ErrorCode::UnknownType, format!("unknown frame type {t:?}")).reference(id));
+    }
+    if t == "send" || t == "edit" {
+        if let Some(body) = obj.get("body").and_then(|v| v.as_str()) {
+            if body.len() > MAX_BODY_BYTES {
+                return Err(ErrorFrame::new(
+                    ErrorCode::TooLarge,
+                    format!("body: {} bytes, the limit is {MAX_BODY_BYTES}", body.len()),
+                )
+                .reference(id));
+            }
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ErrorFrame::new(ErrorCode::Invalid, format!("{t}: {e}")).reference(id))
+}
+
+/// `ack` for a `send`: stored under `seq` (`dup` when an earlier try stored it).
+pub fn ack_send(id: &str, room: RoomId, seq: Seq, dup: bool) -> String {
+    serde_json::json!({"t": "ack", "id": id, "room": room, "seq": seq, "dup": dup}).to_string()
+}
+
+/// `ack` for edit/delete/react: `seq` of the new event, `null` when nothing changed.
+pub fn ack_change(id: &str, room: RoomId, seq: Option<Seq>) -> String {
+    serde_json::json!({"t": "ack", "id": id, "room": room, "seq": seq}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_frame_type() {
+        let cases = [
+            r#"{"t":"sync","since":{"1":4,"2":0}}"#,
+            r#"{"t":"send","id":"a1","room":1,"body":"hi"}"#,
+            r#"{"t":"send","id":"a1","room":1,"body":"hi","reply_to":3}"#,
+            r#"{"t":"edit","id":"a2","room":1,"seq":3,"body":"hey"}"#,
+            r#"{"t":"delete","id":"a3","room":1,"seq":3}"#,
+            r#"{"t":"react","id":"a4","room":1,"seq":3,"emoji":"👍","on":true}"#,
+            r#"{"t":"read","room":1,"seq":3}"#,
+            r#"{"t":"typing","room":1}"#,
+            r#"{"t":"ping"}"#,
+        ];
+        for c in cases {
+            parse(c).unwrap_or_else(|e| panic!("{c}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn errors_are_precise() {
+        let code = |s: &str| parse(s).unwrap_err().code;
+        assert_eq!(code("not json"), ErrorCode::BadFrame);
+        assert_eq!(code("[1,2]"), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"x":1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"fly"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"t":"send","id":"a","room":"one","body":"x"}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"t":"send","id":"a","room":1}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"t":"send","id":"a","room":1,"body":"x","evil":1}"#), ErrorCode::Invalid);
+        let big = format!(r#"{{"t":"send","id":"big1","room":1,"body":"{}"}}"#, "x".repeat(MAX_BODY_BYTES + 1));
+        let e = parse(&big).unwrap_err();
+        assert_eq!((e.code, e.reference.as_deref()), (ErrorCode::TooLarge, Some("big1")));
+    }
+
+    #[test]
+    fn error_frames_carry_the_reference() {
+        let e = parse(r#"{"t":"send","id":"abc","room":1}"#).unwrap_err();
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["t"], "error");
+        assert_eq!(v["ref"], "abc");
+        assert_eq!(v["code"], "invalid");
+    }
+}

@@ -1,0 +1,322 @@
+//! One WebSocket session: reads client frames, queues writes (acked after
+//! commit, in order), forwards hub frames, replays missed events on `sync`,
+//! and keeps the connection honest with heartbeats. Generic over the sink
+//! and stream so it is tested over channels as well as real sockets.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+
+use super::Chat;
+use super::hub::Out;
+use super::protocol::{self, ClientFrame, ErrorCode, ErrorFrame, PROTOCOL_VERSION};
+use crate::store::rooms::{self, PostOutcome};
+use crate::store::users::{Role, User};
+use crate::store::{RoomId, Seq, StoreError};
+
+/// How often the server pings an idle client.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// Token bucket for client writes.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: i64,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: i64) -> Bucket {
+        let rate = f64::from(rate);
+        Bucket { tokens: rate * 5.0, rate, burst: rate * 5.0, at: now }
+    }
+    fn take(&mut self, now: i64) -> bool {
+        let elapsed = (now - self.at).max(0) as f64 / 1000.0;
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn text(s: impl Into<Utf8Bytes>) -> Message {
+    Message::Text(s.into())
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// Runs the session until the client leaves, the connection fails, the
+/// user is disconnected, or the client stays silent past the idle timeout.
+pub async fn run<S, R, E1, E2>(chat: Chat, user: User, mut sink: S, mut stream: R)
+where
+    S: Sink<Message, Error = E1> + Unpin,
+    R: Stream<Item = Result<Message, E2>> + Unpin,
+{
+    let (conn_id, mut rx) = chat.hub.register(user.id);
+    let idle_ms = (chat.config.idle_timeout_secs * 1000) as i64;
+    let mut last_heard = chat.clock.now_ms();
+    let mut bucket = Bucket::new(chat.config.send_rate, last_heard);
+    let mut typing_sent: HashMap<RoomId, i64> = HashMap::new();
+    // Last event sequence delivered per room: live frames at or below it
+    // were already replayed and are dropped (exactly-once per connection).
+    let mut delivered: HashMap<RoomId, Seq> = HashMap::new();
+    // Live frames wait in the hub queue until the first `sync` has replayed
+    // the gap, so no live event ever overtakes a replayed one.
+    let mut synced = false;
+    let mut pending: FuturesOrdered<BoxFuture<'static, Option<String>>> = FuturesOrdered::new();
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+
+    let welcome = serde_json::json!({
+        "t": "welcome", "v": PROTOCOL_VERSION, "user": user.id, "conn": conn_id,
+        "ping_ms": PING_EVERY.as_millis() as u64, "idle_ms": idle_ms,
+    });
+    let mut ok = sink.send(text(welcome.to_string())).await.is_ok();
+
+    while ok {
+        tokio::select! {
+            incoming = stream.next() => {
+                let Some(Ok(msg)) = incoming else { break };
+                last_heard = chat.clock.now_ms();
+                match msg {
+                    Message::Text(t) => {
+                        match protocol::parse(t.as_str()) {
+                            Ok(ClientFrame::Sync { since }) => {
+                                ok = replay(&chat, &user, since, &mut delivered, &mut sink).await;
+                                synced = true;
+                            }
+                            Ok(ClientFrame::Ping { id }) => {
+                                let pong = serde_json::json!({"t": "pong", "id": id, "ts": last_heard});
+                                ok = sink.send(text(pong.to_string())).await.is_ok();
+                            }
+                            Ok(ClientFrame::Typing { room }) => {
+                                let due = typing_sent.get(&room).is_none_or(|&t| last_heard - t >= 3000);
+                                if due {
+                                    typing_sent.insert(room, last_heard);
+                                    typing(&chat, &user, room);
+                                }
+                            }
+                            Ok(frame) => {
+                                if bucket.take(last_heard) {
+                                    pending.push_back(dispatch(&chat, &user, frame));
+                                } else {
+                                    let e = ErrorFrame::new(ErrorCode::RateLimited, "too many messages; slow down")
+                                        .reference(frame_id(&frame));
+                                    ok = sink.send(text(e.to_json())).await.is_ok();
+                                }
+                            }
+                            Err(e) => ok = sink.send(text(e.to_json())).await.is_ok(),
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let e = ErrorFrame::new(ErrorCode::BadFrame, "binary frames are not part of the protocol");
+                        ok = sink.send(text(e.to_json())).await.is_ok();
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            out = rx.recv(), if synced => match out {
+                Some(Out::Frame { text: t, event }) => {
+                    if let Some((room, seq)) = event {
+                        let last = delivered.entry(room).or_insert(0);
+                        if seq <= *last {
+                            continue;
+                        }
+                        *last = seq;
+                    }
+                    ok = sink.send(Message::Text(t)).await.is_ok();
+                }
+                Some(Out::Close(code, reason)) => {
+                    let _ = sink.send(close(code, reason)).await;
+                    break;
+                }
+                None => {
+                    // The hub dropped us for lagging: the client resumes.
+                    let _ = sink.send(close(1013, "lagging; reconnect and resume")).await;
+                    break;
+                }
+            },
+            Some(reply) = pending.next(), if !pending.is_empty() => {
+                if let Some(reply) = reply {
+                    ok = sink.send(text(reply)).await.is_ok();
+                }
+            }
+            _ = heartbeat.tick() => {
+                if chat.clock.now_ms() - last_heard > idle_ms {
+                    let _ = sink.send(close(1001, "idle timeout")).await;
+                    break;
+                }
+                ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+            }
+        }
+    }
+    chat.hub.unregister(user.id, conn_id);
+    // Writes already queued still commit; their acks are simply not sent.
+    let _ = sink.close().await;
+}
+
+fn frame_id(frame: &ClientFrame) -> Option<String> {
+    match frame {
+        ClientFrame::Send { id, .. }
+        | ClientFrame::Edit { id, .. }
+        | ClientFrame::Delete { id, .. }
+        | ClientFrame::React { id, .. } => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// Queues the write now (so a connection's writes commit in the order sent)
+/// and returns a future of the reply frame.
+fn dispatch(chat: &Chat, user: &User, frame: ClientFrame) -> BoxFuture<'static, Option<String>> {
+    let uid = user.id;
+    let is_admin = user.role == Role::Admin;
+    let reference = frame_id(&frame);
+    let (room, rx) = match frame {
+        ClientFrame::Send { id, room, body, reply_to } => {
+            let rx = chat.submit(move |c, now| match rooms::post_message(c, room, uid, &id, &body, reply_to, now)? {
+                PostOutcome::Stored { seq, published } => Ok((protocol::ack_send(&id, room, seq, false), vec![published])),
+                PostOutcome::Duplicate { room, seq } => Ok((protocol::ack_send(&id, room, seq, true), vec![])),
+            });
+            (room, rx)
+        }
+        ClientFrame::Edit { id, room, seq, body } => {
+            (room, chat.submit(move |c, now| change(&id, room, rooms::edit_message(c, room, uid, seq, &body, now)?)))
+        }
+        ClientFrame::Delete { id, room, seq } => (
+            room,
+            chat.submit(move |c, now| change(&id, room, rooms::delete_message(c, room, uid, is_admin, seq, now)?)),
+        ),
+        ClientFrame::React { id, room, seq, emoji, on } => (
+            room,
+            chat.submit(move |c, now| change(&id, room, rooms::react(c, room, uid, seq, &emoji, on, now)?)),
+        ),
+        ClientFrame::Read { room, seq } => {
+            let rx = chat.submit(move |c, _| {
+                let p = rooms::mark_read(c, room, uid, seq)?;
+                Ok((String::new(), p.into_iter().collect()))
+            });
+            (room, rx)
+        }
+        ClientFrame::Sync { .. } | ClientFrame::Ping { .. } | ClientFrame::Typing { .. } => {
+            unreachable!("handled inline by run()")
+        }
+    };
+    async move {
+        match rx.await.unwrap_or(Err(StoreError::Closed)) {
+            Ok(reply) if reply.is_empty() => None,
+            Ok(reply) => Some(reply),
+            Err(e) => Some(ErrorFrame::from_store(&e).reference(reference).room(room).to_json()),
+        }
+    }
+    .boxed()
+}
+
+fn change(
+    id: &str,
+    room: RoomId,
+    p: Option<rooms::Published>,
+) -> Result<(String, Vec<rooms::Published>), StoreError> {
+    let seq = p.as_ref().and_then(|p| p.event.map(|(_, s)| s));
+    Ok((protocol::ack_change(id, room, seq), p.into_iter().collect()))
+}
+
+/// Ephemeral "is typing" to the other members; never stored.
+fn typing(chat: &Chat, user: &User, room: RoomId) {
+    let chat = chat.clone();
+    let uid = user.id;
+    tokio::spawn(async move {
+        let members = chat.db.read(move |c| {
+            rooms::member_role(c, room, uid)?;
+            rooms::members_of(c, room)
+        });
+        if let Ok(members) = members.await {
+            let frame = format!("{{\"t\":\"typing\",\"room\":{room},\"user\":{uid}}}");
+            let recipients = members.into_iter().filter(|&m| m != uid).collect();
+            chat.hub.publish(&rooms::Published { recipients, frame: frame.into(), event: None });
+        }
+    });
+}
+
+/// Sends the events after each room's `since`, then `synced`. Rooms the
+/// user left get `gone`; rooms with too large a gap get `reset`.
+async fn replay<S, E>(
+    chat: &Chat,
+    user: &User,
+    since: HashMap<String, Seq>,
+    delivered: &mut HashMap<RoomId, Seq>,
+    sink: &mut S,
+) -> bool
+where
+    S: Sink<Message, Error = E> + Unpin,
+{
+    let mut wanted: Vec<(RoomId, Seq)> = Vec::new();
+    for (k, v) in since.into_iter().take(5000) {
+        match k.parse::<RoomId>() {
+            Ok(room) => wanted.push((room, v.max(0))),
+            Err(_) => {
+                let e = ErrorFrame::new(ErrorCode::Invalid, format!("sync: {k:?} is not a room id"));
+                if sink.send(text(e.to_json())).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    wanted.sort_unstable();
+    let uid = user.id;
+    let limit = chat.config.resume_limit;
+    let result = chat
+        .db
+        .read(move |c| {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (room, since) in wanted {
+                let r = rooms::events_since(c, room, uid, since, limit);
+                let last: Option<Seq> = match &r {
+                    Ok(None) => rooms::room_summary(c, room, uid).ok().map(|s| s.last_seq),
+                    _ => None,
+                };
+                out.push((room, since, r, last));
+            }
+            Ok(out)
+        })
+        .await;
+    let rooms = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let e = ErrorFrame::from_store(&e);
+            return sink.send(text(e.to_json())).await.is_ok();
+        }
+    };
+    for (room, since, r, last) in rooms {
+        let frames: Vec<String> = match r {
+            Ok(Some(frames)) => {
+                let already = delivered.entry(room).or_insert(0);
+                let before = *already;
+                *already = frames.last().map_or(before, |(seq, _)| before.max(*seq));
+                frames.into_iter().filter(|(seq, _)| *seq > before).map(|(_, f)| f).collect()
+            }
+            Ok(None) => {
+                let last = last.unwrap_or(since);
+                delivered.insert(room, last);
+                vec![format!("{{\"t\":\"reset\",\"room\":{room},\"seq\":{last}}}")]
+            }
+            Err(StoreError::NotMember) => vec![format!("{{\"t\":\"gone\",\"room\":{room}}}")],
+            Err(e) => vec![ErrorFrame::from_store(&e).room(room).to_json()],
+        };
+        for f in frames {
+            if sink.send(text(f)).await.is_err() {
+                return false;
+            }
+        }
+    }
+    sink.send(text("{\"t\":\"synced\"}")).await.is_ok()
+}

@@ -1,0 +1,232 @@
+//! Command-line interface. Flags override `PARVIS_*` variables, which
+//! override the configuration file, which overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "parvis",
+    version,
+    about = "Parvis: team chat, video calls, STUN/TURN and certificates for a small company, in one binary",
+    long_about = "Parvis: team chat, video calls, STUN/TURN and certificates for a small company, in one binary.\n\n\
+                  Start it with `parvis serve`; on first start it prints a setup code and the address to open."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Configuration file (TOML). Default: <data>/parvis.toml when it exists.
+    #[arg(long, short, env = "PARVIS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data folder (database, certificates, uploads). Default: ./parvis-data.
+    #[arg(long, env = "PARVIS_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Parvis: web UI, API and chat over HTTPS, HTTP redirect.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// HTTPS listen address. Default: 0.0.0.0:8443.
+        #[arg(long, env = "PARVIS_HTTPS", value_name = "ADDR")]
+        https: Option<SocketAddr>,
+        /// HTTP listen address (redirects to HTTPS). Default: 0.0.0.0:8080.
+        #[arg(long, env = "PARVIS_HTTP", value_name = "ADDR")]
+        http: Option<SocketAddr>,
+        /// Box name, announced as <name>.local. Default: parvis.
+        #[arg(long, env = "PARVIS_NAME", value_name = "NAME")]
+        name: Option<String>,
+        /// Log filter, e.g. "info" or "parvis=debug". Default: info.
+        #[arg(long, env = "PARVIS_LOG", value_name = "FILTER")]
+        log: Option<String>,
+    },
+    /// Manage user accounts directly in the data folder.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Check or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. The password is read from standard input (one
+    /// line) with --password-stdin, otherwise a random one is printed.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        /// Login name: 2–32 of a-z 0-9 . _ -
+        username: String,
+        /// Name shown to others. Default: the username.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration; prints each problem as `key: reason`.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the effective configuration as TOML.
+    Show {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn load(common: &Common, extra: Overrides) -> Result<Config, ExitCode> {
+    let over = Overrides { data: common.data.clone(), ..extra };
+    Config::load(common.config.as_deref(), over).map_err(|errors| {
+        for e in errors {
+            eprintln!("configuration error: {e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { common, https, http, name, log } => {
+            let config = match load(&common, Overrides { https, http, name, log, data: None }) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config.log);
+            match runtime().block_on(crate::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parvis: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::User(UserCommand::Add { common, username, display_name, admin, password_stdin }) => {
+            let config = match load(&common, Overrides::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging("warn");
+            match user_add(&config, &username, display_name, admin, password_stdin) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parvis user add: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::User(UserCommand::List { common }) => {
+            let config = match load(&common, Overrides::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging("warn");
+            let result = runtime().block_on(async {
+                let db = crate::open_db(&config)?;
+                anyhow::Ok(db.read(crate::store::users::list_users).await?)
+            });
+            match result {
+                Ok(list) => {
+                    for u in list {
+                        let state = if u.disabled { " (disabled)" } else { "" };
+                        println!("{}\t{}\t{}\t{}{state}", u.id, u.username, u.role.as_str(), u.display_name);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parvis user list: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Check { common }) => match load(&common, Overrides::default()) {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Config(ConfigCommand::Show { common }) => match load(&common, Overrides::default()) {
+            Ok(c) => {
+                print!("{}", toml::to_string_pretty(&c).expect("config serializes"));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn user_add(
+    config: &Config,
+    username: &str,
+    display_name: Option<String>,
+    admin: bool,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use crate::store::users::{self, Role};
+    let (password, generated) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        (line.trim_end_matches(['\r', '\n']).to_string(), false)
+    } else {
+        (crate::auth::new_token(&mut rand::rngs::OsRng)[..16].to_string(), true)
+    };
+    crate::auth::check_password(&password).map_err(anyhow::Error::msg)?;
+    let hash = crate::auth::hash_password(&password, &mut rand::rngs::OsRng);
+    let role = if admin { Role::Admin } else { Role::User };
+    let display = display_name.unwrap_or_else(|| username.to_string());
+    let now = <crate::SystemClock as crate::Clock>::now_ms(&crate::SystemClock);
+    let name = username.to_string();
+    let user = runtime().block_on(async {
+        let db = crate::open_db(config)?;
+        anyhow::Ok(db.write(move |ctx| users::create_user(ctx.conn, &name, &display, &hash, role, now)).await?)
+    })?;
+    println!("created {} (id {}, {})", user.username, user.id, role.as_str());
+    if generated {
+        println!("password: {password}");
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Parvis configuration: one TOML file, overridden by `PARVIS_*` environment
+//! variables and command-line flags (clap merges those two), checked by one
+//! validator, [`Config::check`], that the wizard and settings page reuse.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `parvis serve` needs. Every field has a working default, so a
+/// fresh machine runs with no file at all.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data folder: database, uploads, TLS material.
+    /// Default: `./parvis-data`. Example: `data = "/perm/parvis"`.
+    pub data: PathBuf,
+    /// Plain HTTP listener; it only redirects to HTTPS (and, later, answers
+    /// ACME HTTP-01). Default: `0.0.0.0:8080`. Example: `http = "0.0.0.0:80"`.
+    pub http: SocketAddr,
+    /// HTTPS listener serving the web UI, the API and the WebSocket.
+    /// Default: `0.0.0.0:8443`. Example: `https = "0.0.0.0:443"`.
+    pub https: SocketAddr,
+    /// Name of the box: announced as `<name>.local` and put in its
+    /// certificate. A DNS label. Default: `parvis`.
+    pub name: String,
+    /// Log filter in `tracing` syntax. Default: `info`.
+    /// Example: `log = "parvis=debug,info"`.
+    pub log: String,
+    /// Chat limits.
+    pub chat: ChatConfig,
+}
+
+/// Limits of the chat service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Seconds without any frame from a client before the server drops the
+    /// connection (the browser pings every 20 s). Default: 60. Range 15–600.
+    pub idle_timeout_secs: u64,
+    /// Events replayed per room on resume before the client is told to
+    /// reload that room instead. Default: 1000. Range 10–100000.
+    pub resume_limit: u32,
+    /// Messages a connection may send per second (burst is 5× this).
+    /// Default: 20. Range 1–10000.
+    pub send_rate: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from("parvis-data"),
+            http: "0.0.0.0:8080".parse().expect("valid literal"),
+            https: "0.0.0.0:8443".parse().expect("valid literal"),
+            name: "parvis".into(),
+            log: "info".into(),
+            chat: ChatConfig::default(),
+        }
+    }
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig { idle_timeout_secs: 60, resume_limit: 1000, send_rate: 20 }
+    }
+}
+
+/// One problem found by [`Config::check`]: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Overrides from the command line / environment; `None` keeps the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub name: Option<String>,
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Parses a TOML document. Unknown keys are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| "(file)".into());
+            ConfigError { key, reason: e.message().trim().to_string() }
+        })
+    }
+
+    /// Loads the file if given (or `<data>/parvis.toml` if it exists), applies
+    /// the overrides, and checks the result.
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<Config, Vec<ConfigError>> {
+        let data_hint = over.data.clone().unwrap_or_else(|| Config::default().data);
+        let implicit = data_hint.join("parvis.toml");
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None if implicit.exists() => Some(implicit),
+            None => None,
+        };
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    vec![ConfigError { key: "config".into(), reason: format!("cannot read {}: {e}", p.display()) }]
+                })?;
+                Config::from_toml(&text).map_err(|e| vec![e])?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = over.data {
+            config.data = v;
+        }
+        if let Some(v) = over.http {
+            config.http = v;
+        }
+        if let Some(v) = over.https {
+            config.https = v;
+        }
+        if let Some(v) = over.name {
+            config.name = v;
+        }
+        if let Some(v) = over.log {
+            config.log = v;
+        }
+        let errors = config.check();
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
+    }
+
+    /// Validates every field; returns all problems, each naming its key.
+    pub fn check(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut bad = |key: &str, reason: String| errors.push(ConfigError { key: key.into(), reason });
+        if self.data.as_os_str().is_empty() {
+            bad("data", "must not be empty".into());
+        }
+        if self.http == self.https {
+            bad("https", format!("must differ from http ({})", self.http));
+        }
+        if let Err(reason) = check_dns_label(&self.name) {
+            bad("name", reason);
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            bad("log", format!("{:?} is not a valid log filter (example: \"info\")", self.log));
+        }
+        if !(15..=600).contains(&self.chat.idle_timeout_secs) {
+            bad("chat.idle_timeout_secs", "must be between 15 and 600".into());
+        }
+        if !(10..=100_000).contains(&self.chat.resume_limit) {
+            bad("chat.resume_limit", "must be between 10 and 100000".into());
+        }
+        if !(1..=10_000).contains(&self.chat.send_rate) {
+            bad("chat.send_rate", "must be between 1 and 10000".into());
+        }
+        errors
+    }
+}
+
+/// A host name label: 1–63 of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() || name.len() > 63 {
+        Err("must be 1 to 63 characters".into())
+    } else if !ok_chars {
+        Err(format!("{name:?} may contain only lowercase letters, digits and '-'"))
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Err(format!("{name:?} must not start or end with '-'"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_check() {
+        assert!(Config::default().check().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("htps = \"0.0.0.0:1\"").unwrap_err();
+        assert_eq!(err.key, "htps");
+    }
+
+    #[test]
+    fn check_names_each_bad_key() {
+        let mut c = Config { name: "Bad_Name".into(), log: "[[[".into(), ..Config::default() };
+        c.https = c.http;
+        c.chat.send_rate = 0;
+        let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["https", "name", "log", "chat.send_rate"]);
+    }
+
+    #[test]
+    fn file_values_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "name = \"office\"\nhttps = \"127.0.0.1:9443\"\n[chat]\nsend_rate = 5\n").unwrap();
+        let over = Overrides { https: Some("127.0.0.1:7443".parse().unwrap()), ..Default::default() };
+        let c = Config::load(Some(&file), over).unwrap();
+        assert_eq!(c.name, "office");
+        assert_eq!(c.https.port(), 7443);
+        assert_eq!(c.chat.send_rate, 5);
+    }
+}

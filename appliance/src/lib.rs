@@ -1,0 +1,142 @@
+//! Parvis: team chat, calls, STUN/TURN and certificates in one binary.
+//!
+//! `main.rs` parses arguments and calls [`run`]; everything else is here.
+
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod net;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod web;
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Db, Millis};
+
+/// Where "now" comes from. Domain logic receives time from here (or as a
+/// parameter) so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> Millis;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now_ms(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis)
+    }
+}
+
+/// Opens (creating) the data folder, readable by its owner only.
+pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data)
+        .with_context(|| format!("data: cannot create {}", config.data.display()))
+}
+
+pub fn open_db(config: &Config) -> anyhow::Result<Db> {
+    prepare_data_dir(config)?;
+    let path = config.data.join("parvis.db");
+    Db::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// The setup code while the box has no admin: kept in `<data>/setup-code`
+/// so it stays the same across restarts until setup is done.
+fn setup_code(config: &Config) -> anyhow::Result<String> {
+    let path = config.data.join("setup-code");
+    if let Ok(code) = std::fs::read_to_string(&path) {
+        let code = code.trim().to_string();
+        if code.len() == 9 {
+            return Ok(code);
+        }
+    }
+    let code = auth::new_setup_code(&mut rand::rngs::OsRng);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{code}")?;
+    Ok(code)
+}
+
+/// Runs `parvis serve` until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let db = open_db(&config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let needs_setup = !db.read(store::users::admin_exists).await?;
+    let code = if needs_setup { Some(setup_code(&config)?) } else { None };
+
+    let hostname = net::hostname();
+    let addrs = net::local_addresses();
+    let names = tls::names_for(&config.name, hostname.as_deref(), &addrs);
+    let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).context("clock")?;
+    let tls_state = tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
+    let tls_config = tls::server_config(tls_state.resolver.clone())?;
+
+    let https = tokio::net::TcpListener::bind(config.https)
+        .await
+        .with_context(|| format!("https: cannot listen on {}", config.https))?;
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("http: cannot listen on {}", config.http))?;
+    let https_port = https.local_addr()?.port();
+
+    let chat = chat::Chat { db, hub: Arc::new(chat::Hub::new()), clock, config: config.chat.clone() };
+    let state = Arc::new(web::AppState {
+        chat,
+        config: config.clone(),
+        setup_code: Mutex::new(code.clone()),
+        login_limiter: auth::RateLimiter::new(10, 15 * 60 * 1000),
+        setup_limiter: auth::RateLimiter::new(10, 10 * 60 * 1000),
+        ca_pem: tls_state.ca_pem.clone(),
+    });
+    let app = web::router(state);
+
+    let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+    println!("Parvis {} is running.", env!("CARGO_PKG_VERSION"));
+    println!("  Open https://{}.local{port}/", config.name);
+    for a in &addrs {
+        let host = if a.is_ipv6() { format!("[{a}]") } else { a.to_string() };
+        println!("    or https://{host}{port}/");
+    }
+    println!("  Local CA fingerprint (SHA-256): {}", tls_state.ca_fingerprint);
+    if let Some(code) = &code {
+        println!("  First start: setup code {code} (also in {})", config.data.join("setup-code").display());
+    }
+    tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
+
+    let stop = CancellationToken::new();
+    let servers = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::join!(
+                server::serve_https(https, tls_config, app, stop.clone()),
+                server::serve_http(http, https_port, tls_state.ca_pem.clone(), stop),
+            );
+        }
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let _ = servers.await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The listeners: HTTPS (the application) and plain HTTP (redirect to HTTPS,
+//! CA download). Thin: accept, TLS handshake, hand the connection to hyper.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// Accepts TLS connections until `stop` fires.
+pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, stop: CancellationToken) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("https accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, peer, app).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Plain HTTP: everything redirects to the same path over HTTPS, except the
+/// CA certificate, which must be downloadable before it is trusted.
+pub async fn serve_http(listener: TcpListener, https_port: u16, ca_pem: String, stop: CancellationToken) {
+    let app = Router::new()
+        .route(
+            "/parvis-ca.pem",
+            axum::routing::get(move || {
+                let pem = ca_pem.clone();
+                async move {
+                    ([(header::CONTENT_TYPE, "application/x-pem-file"),
+                      (header::CONTENT_DISPOSITION, "attachment; filename=\"parvis-ca.pem\"")], pem)
+                }
+            }),
+        )
+        .fallback(move |req: Request<axum::body::Body>| async move { redirect(&req, https_port) });
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        tokio::spawn(serve_connection::<TcpStream>(tcp, peer, app.clone()));
+    }
+}
+
+fn redirect(req: &Request<axum::body::Body>, https_port: u16) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host_only = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = format!("https://{host_only}{port}{path}");
+    match (target.parse::<Uri>(), HeaderValue::from_str(&target)) {
+        (Ok(_), Ok(v)) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+        _ => (StatusCode::BAD_REQUEST, "bad Host header").into_response(),
+    }
+}
