@@ -1,0 +1,39 @@
+// JSON API client. State-changing requests carry the session's CSRF token.
+
+let csrf = '';
+export function setCsrf(token) { csrf = token || ''; }
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message || code);
+    this.status = status; this.code = code; this.retryAfter = retryAfter;
+  }
+}
+
+export async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET') headers['x-csrf-token'] = csrf;
+  let res;
+  try {
+    res = await fetch('/api' + path, {
+      method, headers, credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ApiError(0, 'network', e.message);
+  }
+  if (res.status === 204) return null;
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) {
+    throw new ApiError(res.status, data?.error || 'http_' + res.status, data?.message || res.statusText,
+      Number(res.headers.get('retry-after')) || 0);
+  }
+  return data;
+}
+
+export const get = (p) => api('GET', p);
+export const post = (p, b = {}) => api('POST', p, b);
+export const patch = (p, b) => api('PATCH', p, b);
+export const del = (p) => api('DELETE', p);

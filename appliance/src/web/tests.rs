@@ -1,1 +1,307 @@
+//! The HTTP API through the router, without sockets (tower `oneshot`).
 
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::chat::{Chat, Hub};
+use crate::config::Config;
+use crate::store::Db;
+
+struct Harness {
+    app: Router,
+    state: State,
+    _dir: tempfile::TempDir,
+}
+
+const CODE: &str = "ABCD-2345";
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("t.db")).unwrap();
+    let config = Config { data: dir.path().to_path_buf(), ..Config::default() };
+    let chat = Chat { db, hub: Arc::new(Hub::new()), clock: Arc::new(crate::SystemClock), config: config.chat.clone() };
+    let state = Arc::new(AppState {
+        chat,
+        config,
+        setup_code: Mutex::new(Some(CODE.into())),
+        login_limiter: RateLimiter::new(10, 15 * 60 * 1000),
+        setup_limiter: RateLimiter::new(10, 10 * 60 * 1000),
+        ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+    });
+    Harness { app: router(state.clone()), state, _dir: dir }
+}
+
+/// A logged-in browser: its cookie and CSRF token.
+#[derive(Clone, Default)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Harness {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>, s: Option<&Session>) -> (StatusCode, HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(path).header(header::HOST, "parvis.test");
+        if let Some(s) = s {
+            req = req.header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie)).header(CSRF_HEADER, &s.csrf);
+        }
+        let req = match body {
+            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (parts.status, parts.headers, v)
+    }
+
+    fn session_from(headers: &HeaderMap, body: &Value) -> Session {
+        let set = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        let cookie = set.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        Session { cookie, csrf: body["csrf"].as_str().unwrap().to_string() }
+    }
+
+    async fn setup_admin(&self) -> Session {
+        let (st, h, b) = self
+            .call(
+                "POST",
+                "/api/setup",
+                Some(json!({"code": CODE, "company": "Acme", "username": "alice", "display_name": "Alice", "password": "password-1"})),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        Self::session_from(&h, &b)
+    }
+
+    async fn add_user(&self, admin: &Session, name: &str) -> (i64, Session) {
+        let (st, _, b) = self
+            .call(
+                "POST",
+                "/api/users",
+                Some(json!({"username": name, "display_name": name, "password": "password-2"})),
+                Some(admin),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        let id = b["id"].as_i64().unwrap();
+        (id, self.login(name, "password-2").await)
+    }
+
+    async fn login(&self, name: &str, password: &str) -> Session {
+        let (st, h, b) = self.call("POST", "/api/login", Some(json!({"username": name, "password": password})), None).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        Self::session_from(&h, &b)
+    }
+}
+
+#[tokio::test]
+async fn setup_needs_the_code_and_happens_once() {
+    let h = harness();
+    let (_, _, status) = h.call("GET", "/api/status", None, None).await;
+    assert_eq!(status["setup_needed"], true);
+    let body = |code: &str| json!({"code": code, "company": "Acme", "username": "alice", "display_name": "Alice", "password": "password-1"});
+    let (st, _, b) = h.call("POST", "/api/setup", Some(body("WRONG-CODE")), None).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let (st, headers, _) = h.call("POST", "/api/setup", Some(body("abcd 2345")), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let cookie = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let (st, _, _) = h.call("POST", "/api/setup", Some(body(CODE)), None).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (_, _, status) = h.call("GET", "/api/status", None, None).await;
+    assert_eq!((status["setup_needed"].as_bool(), status["company"].as_str()), (Some(false), Some("Acme")));
+}
+
+#[tokio::test]
+async fn wrong_setup_codes_are_rate_limited() {
+    let h = harness();
+    let body = json!({"code": "NOPE-NOPE", "company": "A", "username": "alice", "display_name": "A", "password": "password-1"});
+    for _ in 0..10 {
+        let (st, _, _) = h.call("POST", "/api/setup", Some(body.clone()), None).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+    }
+    let (st, headers, _) = h.call("POST", "/api/setup", Some(body), None).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn login_logout_and_rate_limit() {
+    let h = harness();
+    h.setup_admin().await;
+    let (st, _, b) = h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "nope-nope"})), None).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_credentials")));
+    let (st, _, _) = h.call("POST", "/api/login", Some(json!({"username": "nobody", "password": "nope-nope"})), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let s = h.login("ALICE", "password-1").await;
+    let (st, _, me) = h.call("GET", "/api/me", None, Some(&s)).await;
+    assert_eq!((st, me["user"]["username"].as_str()), (StatusCode::OK, Some("alice")));
+    let (st, _, _) = h.call("POST", "/api/logout", None, Some(&s)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = h.call("GET", "/api/me", None, Some(&s)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for _ in 0..9 {
+        h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "wrong-wrong"})), None).await;
+    }
+    let (st, _, _) = h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "password-1"})), None).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "ten failures block even the right password for a while");
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_same_origin() {
+    let h = harness();
+    let s = h.setup_admin().await;
+    let no_csrf = Session { csrf: "forged".into(), ..s.clone() };
+    let (st, _, b) = h.call("PATCH", "/api/me", Some(json!({"display_name": "X"})), Some(&no_csrf)).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("csrf")));
+    let req = Request::builder()
+        .method("PATCH")
+        .uri("/api/me")
+        .header(header::HOST, "parvis.test")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+        .header(CSRF_HEADER, &s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"display_name":"X"}"#))
+        .unwrap();
+    let (st, _, _) = h.send(req).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, b) = h.call("PATCH", "/api/me", Some(json!({"display_name": "Alice B."})), Some(&s)).await;
+    assert_eq!((st, b["display_name"].as_str()), (StatusCode::OK, Some("Alice B.")));
+}
+
+#[tokio::test]
+async fn responses_carry_a_strict_csp() {
+    let h = harness();
+    for path in ["/", "/api/status", "/assets/app.js"] {
+        let (st, headers, _) = h.call("GET", path, None, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}");
+        let csp = headers.get(header::CONTENT_SECURITY_POLICY).unwrap().to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+        assert_eq!(headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff");
+    }
+    let (st, _, _) = h.call("GET", "/assets/../Cargo.toml", None, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_surface_is_admin_only() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    let (st, _, _) = h
+        .call("POST", "/api/users", Some(json!({"username": "eve", "display_name": "Eve", "password": "password-3"})), Some(&bob))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = h.call("POST", "/api/invites", Some(json!({})), Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = h.call("GET", "/api/users", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_session_at_once() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (bob_id, bob) = h.add_user(&admin, "bob").await;
+    let (_, mut ws_rx) = h.state.chat.hub.register(bob_id);
+    let (st, _, _) = h.call("PATCH", &format!("/api/users/{bob_id}"), Some(json!({"disabled": true})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = h.call("GET", "/api/me", None, Some(&bob)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(matches!(ws_rx.recv().await, Some(crate::chat::hub::Out::Close(4001, _))));
+    let (st, _, b) = h.call("POST", "/api/login", Some(json!({"username": "bob", "password": "password-2"})), None).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    // the admin resets bob's password and re-enables him
+    h.call("PATCH", &format!("/api/users/{bob_id}"), Some(json!({"disabled": false})), Some(&admin)).await;
+    let (st, _, _) = h.call("POST", &format!("/api/users/{bob_id}/password"), Some(json!({"password": "fresh-pass-1"})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    h.login("bob", "fresh-pass-1").await;
+}
+
+#[tokio::test]
+async fn invites_are_single_use() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (st, _, inv) = h.call("POST", "/api/invites", Some(json!({"hours": 24})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    let path = format!("/api{}", inv["path"].as_str().unwrap().replace("/invite/", "/invites/"));
+    let (st, _, info) = h.call("GET", &path, None, None).await;
+    assert_eq!((st, info["company"].as_str()), (StatusCode::OK, Some("Acme")));
+    let join = json!({"username": "carol", "display_name": "Carol", "password": "password-4"});
+    let (st, headers, b) = h.call("POST", &path, Some(join.clone()), None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let carol = Harness::session_from(&headers, &b);
+    let (_, _, rooms) = h.call("GET", "/api/rooms", None, Some(&carol)).await;
+    assert_eq!(rooms[0]["name"], "General", "newcomers land in the company room");
+    let (st, _, _) = h.call("POST", &path, Some(json!({"username": "dave", "display_name": "D", "password": "password-5"})), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = h.call("GET", "/api/invites/not-a-token", None, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn rooms_history_and_permissions_over_http() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (bob_id, bob) = h.add_user(&admin, "bob").await;
+    let (_, eve) = h.add_user(&admin, "eve").await;
+    let (st, _, room) = h
+        .call("POST", "/api/rooms", Some(json!({"name": "Sales", "visibility": "invite", "members": [bob_id]})), Some(&admin))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{room}");
+    let id = room["id"].as_i64().unwrap();
+    let (st, _, b) = h.call("GET", &format!("/api/rooms/{id}/messages"), None, Some(&eve)).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("not_member")));
+    let (st, _, b) = h.call("GET", &format!("/api/rooms/{id}/messages"), None, Some(&bob)).await;
+    assert_eq!((st, b["more"].as_bool()), (StatusCode::OK, Some(false)));
+    let (_, _, browse) = h.call("GET", "/api/rooms/browse", None, Some(&eve)).await;
+    assert!(browse.as_array().unwrap().iter().all(|r| r["name"] != "Sales"), "invite-only rooms stay hidden");
+    let (st, _, _) = h.call("PATCH", &format!("/api/rooms/{id}"), Some(json!({"name": "Hacked"})), Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = h.call("PATCH", &format!("/api/rooms/{id}"), Some(json!({"name": "Sales EU"})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = h.call("DELETE", &format!("/api/rooms/{id}/members/{bob_id}"), None, Some(&bob)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "leaving");
+    let (st, _, _) = h.call("GET", &format!("/api/rooms/{id}"), None, Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, b) = h.call("GET", "/api/search?q=%22%20OR%20*", None, Some(&bob)).await;
+    assert_eq!((st, b["hits"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (st, _, _) = h.call("GET", "/api/nope", None, Some(&bob)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_precise_errors() {
+    let h = harness();
+    let s = h.setup_admin().await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/rooms")
+        .header(header::HOST, "parvis.test")
+        .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+        .header(CSRF_HEADER, &s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": \"x\", "))
+        .unwrap();
+    let (st, _, b) = h.send(req).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    let (st, _, b) = h.call("POST", "/api/rooms", Some(json!({"name": "x", "visibility": "public"})), Some(&s)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(b.as_str().unwrap().contains("visibility"), "{b}");
+    let (st, _, b) = h.call("POST", "/api/rooms", Some(json!({"name": " ", "visibility": "open"})), Some(&s)).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid")));
+}
