@@ -427,7 +427,7 @@ function pendingFor(room) {
   if (!S.conn) return [];
   return S.conn.pending().filter((f) => f.t === 'send' && f.room === room).map((f) => ({
     seq: Infinity, sender: S.me.id, body: f.body, client_id: f.id, reply_to: f.reply_to || null,
-    ts: f.ts || Date.now(), pending: true, reactions: {},
+    ts: f._ts || Date.now(), pending: true, reactions: {},
   }));
 }
 
@@ -568,7 +568,7 @@ function submitComposer() {
   if (S.editing) {
     S.conn.queue({ t: 'edit', id: newId(), room: S.current, seq: S.editing.seq, body });
   } else {
-    const frame = { t: 'send', id: newId(), room: S.current, body, ts: Date.now() };
+    const frame = { t: 'send', id: newId(), room: S.current, body, _ts: Date.now() };
     if (S.replyTo) frame.reply_to = S.replyTo.seq;
     S.conn.queue(frame);
     const box = $('#messages');
@@ -1063,7 +1063,7 @@ function adminSection() {
             const p = prompt(t('reset_password_prompt', { name: u.display_name }));
             if (!p) return;
             try { await post(`/users/${u.id}/password`, { password: p }); toast(t('saved')); } catch (e) { toast(errorText(e), 'error'); }
-          } }, t('reset_password'))]))))));
+          } }, t('reset_password'))])))));
   };
   render();
   const err = formError();

@@ -112,7 +112,8 @@ export class Conn extends EventTarget {
 
   raw(frame) {
     if (this.ws && this.ws.readyState === 1) {
-      this.ws.send(JSON.stringify(frame));
+      // Fields starting with "_" are local bookkeeping, not protocol.
+      this.ws.send(JSON.stringify(frame, (k, v) => (k.startsWith('_') ? undefined : v)));
       return true;
     }
     return false;

@@ -513,10 +513,11 @@ pub async fn search(AxState(state): AxState<State>, me: CurrentUser, Query(q): Q
 pub async fn websocket(
     AxState(state): AxState<State>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     me: CurrentUser,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    if headers.get(header::ORIGIN).is_none() || !super::same_origin(&headers) {
+    if headers.get(header::ORIGIN).is_none() || !super::same_origin(&headers, &uri) {
         return Err(AppError::forbidden("WebSocket from another origin refused"));
     }
     let chat = state.chat.clone();

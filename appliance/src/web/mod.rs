@@ -187,11 +187,16 @@ pub fn session_cookie(token: Option<&str>) -> HeaderValue {
 
 /// Same-origin check: a request that states an Origin must come from this
 /// host. Browsers always send Origin on cross-site POSTs and WebSockets.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// HTTP/2 carries the host in the URI authority, HTTP/1.1 in `Host`.
+pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
     let origin_host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
     origin_host == Some(host)
 }
@@ -202,7 +207,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 async fn security(req: Request<axum::body::Body>, next: Next) -> Response {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if unsafe_method && !same_origin(req.headers()) {
+    if unsafe_method && !same_origin(req.headers(), req.uri()) {
         return AppError::forbidden("cross-origin request refused").into_response();
     }
     let mut res = next.run(req).await;
