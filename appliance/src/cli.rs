@@ -222,7 +222,14 @@ fn user_add(
     let name = username.to_string();
     let user = runtime().block_on(async {
         let db = crate::open_db(config)?;
-        anyhow::Ok(db.write(move |ctx| users::create_user(ctx.conn, &name, &display, &hash, role, now)).await?)
+        anyhow::Ok(
+            db.write(move |ctx| {
+                let user = users::create_user(ctx.conn, &name, &display, &hash, role, now)?;
+                crate::store::rooms::join_default_room(ctx.conn, user.id, now)?;
+                Ok(user)
+            })
+            .await?,
+        )
     })?;
     println!("created {} (id {}, {})", user.username, user.id, role.as_str());
     if generated {

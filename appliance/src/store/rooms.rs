@@ -590,6 +590,22 @@ pub fn add_member(
     Ok(Some(append_to_members(conn, room, actor, now, &EventBody::Join { user: target })?.1))
 }
 
+/// Puts a newcomer in the company-wide room (the oldest open group room),
+/// if there is one.
+pub fn join_default_room(conn: &Connection, user: UserId, now: Millis) -> Result<Vec<Published>, StoreError> {
+    let general: Option<RoomId> = conn
+        .query_row(
+            "SELECT id FROM rooms WHERE kind = 'group' AND visibility = 'open' AND archived = 0 ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match general {
+        Some(room) => Ok(add_member(conn, room, user, user, now)?.into_iter().collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Removes `target` from a group room: oneself (leave), or anyone by an
 /// owner or admin. The removed user receives the leave event too.
 pub fn remove_member(

@@ -216,11 +216,13 @@ pub async fn create_user(AxState(state): AxState<State>, me: CurrentUser, Json(r
     check_password(&req.password)?;
     let hash = hash_password(req.password).await?;
     let role = if req.admin { Role::Admin } else { Role::User };
-    let now = state.chat.clock.now_ms();
     let user = state
         .chat
-        .db
-        .write(move |ctx| users::create_user(ctx.conn, &req.username, &req.display_name, &hash, role, now))
+        .write(move |c, now| {
+            let user = users::create_user(c, &req.username, &req.display_name, &hash, role, now)?;
+            let published = rooms::join_default_room(c, user.id, now)?;
+            Ok((user, published))
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -326,18 +328,7 @@ pub async fn accept_invite(
         .chat
         .write(move |c, now| {
             let user = users::accept_invite(c, &hash, &req.username, &req.display_name, &pw, now)?;
-            // Newcomers land in the company-wide room.
-            let general: Option<RoomId> = c
-                .query_row(
-                    "SELECT id FROM rooms WHERE kind = 'group' AND visibility = 'open' AND archived = 0 ORDER BY id LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            let published = match general {
-                Some(room) => rooms::add_member(c, room, user.id, user.id, now)?.into_iter().collect(),
-                None => vec![],
-            };
+            let published = rooms::join_default_room(c, user.id, now)?;
             Ok((user, published))
         })
         .await;

@@ -1,0 +1,136 @@
+// Shared helpers for the browser tests: a real `parvis serve` process on
+// loopback ports and Debian's Chromium driven by playwright-core.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync, openSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium, request } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const PARVIS_BIN = process.env.PARVIS_BIN
+  || join(here, '../../target/x86_64-unknown-linux-gnu/release/parvis');
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+async function waitForPort(port, ms = 20000) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const ok = await new Promise((res) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.end(); res(true); });
+      s.on('error', () => res(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`port ${port} did not open`);
+}
+
+/** A running parvis on a fresh data folder. */
+export class Server {
+  static async start() {
+    if (!existsSync(PARVIS_BIN)) throw new Error(`${PARVIS_BIN} missing: run cargo build --release`);
+    const s = new Server();
+    s.data = join(mkdtempSync(join(tmpdir(), 'parvis-browser-')), 'data');
+    s.httpsPort = await freePort();
+    s.httpPort = await freePort();
+    s.url = `https://localhost:${s.httpsPort}`;
+    await s.spawn();
+    return s;
+  }
+
+  async spawn() {
+    const log = openSync(this.data + '.log', 'a');
+    this.proc = spawn(PARVIS_BIN, ['serve', '--log', 'warn', '--data', this.data,
+      '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`],
+    { stdio: ['ignore', 'ignore', log] });
+    await waitForPort(this.httpsPort);
+  }
+
+  kill9() {
+    if (this.proc) { this.proc.kill('SIGKILL'); this.proc = null; }
+  }
+
+  async restart() {
+    this.kill9();
+    await new Promise((r) => setTimeout(r, 200));
+    await this.spawn();
+  }
+
+  setupCode() { return readFileSync(join(this.data, 'setup-code'), 'utf8').trim(); }
+
+  /** An API client (its own cookie jar). */
+  async api() {
+    const ctx = await request.newContext({ baseURL: this.url, ignoreHTTPSErrors: true });
+    let csrf = '';
+    const call = async (method, path, data) => {
+      const res = await ctx.fetch('/api' + path, { method, data, headers: csrf ? { 'x-csrf-token': csrf } : {} });
+      const body = res.status() === 204 ? null : await res.json();
+      if (!res.ok()) throw new Error(`${method} ${path}: ${res.status()} ${JSON.stringify(body)}`);
+      if (body?.csrf) csrf = body.csrf;
+      return body;
+    };
+    return { call, dispose: () => ctx.dispose() };
+  }
+
+  /** Creates the admin "alice" through the API; returns the API client. */
+  async setupAdmin() {
+    const api = await this.api();
+    await api.call('POST', '/setup', { code: this.setupCode(), company: 'Acme', username: 'alice', display_name: 'Alice', password: 'password-1' });
+    return api;
+  }
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+  });
+}
+
+/** A fresh browser profile logged in as `user`, on the chat page. */
+export async function loggedIn(browser, server, user, password, options = {}) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US', ...options });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => { page.errors = [...(page.errors || []), e.message]; });
+  await page.goto(server.url + '/');
+  await page.fill('input[name=username]', user);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#composer-input');
+  await waitConnected(page);
+  return { context, page };
+}
+
+export async function waitConnected(page, timeout = 15000) {
+  await page.waitForFunction(() => window.parvis?.conn?.state === 'connected', null, { timeout });
+}
+
+/** Sends a chat message through the page's own connection and waits for its ack. */
+export async function sendVia(page, room, body) {
+  return page.evaluate(([room, body]) => new Promise((resolve) => {
+    const id = Math.random().toString(36).slice(2);
+    const conn = window.parvis.conn;
+    const onAck = () => {
+      if (!conn.outbox.has(id)) { clearInterval(timer); resolve(id); }
+    };
+    const timer = setInterval(onAck, 20);
+    conn.queue({ t: 'send', id, room, body });
+  }), [room, body]);
+}
+
+export async function openRoomByName(page, name) {
+  await page.click(`#room-list a.room:has(.room-name:text-matches("${name}$"))`);
+  await page.waitForFunction((n) => document.getElementById('room-title').textContent.startsWith(n), name);
+}
