@@ -128,6 +128,7 @@ async fn shutdown_signal() {
 }
 
 pub fn main() -> ExitCode {
+    crate::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { common, https, http, name, log } => {

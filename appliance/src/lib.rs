@@ -9,6 +9,7 @@ pub mod config;
 pub mod net;
 pub mod server;
 pub mod store;
+pub mod sys;
 pub mod tls;
 pub mod web;
 

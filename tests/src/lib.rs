@@ -59,6 +59,11 @@ impl Server {
         Ok(s)
     }
 
+    /// A server started by someone else (benchmarks): no process to manage.
+    pub fn attach(data: PathBuf, https_port: u16) -> Server {
+        Server { data, https_port, http_port: 0, child: None, _tmp: None }
+    }
+
     async fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log"))?;
         let child = Command::new(parvis_bin())
