@@ -320,3 +320,129 @@ where
     }
     sink.send(text("{\"t\":\"synced\"}")).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::ws::Message;
+    use futures::channel::mpsc;
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+
+    use crate::chat::{Chat, Hub};
+    use crate::config::ChatConfig;
+    use crate::store::rooms::{self, PostOutcome, Visibility};
+    use crate::store::users::{self, Role, User};
+    use crate::store::{Db, RoomId};
+
+    struct Client {
+        tx: mpsc::Sender<Result<Message, std::convert::Infallible>>,
+        rx: mpsc::Receiver<Message>,
+    }
+
+    impl Client {
+        async fn send(&mut self, v: Value) {
+            self.tx.send(Ok(Message::Text(v.to_string().into()))).await.unwrap();
+        }
+        async fn recv(&mut self) -> Value {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(5), self.rx.next()).await.unwrap().unwrap();
+                if let Message::Text(t) = m {
+                    return serde_json::from_str(t.as_str()).unwrap();
+                }
+            }
+        }
+        async fn nothing_for(&mut self, ms: u64) -> bool {
+            tokio::time::timeout(Duration::from_millis(ms), self.rx.next()).await.is_err()
+        }
+    }
+
+    async fn setup() -> (Chat, User, User, RoomId, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let chat = Chat { db, hub: Arc::new(Hub::new()), clock: Arc::new(crate::SystemClock), config: ChatConfig::default() };
+        let (alice, bob, room) = chat
+            .write(|c, now| {
+                let a = users::create_user(c, "alice", "Alice", "h", Role::Admin, now)?;
+                let b = users::create_user(c, "bob", "Bob", "h", Role::User, now)?;
+                let (room, _) = rooms::create_group(c, a.id, "Team", "", Visibility::Invite, &[b.id], now)?;
+                Ok(((a, b, room), vec![]))
+            })
+            .await
+            .unwrap();
+        (chat, alice, bob, room, dir)
+    }
+
+    fn connect(chat: &Chat, user: User) -> Client {
+        let (to_server, from_client) = mpsc::channel(64);
+        let (to_client, from_server) = mpsc::channel(64);
+        tokio::spawn(super::run(chat.clone(), user, to_client, from_client));
+        Client { tx: to_server, rx: from_server }
+    }
+
+    async fn post(chat: &Chat, room: RoomId, who: i64, id: &str) -> i64 {
+        let id = id.to_string();
+        chat.write(move |c, now| match rooms::post_message(c, room, who, &id, "hi", None, now)? {
+            PostOutcome::Stored { seq, published } => Ok((seq, vec![published])),
+            PostOutcome::Duplicate { seq, .. } => Ok((seq, vec![])),
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn live_events_wait_for_sync_then_replay_is_exact() {
+        let (chat, alice, bob, room, _dir) = setup().await;
+        let s1 = post(&chat, room, alice.id, "m1").await;
+        let mut b = connect(&chat, bob.clone());
+        assert_eq!(b.recv().await["t"], "welcome");
+        // committed while Bob has not synced yet: held back, not lost
+        let s2 = post(&chat, room, alice.id, "m2").await;
+        assert!(b.nothing_for(150).await, "no live event before sync");
+        b.send(json!({"t": "sync", "since": {room.to_string(): s1}})).await;
+        let replayed = b.recv().await;
+        assert_eq!((replayed["t"].as_str(), replayed["seq"].as_i64()), (Some("event"), Some(s2)));
+        assert_eq!(b.recv().await["t"], "synced");
+        // the queued live copy of s2 is dropped: exactly once
+        let s3 = post(&chat, room, alice.id, "m3").await;
+        assert_eq!(b.recv().await["seq"].as_i64(), Some(s3));
+        assert!(b.nothing_for(150).await);
+    }
+
+    #[tokio::test]
+    async fn acks_follow_commit_and_errors_keep_the_session() {
+        let (chat, _alice, bob, room, _dir) = setup().await;
+        let mut b = connect(&chat, bob);
+        b.recv().await;
+        b.send(json!({"t": "sync", "since": {}})).await;
+        assert_eq!(b.recv().await["t"], "synced");
+        b.send(json!({"t": "nonsense"})).await;
+        assert_eq!(b.recv().await["code"], "unknown_type");
+        b.send(json!({"t": "send", "id": "a1", "room": room, "body": "hello"})).await;
+        // the event (Bob is a member) and the ack both arrive, once each
+        let mut got = vec![b.recv().await, b.recv().await];
+        got.sort_by_key(|v| v["t"].as_str().unwrap_or("").to_string());
+        assert_eq!((got[0]["t"].as_str(), got[0]["dup"].as_bool()), (Some("ack"), Some(false)));
+        assert_eq!((got[1]["t"].as_str(), got[1]["body"].as_str()), (Some("event"), Some("hello")));
+        b.send(json!({"t": "send", "id": "a1", "room": room, "body": "hello"})).await;
+        let dup = b.recv().await;
+        assert_eq!((dup["dup"].as_bool(), dup["seq"].clone()), (Some(true), got[0]["seq"].clone()));
+        assert!(b.nothing_for(150).await, "a retry publishes nothing");
+        b.send(json!({"t": "ping", "id": "p"})).await;
+        assert_eq!(b.recv().await["t"], "pong");
+    }
+
+    #[tokio::test]
+    async fn a_disconnected_user_is_closed() {
+        let (chat, _alice, bob, _room, _dir) = setup().await;
+        let mut b = connect(&chat, bob.clone());
+        b.recv().await;
+        b.send(json!({"t": "sync", "since": {}})).await;
+        b.recv().await;
+        chat.hub.disconnect_user(bob.id, 4001, "account disabled");
+        let m = tokio::time::timeout(Duration::from_secs(5), b.rx.next()).await.unwrap().unwrap();
+        assert!(matches!(m, Message::Close(Some(ref c)) if c.code == 4001), "{m:?}");
+    }
+}
