@@ -21,8 +21,19 @@ async fn send(ws: &mut Ws, id: &str, room: i64, body: &str) -> anyhow::Result<i6
     Ok(ack["seq"].as_i64().unwrap())
 }
 
-#[tokio::test]
-async fn two_users_chat_over_real_websockets() -> R {
+/// A server with Alice (admin) and Bob in an invite-only room, both
+/// connected and synced.
+struct Team {
+    server: Server,
+    alice: parvis_e2e::Session,
+    bob_id: i64,
+    bob: parvis_e2e::Session,
+    room: i64,
+    a: Ws,
+    b: Ws,
+}
+
+async fn team() -> anyhow::Result<Team> {
     let server = Server::start().await?;
     let alice = server.setup_admin().await?;
     let (bob_id, bob) = server.add_user(&alice, "bob").await?;
@@ -31,6 +42,12 @@ async fn two_users_chat_over_real_websockets() -> R {
     a.until_synced().await?;
     let mut b = server.ws(&bob, json!({})).await?;
     b.until_synced().await?;
+    Ok(Team { server, alice, bob_id, bob, room, a, b })
+}
+
+#[tokio::test]
+async fn two_users_chat_over_real_websockets() -> R {
+    let Team { server, alice, bob_id, bob, room, mut a, mut b } = team().await?;
 
     let seq = send(&mut a, "m1", room, "Bonjour @bob !").await?;
     let got = b.recv_until(is_message).await?;
@@ -80,14 +97,7 @@ async fn two_users_chat_over_real_websockets() -> R {
 
 #[tokio::test]
 async fn reconnect_resumes_with_no_gap_and_no_duplicate() -> R {
-    let server = Server::start().await?;
-    let alice = server.setup_admin().await?;
-    let (bob_id, bob) = server.add_user(&alice, "bob").await?;
-    let room = server.create_room(&alice, "Team", "invite", &[bob_id]).await?;
-    let mut a = server.ws(&alice, json!({})).await?;
-    a.until_synced().await?;
-    let mut b = server.ws(&bob, json!({})).await?;
-    b.until_synced().await?;
+    let Team { server, bob, room, mut a, mut b, .. } = team().await?;
 
     let mut seen: Vec<(i64, String)> = Vec::new();
     for i in 0..5 {

@@ -2,6 +2,9 @@
 //! loopback ports, trusts the local CA it creates (so TLS is verified, not
 //! skipped), and speaks HTTP/1.1 and WebSocket to it.
 
+// A test harness waits on the real clock (process start-up, timeouts).
+#![allow(clippy::disallowed_methods)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

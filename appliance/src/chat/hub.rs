@@ -27,9 +27,12 @@ pub enum Out {
 
 pub type ConnId = u64;
 
+/// The open connections of one user.
+type UserConns = Vec<(ConnId, mpsc::Sender<Out>)>;
+
 #[derive(Default)]
 pub struct Hub {
-    conns: RwLock<HashMap<UserId, Vec<(ConnId, mpsc::Sender<Out>)>>>,
+    conns: RwLock<HashMap<UserId, UserConns>>,
     next: AtomicU64,
 }
 

@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(b.recv().await["code"], "unknown_type");
         b.send(json!({"t": "send", "id": "a1", "room": room, "body": "hello"})).await;
         // the event (Bob is a member) and the ack both arrive, once each
-        let mut got = vec![b.recv().await, b.recv().await];
+        let mut got = [b.recv().await, b.recv().await];
         got.sort_by_key(|v| v["t"].as_str().unwrap_or("").to_string());
         assert_eq!((got[0]["t"].as_str(), got[0]["dup"].as_bool()), (Some("ack"), Some(false)));
         assert_eq!((got[1]["t"].as_str(), got[1]["body"].as_str()), (Some("event"), Some("hello")));
