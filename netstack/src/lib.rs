@@ -6,3 +6,4 @@
 //! engine and the socket drivers build on it.
 
 pub mod stun;
+pub mod turn;

@@ -59,12 +59,13 @@ pub mod attr {
 
     /// Comprehension-required attributes this implementation understands.
     /// CHANGE-REQUEST (RFC 5780) is deliberately absent: a request using it
-    /// gets 420, never a reflection to another address.
+    /// gets 420, never a reflection to another address. So are EVEN-PORT
+    /// and RESERVATION-TOKEN: relay port pairs are not offered (420).
     pub const KNOWN_REQUIRED: &[u16] = &[
         MAPPED_ADDRESS, USERNAME, MESSAGE_INTEGRITY, ERROR_CODE, UNKNOWN_ATTRIBUTES, CHANNEL_NUMBER,
         LIFETIME, XOR_PEER_ADDRESS, DATA, REALM, NONCE, XOR_RELAYED_ADDRESS, REQUESTED_ADDRESS_FAMILY,
-        EVEN_PORT, REQUESTED_TRANSPORT, DONT_FRAGMENT, MESSAGE_INTEGRITY_SHA256, PASSWORD_ALGORITHM,
-        USERHASH, XOR_MAPPED_ADDRESS, RESERVATION_TOKEN, PRIORITY, USE_CANDIDATE,
+        REQUESTED_TRANSPORT, DONT_FRAGMENT, MESSAGE_INTEGRITY_SHA256, PASSWORD_ALGORITHM,
+        USERHASH, XOR_MAPPED_ADDRESS, PRIORITY, USE_CANDIDATE,
     ];
 }
 
@@ -428,6 +429,7 @@ fn decode_xor_address(v: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, ()> {
 
 /// Writes a STUN message into a buffer. Attributes are appended in call
 /// order; `finish*` fixes the length and adds integrity/fingerprint.
+#[derive(Clone)]
 pub struct Builder {
     buf: Vec<u8>,
     tid: [u8; 12],
@@ -501,6 +503,15 @@ impl Builder {
         mac.update(&self.buf);
         let tag = mac.finalize().into_bytes();
         self.attr(attr::MESSAGE_INTEGRITY, &tag)
+    }
+
+    /// Adds MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256 with `key`, full 32 bytes).
+    pub fn integrity_sha256(mut self, key: &[u8]) -> Builder {
+        self.set_len(36);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+        mac.update(&self.buf);
+        let tag = mac.finalize().into_bytes();
+        self.attr(attr::MESSAGE_INTEGRITY_SHA256, &tag)
     }
 
     /// Adds FINGERPRINT and returns the bytes.
