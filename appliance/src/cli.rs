@@ -50,6 +50,33 @@ enum Command {
         /// Log filter, e.g. "info" or "parvis=debug". Default: info.
         #[arg(long, env = "PARVIS_LOG", value_name = "FILTER")]
         log: Option<String>,
+        #[command(flatten)]
+        turn: TurnFlags,
+    },
+    /// Run only the STUN/TURN server (an extra TURN node sharing the secret).
+    Turn {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        turn: TurnFlags,
+        /// Log filter. Default: info.
+        #[arg(long, env = "PARVIS_LOG", value_name = "FILTER")]
+        log: Option<String>,
+    },
+    /// Print TURN REST credentials made from the box's secret, for other
+    /// WebRTC apps of the company and for tests.
+    TurnCredentials {
+        #[command(flatten)]
+        common: Common,
+        /// User name to embed.
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds (at most turn.credential_horizon_secs).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Print {"username","password","ttl","uris"} as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage user accounts directly in the data folder.
     #[command(subcommand)]
@@ -57,6 +84,34 @@ enum Command {
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Args, Clone, Default)]
+struct TurnFlags {
+    /// STUN/TURN UDP+TCP listen address. Default: 0.0.0.0:3478.
+    #[arg(long, env = "PARVIS_TURN", value_name = "ADDR")]
+    turn: Option<SocketAddr>,
+    /// TURN over TLS listen address. Default: 0.0.0.0:5349.
+    #[arg(long, env = "PARVIS_TURN_TLS", value_name = "ADDR")]
+    turn_tls: Option<SocketAddr>,
+    /// Public address to advertise for relays (behind NAT).
+    #[arg(long, env = "PARVIS_TURN_EXTERNAL", value_name = "IP")]
+    turn_external: Option<std::net::IpAddr>,
+    /// TESTS ONLY: let the relay reach loopback peers.
+    #[arg(long, env = "PARVIS_TURN_ALLOW_LOOPBACK_PEERS")]
+    turn_allow_loopback_peers: bool,
+}
+
+impl TurnFlags {
+    fn apply(self, o: Overrides) -> Overrides {
+        Overrides {
+            turn: self.turn,
+            turn_tls: self.turn_tls,
+            turn_external: self.turn_external,
+            turn_allow_loopback_peers: self.turn_allow_loopback_peers,
+            ..o
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,8 +186,9 @@ pub fn main() -> ExitCode {
     crate::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, https, http, name, log } => {
-            let config = match load(&common, Overrides { https, http, name, log, data: None }) {
+        Command::Serve { common, https, http, name, log, turn } => {
+            let over = turn.apply(Overrides { https, http, name, log, ..Overrides::default() });
+            let config = match load(&common, over) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -142,6 +198,36 @@ pub fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("parvis: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Turn { common, turn, log } => {
+            let config = match load(&common, turn.apply(Overrides { log, ..Overrides::default() })) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config.log);
+            match runtime().block_on(crate::turn::run_standalone(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parvis turn: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::TurnCredentials { common, user, ttl, json } => {
+            let config = match load(&common, Overrides::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::turn::credentials_command(&config, &user, ttl, json) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parvis turn-credentials: {e:#}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -29,6 +29,67 @@ pub struct Config {
     pub log: String,
     /// Chat limits.
     pub chat: ChatConfig,
+    /// The STUN/TURN server.
+    pub turn: TurnConfig,
+}
+
+/// Parvis's own STUN/TURN server (netstack).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Run it. Default: true.
+    pub enabled: bool,
+    /// UDP and TCP listen addresses. Default: `["0.0.0.0:3478"]`.
+    pub listen: Vec<SocketAddr>,
+    /// TURN over TLS listen addresses. Default: `["0.0.0.0:5349"]`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Relay ports, first and last. Default: 50000–50199 (49152–65535 on the box).
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    /// Address relay sockets bind to. Default: the machine's first LAN IPv4
+    /// address (127.0.0.1 if it has none).
+    pub relay_address: Option<std::net::IpAddr>,
+    /// IPv6 relay address. Default: the first global or ULA IPv6 address, if any.
+    pub relay_address_v6: Option<std::net::IpAddr>,
+    /// Public address advertised to clients when the box is behind NAT
+    /// (forward the listen and relay ports to it). Default: none.
+    pub external_address: Option<std::net::IpAddr>,
+    /// Peer networks the relay may reach although private (e.g. `"192.168.1.0/24"`).
+    /// Default: none: guests cannot reach the LAN through the box.
+    pub allow_peers: Vec<String>,
+    /// Peer networks refused in addition to the built-in list.
+    pub deny_peers: Vec<String>,
+    /// Tests only: allow loopback peers. Default: false; logged loudly when on.
+    pub allow_loopback_peers: bool,
+    /// Allocations per user and in total. Defaults: 20 and 2000.
+    pub user_quota: usize,
+    pub total_quota: usize,
+    /// Bandwidth cap per allocation in kbit/s, 0 for none. Default: 0.
+    pub bandwidth_kbps: u64,
+    /// Longest accepted validity of a REST username, seconds. Default: 86400.
+    pub credential_horizon_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            enabled: true,
+            listen: vec!["0.0.0.0:3478".parse().expect("literal")],
+            tls_listen: vec!["0.0.0.0:5349".parse().expect("literal")],
+            relay_port_min: 50000,
+            relay_port_max: 50199,
+            relay_address: None,
+            relay_address_v6: None,
+            external_address: None,
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            allow_loopback_peers: false,
+            user_quota: 20,
+            total_quota: 2000,
+            bandwidth_kbps: 0,
+            credential_horizon_secs: 86_400,
+        }
+    }
 }
 
 /// Limits of the chat service.
@@ -55,6 +116,7 @@ impl Default for Config {
             name: "parvis".into(),
             log: "info".into(),
             chat: ChatConfig::default(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -86,6 +148,10 @@ pub struct Overrides {
     pub https: Option<SocketAddr>,
     pub name: Option<String>,
     pub log: Option<String>,
+    pub turn: Option<SocketAddr>,
+    pub turn_tls: Option<SocketAddr>,
+    pub turn_external: Option<std::net::IpAddr>,
+    pub turn_allow_loopback_peers: bool,
 }
 
 impl Config {
@@ -136,6 +202,18 @@ impl Config {
         if let Some(v) = over.log {
             config.log = v;
         }
+        if let Some(v) = over.turn {
+            config.turn.listen = vec![v];
+        }
+        if let Some(v) = over.turn_tls {
+            config.turn.tls_listen = vec![v];
+        }
+        if let Some(v) = over.turn_external {
+            config.turn.external_address = Some(v);
+        }
+        if over.turn_allow_loopback_peers {
+            config.turn.allow_loopback_peers = true;
+        }
         let errors = config.check();
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
@@ -164,6 +242,26 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.chat.send_rate) {
             bad("chat.send_rate", "must be between 1 and 10000".into());
+        }
+        let t = &self.turn;
+        if t.enabled && t.listen.is_empty() {
+            bad("turn.listen", "needs at least one address when turn.enabled".into());
+        }
+        if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
+            bad("turn.relay_port_min", format!("must be 1..=relay_port_max ({})", t.relay_port_max));
+        }
+        for (key, list) in [("turn.allow_peers", &t.allow_peers), ("turn.deny_peers", &t.deny_peers)] {
+            for c in list {
+                if let Err(e) = c.parse::<netstack::turn::Cidr>() {
+                    bad(key, e);
+                }
+            }
+        }
+        if t.user_quota == 0 || t.total_quota == 0 {
+            bad("turn.user_quota", "quotas must be at least 1".into());
+        }
+        if !(60..=7 * 86_400).contains(&t.credential_horizon_secs) {
+            bad("turn.credential_horizon_secs", "must be between 60 and 604800".into());
         }
         errors
     }

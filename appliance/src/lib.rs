@@ -11,6 +11,7 @@ pub mod server;
 pub mod store;
 pub mod sys;
 pub mod tls;
+pub mod turn;
 pub mod web;
 
 use std::sync::{Arc, Mutex};
@@ -126,6 +127,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
 
     let stop = CancellationToken::new();
+    let turn_tls = tls::turn_server_config(tls_state.resolver.clone())?;
+    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await?;
+    if let Some(t) = &turn {
+        println!("  STUN/TURN: udp+tcp {:?}, tls {:?}", t.udp, t.tls);
+    }
     let servers = tokio::spawn({
         let stop = stop.clone();
         async move {

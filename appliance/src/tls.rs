@@ -175,6 +175,16 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerCo
     Ok(Arc::new(config))
 }
 
+/// The rustls configuration for TURN over TLS (no ALPN: TURN clients
+/// rarely send one).
+pub fn turn_server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    Ok(Arc::new(config))
+}
+
 /// Every name the certificate should cover: localhost, the host name, the
 /// box name and `<box>.local`, and the given addresses.
 pub fn names_for(box_name: &str, hostname: Option<&str>, addrs: &[std::net::IpAddr]) -> Vec<String> {

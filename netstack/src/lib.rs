@@ -5,5 +5,6 @@
 //! stun-rs is kept as an independent implementation in tests). The TURN
 //! engine and the socket drivers build on it.
 
+pub mod driver;
 pub mod stun;
 pub mod turn;

@@ -59,12 +59,12 @@ pub mod attr {
 
     /// Comprehension-required attributes this implementation understands.
     /// CHANGE-REQUEST (RFC 5780) is deliberately absent: a request using it
-    /// gets 420, never a reflection to another address. So are EVEN-PORT
-    /// and RESERVATION-TOKEN: relay port pairs are not offered (420).
+    /// gets 420, never a reflection to another address. So is
+    /// RESERVATION-TOKEN: relay port reservations are not offered.
     pub const KNOWN_REQUIRED: &[u16] = &[
         MAPPED_ADDRESS, USERNAME, MESSAGE_INTEGRITY, ERROR_CODE, UNKNOWN_ATTRIBUTES, CHANNEL_NUMBER,
         LIFETIME, XOR_PEER_ADDRESS, DATA, REALM, NONCE, XOR_RELAYED_ADDRESS, REQUESTED_ADDRESS_FAMILY,
-        REQUESTED_TRANSPORT, DONT_FRAGMENT, MESSAGE_INTEGRITY_SHA256, PASSWORD_ALGORITHM,
+        EVEN_PORT, REQUESTED_TRANSPORT, DONT_FRAGMENT, MESSAGE_INTEGRITY_SHA256, PASSWORD_ALGORITHM,
         USERHASH, XOR_MAPPED_ADDRESS, PRIORITY, USE_CANDIDATE,
     ];
 }
@@ -315,15 +315,22 @@ impl<'a> Message<'a> {
         (v.len() == 4).then(|| be32(v, 0))
     }
 
+    /// EVEN-PORT: `Some(reserve_next)` when present and well-formed.
+    pub fn even_port(&self) -> Option<Result<bool, ()>> {
+        let v = self.attr(attr::EVEN_PORT)?;
+        Some(if v.len() == 1 { Ok(v[0] & 0x80 != 0) } else { Err(()) })
+    }
+
     /// LIFETIME in seconds.
     pub fn lifetime(&self) -> Option<u32> {
         self.u32_attr(attr::LIFETIME)
     }
 
-    /// CHANNEL-NUMBER (the upper 16 bits; RFFU must be zero).
+    /// CHANNEL-NUMBER (the upper 16 bits; RFFU is ignored on reception,
+    /// RFC 8656 §18.1).
     pub fn channel_number(&self) -> Option<u16> {
         let v = self.attr(attr::CHANNEL_NUMBER)?;
-        (v.len() == 4 && v[2] == 0 && v[3] == 0).then(|| be16(v, 0))
+        (v.len() == 4).then(|| be16(v, 0))
     }
 
     /// REQUESTED-TRANSPORT protocol number (17 = UDP).

@@ -44,6 +44,8 @@ export class Server {
     s.data = join(mkdtempSync(join(tmpdir(), 'parvis-browser-')), 'data');
     s.httpsPort = await freePort();
     s.httpPort = await freePort();
+    s.turnPort = await freePort();
+    s.turnTlsPort = await freePort();
     s.url = `https://localhost:${s.httpsPort}`;
     await s.spawn();
     return s;
@@ -52,7 +54,8 @@ export class Server {
   async spawn() {
     const log = openSync(this.data + '.log', 'a');
     this.proc = spawn(PARVIS_BIN, ['serve', '--log', 'warn', '--data', this.data,
-      '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`],
+      '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`,
+      '--turn', `127.0.0.1:${this.turnPort}`, '--turn-tls', `127.0.0.1:${this.turnTlsPort}`],
     { stdio: ['ignore', 'ignore', log] });
     await waitForPort(this.httpsPort);
   }

@@ -43,6 +43,10 @@ pub struct Server {
     pub data: PathBuf,
     pub https_port: u16,
     pub http_port: u16,
+    pub turn_port: u16,
+    pub turn_tls_port: u16,
+    /// Extra arguments for `parvis serve`.
+    pub extra: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -50,11 +54,19 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data folder.
     pub async fn start() -> Result<Server> {
+        Server::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `parvis serve` arguments.
+    pub async fn start_with(extra: &[&str]) -> Result<Server> {
         let tmp = tempfile::tempdir()?;
         let mut s = Server {
             data: tmp.path().join("data"),
             https_port: free_port(),
             http_port: free_port(),
+            turn_port: free_port(),
+            turn_tls_port: free_port(),
+            extra: extra.iter().map(|x| x.to_string()).collect(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -64,7 +76,7 @@ impl Server {
 
     /// A server started by someone else (benchmarks): no process to manage.
     pub fn attach(data: PathBuf, https_port: u16) -> Server {
-        Server { data, https_port, http_port: 0, child: None, _tmp: None }
+        Server { data, https_port, http_port: 0, turn_port: 0, turn_tls_port: 0, extra: vec![], child: None, _tmp: None }
     }
 
     async fn spawn(&mut self) -> Result<()> {
@@ -77,6 +89,11 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.https_port))
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--turn")
+            .arg(format!("127.0.0.1:{}", self.turn_port))
+            .arg("--turn-tls")
+            .arg(format!("127.0.0.1:{}", self.turn_tls_port))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

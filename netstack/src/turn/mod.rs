@@ -107,8 +107,9 @@ pub enum Output {
     ToClient { five: FiveTuple, data: Vec<u8> },
     /// Send from an allocation's relay socket to a peer.
     ToPeer { alloc: AllocId, relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
-    /// Bind a relay socket (IPv6 if `ipv6`) and report with `relay_opened`.
-    OpenRelay { alloc: AllocId, ipv6: bool },
+    /// Bind a relay socket (IPv6 if `ipv6`, on an even port if `even`) and
+    /// report with `relay_opened`.
+    OpenRelay { alloc: AllocId, ipv6: bool, even: bool },
     /// Close this allocation's relay socket.
     CloseRelay { alloc: AllocId, relay: SocketAddr },
 }
@@ -485,6 +486,16 @@ impl Server {
             Some(Ok(_)) => true,
             Some(Err(())) => return self.reply(five, m, Some(&auth), |b| b.error(400, "bad REQUESTED-ADDRESS-FAMILY")),
         };
+        let even = match m.even_port() {
+            None => false,
+            Some(Ok(false)) => true,
+            // RFC 8656 §7.2: a reservation we cannot make is 508.
+            Some(Ok(true)) => return self.reply(five, m, Some(&auth), |b| b.error(508, "Port Reservation Unsupported")),
+            Some(Err(())) => return self.reply(five, m, Some(&auth), |b| b.error(400, "bad EVEN-PORT")),
+        };
+        if m.attr(attr::RESERVATION_TOKEN).is_some() {
+            return self.reply(five, m, Some(&auth), |b| b.error(508, "Port Reservation Unsupported"));
+        }
         if (ipv6 && !self.cfg.relay_v6) || (!ipv6 && !self.cfg.relay_v4) {
             return self.reply(five, m, Some(&auth), |b| b.error(440, "Address Family not Supported"));
         }
@@ -522,7 +533,7 @@ impl Server {
         self.by_five.insert(five, id);
         self.due(now.mono + lifetime);
         self.metrics.allocations_created += 1;
-        self.out.push_back(Output::OpenRelay { alloc: id, ipv6 });
+        self.out.push_back(Output::OpenRelay { alloc: id, ipv6, even });
     }
 
     /// The driver bound (or failed to bind) the relay socket of `alloc`.

@@ -60,8 +60,11 @@ impl H {
     fn outputs(&mut self) -> Vec<Output> {
         let mut all = Vec::new();
         while let Some(o) = self.s.poll_output() {
-            if let Output::OpenRelay { alloc, ipv6 } = o {
+            if let Output::OpenRelay { alloc, ipv6, even } = o {
                 let ip = if ipv6 { "2001:db8::1" } else { BOX_IP };
+                if even && self.next_port % 2 == 1 {
+                    self.next_port += 1;
+                }
                 let addr = SocketAddr::new(ip.parse().unwrap(), self.next_port);
                 self.next_port += 1;
                 self.s.relay_opened(self.now, alloc, Ok(addr));
@@ -552,4 +555,19 @@ fn garbage_is_counted_and_never_crashes() {
     }
     let _ = h.outputs();
     assert!(h.s.metrics.drop_malformed > 0);
+}
+
+#[test]
+fn even_port_is_honoured_and_reservations_are_refused() {
+    let mut h = H::new();
+    h.next_port = 50001;
+    let mut c = h.client("198.51.100.7:40000", "alice");
+    let r = h.request(&mut c, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).attr(attr::EVEN_PORT, &[0]));
+    let relay = Message::parse(&r).unwrap().xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().unwrap();
+    assert_eq!(relay.port() % 2, 0);
+    let mut d = h.client("198.51.100.7:40001", "alice");
+    let r = h.request(&mut d, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).attr(attr::EVEN_PORT, &[0x80]));
+    assert_eq!(code(&r), Some(508));
+    let r = h.request(&mut d, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).attr(attr::RESERVATION_TOKEN, &[1; 8]));
+    assert_eq!(code(&r), Some(420), "RESERVATION-TOKEN is not understood");
 }

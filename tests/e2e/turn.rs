@@ -1,0 +1,141 @@
+//! STUN/TURN interop: coturn's own clients (`turnutils_stunclient`,
+//! `turnutils_uclient`, `turnutils_peer`) against a real `parvis serve`.
+//! coturn's server is never started here.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use parvis_e2e::{Server, free_port, parvis_bin};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+type R = anyhow::Result<()>;
+
+/// Runs a command to completion (60 s at most); returns exit code and output.
+async fn run(cmd: &mut Command) -> anyhow::Result<(i32, String)> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// A UDP echo peer (coturn's turnutils_peer) on loopback.
+struct Peer {
+    port: u16,
+    _child: Child,
+}
+
+async fn peer() -> anyhow::Result<Peer> {
+    let port = free_port();
+    let child = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(Peer { port, _child: child })
+}
+
+fn secret(s: &Server) -> String {
+    std::fs::read_to_string(s.data.join("turn-secret")).unwrap().trim().to_string()
+}
+
+/// `turnutils_uclient` with the given mode flags; returns (exit, output).
+async fn uclient(s: &Server, mode: &[&str], auth: &[&str], peer: Option<u16>, tls: bool) -> anyhow::Result<(i32, String)> {
+    let port = if tls { s.turn_tls_port } else { s.turn_port };
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(mode).args(auth).args(["-p", &port.to_string(), "-n", "40", "-m", "2", "-l", "160", "-c"]);
+    if let Some(p) = peer {
+        cmd.args(["-e", "127.0.0.1", "-r", &p.to_string()]);
+    }
+    cmd.arg("127.0.0.1");
+    run(&mut cmd).await
+}
+
+fn no_loss(out: &str) -> bool {
+    out.lines().any(|l| l.contains("Total lost packets 0 (0.000000%)"))
+}
+
+#[tokio::test]
+async fn stun_binding_answers_coturns_client() -> R {
+    let s = Server::start().await?;
+    let (_, out) = run(Command::new("turnutils_stunclient").args(["-p", &s.turn_port.to_string(), "127.0.0.1"])).await?;
+    assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn coturns_client_relays_to_a_udp_peer_over_udp_tcp_and_tls() -> R {
+    let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
+    let p = peer().await?;
+    let secret = secret(&s);
+    let auth = ["-W", secret.as_str(), "-u", "bob"];
+    for (mode, tls) in [(&["-s"][..], false), (&["-t", "-s"][..], false), (&["-t", "-S", "-s"][..], true)] {
+        let (code, out) = uclient(&s, mode, &auth, Some(p.port), tls).await?;
+        assert!(code == 0 && no_loss(&out), "mode {mode:?}: exit {code}\n{out}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_to_client_relaying_works_over_udp_and_tls() -> R {
+    let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
+    let secret = secret(&s);
+    let auth = ["-W", secret.as_str(), "-u", "bob"];
+    for (mode, tls) in [(&["-y", "-s"][..], false), (&["-t", "-S", "-y", "-s"][..], true)] {
+        let (code, out) = uclient(&s, mode, &auth, None, tls).await?;
+        assert!(code == 0 && no_loss(&out), "mode {mode:?}: exit {code}\n{out}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_secret_gets_nothing_relayed() -> R {
+    let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
+    let p = peer().await?;
+    let (_, out) = uclient(&s, &["-s"], &["-W", "not-the-secret-at-all", "-u", "bob"], Some(p.port), false).await?;
+    assert!(!no_loss(&out), "{out}");
+    assert!(out.contains("Cannot complete Allocation"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn loopback_peers_are_refused_by_default() -> R {
+    let s = Server::start().await?;
+    let p = peer().await?;
+    let secret = secret(&s);
+    let (_, out) = uclient(&s, &["-s"], &["-W", secret.as_str(), "-u", "bob"], Some(p.port), false).await?;
+    // CreatePermission gets 403; what it then sends is dropped: all lost.
+    assert!(out.contains("(100.000000%)"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn turn_credentials_command_gives_working_credentials() -> R {
+    let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
+    let p = peer().await?;
+    let (code, out) = run(Command::new(parvis_bin())
+        .arg("turn-credentials")
+        .arg("--data")
+        .arg(&s.data)
+        .args(["--user", "carol", "--ttl", "600", "--json"]))
+    .await?;
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(out.trim())?;
+    let username = v["username"].as_str().unwrap();
+    assert!(username.ends_with(":carol"));
+    assert_eq!(v["ttl"], 600);
+    assert!(v["uris"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("turns:")));
+    let password = v["password"].as_str().unwrap();
+    let (code, out) = uclient(&s, &["-s"], &["-u", username, "-w", password], Some(p.port), false).await?;
+    assert!(code == 0 && no_loss(&out), "exit {code}\n{out}");
+    let (code, _) = run(Command::new(parvis_bin())
+        .arg("turn-credentials")
+        .arg("--data")
+        .arg(&s.data)
+        .args(["--user", "carol", "--ttl", "999999"]))
+    .await?;
+    assert_eq!(code, 2, "a TTL beyond the horizon is refused");
+    Ok(())
+}
