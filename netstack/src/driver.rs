@@ -154,7 +154,7 @@ impl EngineTask {
                 }
             });
         }
-        let mut stats_at = Instant::now() - Duration::from_secs(1);
+        let mut stats_at = now().mono - Duration::from_secs(1);
         loop {
             let deadline = self.server.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -166,8 +166,9 @@ impl EngineTask {
                 _ = stop.cancelled() => break,
             }
             self.flush().await;
-            if stats_at.elapsed() >= Duration::from_millis(500) {
-                stats_at = Instant::now();
+            let t = now().mono;
+            if t.duration_since(stats_at) >= Duration::from_millis(500) {
+                stats_at = t;
                 let mut s = self.stats.lock().expect("stats poisoned");
                 s.metrics = self.server.metrics.clone();
                 s.allocations = self.server.allocation_count();
