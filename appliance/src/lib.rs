@@ -102,6 +102,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .with_context(|| format!("http: cannot listen on {}", config.http))?;
     let https_port = https.local_addr()?.port();
 
+    let stop = CancellationToken::new();
+    let turn_tls = tls::turn_server_config(tls_state.resolver.clone())?;
+    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await?;
+
     let chat = chat::Chat { db, hub: Arc::new(chat::Hub::new()), clock, config: config.chat.clone() };
     let state = Arc::new(web::AppState {
         chat,
@@ -110,6 +114,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         login_limiter: auth::RateLimiter::new(10, 15 * 60 * 1000),
         setup_limiter: auth::RateLimiter::new(10, 10 * 60 * 1000),
         ca_pem: tls_state.ca_pem.clone(),
+        turn: turn.clone(),
     });
     let app = web::router(state);
 
@@ -121,17 +126,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         println!("    or https://{host}{port}/");
     }
     println!("  Local CA fingerprint (SHA-256): {}", tls_state.ca_fingerprint);
+    if let Some(t) = &turn {
+        println!("  STUN/TURN: udp+tcp {:?}, tls {:?}", t.udp, t.tls);
+    }
     if let Some(code) = &code {
         println!("  First start: setup code {code} (also in {})", config.data.join("setup-code").display());
     }
     tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
 
-    let stop = CancellationToken::new();
-    let turn_tls = tls::turn_server_config(tls_state.resolver.clone())?;
-    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await?;
-    if let Some(t) = &turn {
-        println!("  STUN/TURN: udp+tcp {:?}, tls {:?}", t.udp, t.tls);
-    }
     let servers = tokio::spawn({
         let stop = stop.clone();
         async move {

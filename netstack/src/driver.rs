@@ -154,7 +154,7 @@ impl EngineTask {
                 }
             });
         }
-        let mut stats_at = now().mono - Duration::from_secs(1);
+        let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let deadline = self.server.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -163,22 +163,22 @@ impl EngineTask {
                     None => break,
                 },
                 _ = sleep_until(deadline) => self.server.handle_timeout(now().mono),
+                _ = stats_tick.tick() => self.publish_stats(),
                 _ = stop.cancelled() => break,
             }
             self.flush().await;
-            let t = now().mono;
-            if t.duration_since(stats_at) >= Duration::from_millis(500) {
-                stats_at = t;
-                let mut s = self.stats.lock().expect("stats poisoned");
-                s.metrics = self.server.metrics.clone();
-                s.allocations = self.server.allocation_count();
-                s.permissions = self.server.permission_count();
-                s.channels = self.server.channel_count();
-            }
         }
         for (_, r) in self.relays.drain() {
             r.reader.abort();
         }
+    }
+
+    fn publish_stats(&self) {
+        let mut s = self.stats.lock().expect("stats poisoned");
+        s.metrics = self.server.metrics.clone();
+        s.allocations = self.server.allocation_count();
+        s.permissions = self.server.permission_count();
+        s.channels = self.server.channel_count();
     }
 
     async fn on_event(&mut self, ev: Event) {

@@ -87,6 +87,16 @@ async fn client_to_client_relaying_works_over_udp_and_tls() -> R {
         let (code, out) = uclient(&s, mode, &auth, None, tls).await?;
         assert!(code == 0 && no_loss(&out), "mode {mode:?}: exit {code}\n{out}");
     }
+    // relay to relay never went through the kernel: it was handed over in-process
+    tokio::time::sleep(Duration::from_millis(700)).await; // stats refresh every 500 ms
+    let metrics = s.http("GET", "/metrics", None, None).await?.text;
+    let in_process: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("parvis_turn_packets_total{direction=\"in_process\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(in_process >= 160, "in-process packets: {in_process}\n{metrics}");
+    assert!(metrics.contains("parvis_turn_allocations_created_total"), "{metrics}");
     Ok(())
 }
 

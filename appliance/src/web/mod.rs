@@ -2,6 +2,7 @@
 //! WebSocket. `router(state)` is tested without sockets (tower `oneshot`).
 
 pub mod api;
+pub mod metrics;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub setup_limiter: RateLimiter,
     /// PEM of the local CA, offered for download so browsers can trust it.
     pub ca_pem: String,
+    /// The STUN/TURN server, when it runs.
+    pub turn: Option<netstack::driver::Handle>,
 }
 
 pub type State = Arc<AppState>;
@@ -253,6 +256,7 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()
         .nest("/api", api)
+        .route("/metrics", get(metrics::metrics))
         .merge(ui::routes())
         .layer(middleware::from_fn(security))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

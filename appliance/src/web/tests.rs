@@ -32,6 +32,7 @@ fn harness() -> Harness {
         login_limiter: RateLimiter::new(10, 15 * 60 * 1000),
         setup_limiter: RateLimiter::new(10, 10 * 60 * 1000),
         ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+        turn: None,
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -304,4 +305,22 @@ async fn malformed_bodies_get_precise_errors() {
     assert!(b.as_str().unwrap().contains("visibility"), "{b}");
     let (st, _, b) = h.call("POST", "/api/rooms", Some(json!({"name": " ", "visibility": "open"})), Some(&s)).await;
     assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid")));
+}
+
+#[tokio::test]
+async fn metrics_are_for_admins_or_the_box_itself() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    let (st, _, _) = h.call("GET", "/metrics", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = h.call("GET", "/metrics", None, Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, body) = h.call("GET", "/metrics", None, Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains("parvis_chat_connections 0"), "{body}");
+    let mut req = Request::builder().uri("/metrics").header(header::HOST, "parvis.test").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    let (st, _, _) = h.send(req).await;
+    assert_eq!(st, StatusCode::OK, "loopback may scrape");
 }
