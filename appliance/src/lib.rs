@@ -138,7 +138,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let stop = stop.clone();
         async move {
             tokio::join!(
-                server::serve_https(https, tls_config, app, stop.clone()),
+                server::serve_https(https, tls_config, app, turn.map(|t| t.streams), stop.clone()),
                 server::serve_http(http, https_port, tls_state.ca_pem.clone(), stop),
             );
         }

@@ -2,7 +2,9 @@
 //! CA download). Thin: accept, TLS handshake, hand the connection to hyper.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -34,9 +37,51 @@ where
     }
 }
 
-/// Accepts TLS connections until `stop` fires.
-pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, stop: CancellationToken) {
+/// A stream whose first bytes were already read: they are yielded first.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TLS connections until `stop` fires. With `turn`, a connection
+/// whose first bytes are STUN or ChannelData goes to the TURN server
+/// instead of HTTP: TURN over TLS on the HTTPS port, for networks that
+/// allow nothing but 443.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    turn: Option<netstack::driver::StreamEvents>,
+    stop: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
+    let Ok(local) = listener.local_addr() else { return };
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -49,10 +94,32 @@ pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, 
             },
             _ = stop.cancelled() => return,
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, turn, stop) = (acceptor.clone(), app.clone(), turn.clone(), stop.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) if turn.is_some() => {
+                    let mut stream = stream;
+                    let mut first = [0u8; 1];
+                    let Ok(Ok(1)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await else {
+                        return;
+                    };
+                    let stream = Prefixed { prefix: first.to_vec(), at: 0, inner: stream };
+                    // A TURN session starts with a STUN request (first byte
+                    // 0-3); ChannelData (0x40-0x4F) only ever follows one and
+                    // collides with ASCII methods such as GET, HEAD, DELETE.
+                    if first[0] <= 0x03 {
+                        let five = netstack::turn::FiveTuple {
+                            client: peer,
+                            server: local,
+                            transport: netstack::turn::Transport::Tls,
+                        };
+                        let events = turn.expect("checked");
+                        netstack::driver::serve_stream(stream, five, events, stop).await;
+                    } else {
+                        serve_connection(stream, peer, app).await;
+                    }
+                }
                 Ok(Ok(stream)) => serve_connection(stream, peer, app).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

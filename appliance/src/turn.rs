@@ -113,7 +113,8 @@ pub async fn start(
     Ok(Some(handle))
 }
 
-/// The ICE server URIs browsers should use for this box.
+/// The ICE server URIs browsers should use for this box: STUN, TURN over
+/// UDP and TCP, TURN over TLS on its own port and on the HTTPS port.
 pub fn uris(config: &Config, host: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(a) = config.turn.listen.first() {
@@ -124,6 +125,9 @@ pub fn uris(config: &Config, host: &str) -> Vec<String> {
     }
     if let Some(a) = config.turn.tls_listen.first() {
         out.push(format!("turns:{host}:{}?transport=tcp", a.port()));
+    }
+    if config.turn.enabled {
+        out.push(format!("turns:{host}:{}?transport=tcp", config.https.port()));
     }
     out
 }

@@ -355,11 +355,13 @@ where
                 break;
             }
             let msg: Vec<u8> = buf.drain(..need).collect();
+            tracing::trace!(client = %five.client, len = msg.len(), "stream message");
             if events.send(Event::Client(five, msg)).await.is_err() {
                 break 'read;
             }
         }
     }
+    tracing::debug!(client = %five.client, pending = buf.len(), "stream closed");
     let _ = events.send(Event::StreamClosed(five)).await;
     writer.abort();
 }

@@ -149,3 +149,19 @@ async fn turn_credentials_command_gives_working_credentials() -> R {
     assert_eq!(code, 2, "a TTL beyond the horizon is refused");
     Ok(())
 }
+
+#[tokio::test]
+async fn turn_over_tls_shares_the_https_port() -> R {
+    let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
+    let p = peer().await?;
+    let secret = secret(&s);
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-t", "-S", "-s", "-W", secret.as_str(), "-u", "bob", "-n", "40", "-m", "2", "-l", "160", "-c"])
+        .args(["-p", &s.https_port.to_string(), "-e", "127.0.0.1", "-r", &p.port.to_string(), "127.0.0.1"]);
+    let (code, out) = run(&mut cmd).await?;
+    assert!(code == 0 && no_loss(&out), "exit {code}\n{out}");
+    // and the web is still served on the very same port
+    let status = s.http("GET", "/api/status", None, None).await?;
+    assert_eq!(status.status, 200);
+    Ok(())
+}
