@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::{AppError, State};
 use crate::store::users;
 
+/// A counter family: name, help, and (labels, value) per series.
+type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
 fn client_is_loopback(req: &axum::http::request::Parts) -> bool {
     req.extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ci| ci.0.ip().is_loopback())
 }
@@ -35,7 +38,7 @@ pub async fn metrics(AxState(state): AxState<State>, mut parts: axum::http::requ
         gauge("parvis_turn_permissions", "Active TURN permissions.", s.permissions as u64);
         gauge("parvis_turn_channels", "Active TURN channel bindings.", s.channels as u64);
         let m = &s.metrics;
-        let counters: &[(&str, &str, &[(&str, u64)])] = &[
+        let counters: &[Family<'_>] = &[
             ("parvis_turn_allocations_created_total", "Allocations created.", &[("", m.allocations_created)]),
             ("parvis_turn_allocations_expired_total", "Allocations that expired.", &[("", m.allocations_expired)]),
             ("parvis_turn_binding_requests_total", "STUN Binding requests.", &[("", m.binding_requests)]),
