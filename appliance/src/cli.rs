@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, env = "PARVIS_LOG", value_name = "FILTER")]
         log: Option<String>,
     },
+    /// Check from the box that STUN/TURN answers and relays, and print what
+    /// to forward on the router.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        turn: TurnFlags,
+    },
     /// Print TURN REST credentials made from the box's secret, for other
     /// WebRTC apps of the company and for tests.
     TurnCredentials {
@@ -211,6 +219,19 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("parvis turn: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Doctor { common, turn } => {
+            let config = match load(&common, turn.apply(Overrides::default())) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::doctor::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parvis doctor: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod net;
 pub mod server;
 pub mod store;

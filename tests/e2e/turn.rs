@@ -165,3 +165,24 @@ async fn turn_over_tls_shares_the_https_port() -> R {
     assert_eq!(status.status, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn doctor_checks_stun_turn_and_relaying_from_the_box() -> R {
+    let s = Server::start().await?;
+    let doctor = |turn_port: u16| {
+        let mut cmd = Command::new(parvis_bin());
+        cmd.arg("doctor").arg("--data").arg(&s.data).arg("--turn").arg(format!("127.0.0.1:{turn_port}"));
+        cmd
+    };
+    let (code, out) = run(&mut doctor(s.turn_port)).await?;
+    assert_eq!(code, 0, "{out}");
+    for line in ["ok    STUN binding over UDP", "ok    STUN binding over TCP", "ok    TURN allocation and relay round trip",
+        "ok    expired credentials are refused", "/udp (relays)"] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    // nothing listening there: a clear failure, not a hang
+    let (code, out) = run(&mut doctor(free_port())).await?;
+    assert_ne!(code, 0);
+    assert!(out.contains("is `parvis serve` running?"), "{out}");
+    Ok(())
+}
