@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from procstat import proc_stats
+
 SECRET = "bench-secret-0123456789abcdef"
 
 
@@ -27,18 +29,6 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
-
-
-def proc(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    rss = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return ticks, rss
 
 
 def wait_udp_server(port):
@@ -89,9 +79,9 @@ def run_load(port, peer_port, clients, messages, size):
 def measure(kind, binary, work, peer_port, clients, messages, size):
     p, port = start_parvis(binary, work) if kind == "parvis" else start_coturn(work)
     try:
-        c0, _ = proc(p.pid)
+        c0, _ = proc_stats(p.pid)
         sent, recv, wall, transmit = run_load(port, peer_port, clients, messages, size)
-        c1, rss = proc(p.pid)
+        c1, rss = proc_stats(p.pid)
     finally:
         p.terminate()
         p.wait(timeout=10)

@@ -17,21 +17,11 @@ import random
 import re
 import time
 
+from procstat import proc_stats
+
 NS_STREAM = ("<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
              "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
 BODY = re.compile(rb"<message[^>]*from=['\"]([^'\"]+)['\"][^>]*>.*?<body>bench (\d+)</body>", re.S)
-
-
-def proc_stats(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    rss = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return ticks, rss
 
 
 async def read_until(reader, buf, marker):
