@@ -105,7 +105,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
     let stop = CancellationToken::new();
     let turn_tls = tls::turn_server_config(tls_state.resolver.clone())?;
-    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await?;
+    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await.context(
+        "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
+    )?;
 
     let chat = chat::Chat { db, hub: Arc::new(chat::Hub::new()), clock, config: config.chat.clone() };
     let state = Arc::new(web::AppState {

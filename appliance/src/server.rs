@@ -22,6 +22,9 @@ use tower::ServiceExt;
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its first bytes after the handshake (browsers
+/// open connections ahead of use, so this is generous).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router)
 where
@@ -101,7 +104,7 @@ pub async fn serve_https(
                 Ok(Ok(stream)) if turn.is_some() => {
                     let mut stream = stream;
                     let mut first = [0u8; 1];
-                    let Ok(Ok(1)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await else {
+                    let Ok(Ok(1)) = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.read(&mut first)).await else {
                         return;
                     };
                     let stream = Prefixed { prefix: first.to_vec(), at: 0, inner: stream };
