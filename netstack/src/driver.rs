@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +61,6 @@ enum Event {
     StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>),
     Client(FiveTuple, Vec<u8>),
     StreamClosed(FiveTuple),
-    Peer { relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
 }
 
 /// The real clock, read only here at the I/O boundary.
@@ -108,11 +109,14 @@ pub async fn start(server: Server, cfg: DriverConfig, stop: CancellationToken) -
         udp,
         cfg,
         events: rx,
-        events_tx: tx,
+        _events_tx: tx,
         streams: HashMap::new(),
         relays: HashMap::new(),
         next_port: 0,
         stats: handle.stats.clone(),
+        ready: FuturesUnordered::new(),
+        buf: vec![0u8; MAX_DATAGRAM],
+        stop: stop.clone(),
     };
     let task = tokio::spawn(engine.run(stop));
     Ok((handle, task))
@@ -120,44 +124,65 @@ pub async fn start(server: Server, cfg: DriverConfig, stop: CancellationToken) -
 
 struct Relay {
     socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    /// Ends the readiness watch, which drops the last handle: the port is freed.
+    cancel: CancellationToken,
 }
+
+/// A UDP socket the engine task reads itself: a listener or a relay.
+#[derive(Clone)]
+enum Source {
+    Listener(SocketAddr, Arc<UdpSocket>),
+    Relay(AllocId, SocketAddr, Arc<UdpSocket>),
+}
+
+/// Resolves when the socket has data (or `None` once cancelled).
+fn watch(src: Source, cancel: CancellationToken) -> BoxFuture<'static, Option<Source>> {
+    async move {
+        let sock = match &src {
+            Source::Listener(_, s) | Source::Relay(_, _, s) => s.clone(),
+        };
+        tokio::select! {
+            r = sock.readable() => r.ok().map(|_| src),
+            _ = cancel.cancelled() => None,
+        }
+    }
+    .boxed()
+}
+
+/// Datagrams read from one socket before others get their turn.
+const BURST: usize = 64;
 
 struct EngineTask {
     server: Server,
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     cfg: DriverConfig,
     events: mpsc::Receiver<Event>,
-    events_tx: mpsc::Sender<Event>,
+    /// Keeps the stream inbox open even when no stream listener runs.
+    _events_tx: mpsc::Sender<Event>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     relays: HashMap<AllocId, Relay>,
     next_port: u32,
     stats: Arc<Mutex<Stats>>,
+    /// Readiness of every UDP socket; one receive buffer serves them all.
+    ready: FuturesUnordered<BoxFuture<'static, Option<Source>>>,
+    buf: Vec<u8>,
+    stop: CancellationToken,
 }
 
 impl EngineTask {
     async fn run(mut self, stop: CancellationToken) {
-        // UDP listeners are read by their own tasks too, so one loop serves all.
         for (server, s) in self.udp.clone() {
-            let (tx, stop) = (self.events_tx.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                loop {
-                    let (n, from) = tokio::select! {
-                        r = s.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
-                        _ = stop.cancelled() => return,
-                    };
-                    let five = FiveTuple { client: from, server, transport: Transport::Udp };
-                    if tx.send(Event::Client(five, buf[..n].to_vec())).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            self.ready.push(watch(Source::Listener(server, s), stop.clone()));
         }
         let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let deadline = self.server.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
+                Some(src) = self.ready.next(), if !self.ready.is_empty() => {
+                    if let Some(src) = src {
+                        self.drain(src);
+                    }
+                }
                 ev = self.events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => break,
@@ -169,8 +194,34 @@ impl EngineTask {
             self.flush().await;
         }
         for (_, r) in self.relays.drain() {
-            r.reader.abort();
+            r.cancel.cancel();
         }
+    }
+
+    /// Reads what a ready socket holds (a bounded burst) into the engine,
+    /// then watches it again.
+    fn drain(&mut self, src: Source) {
+        let t = now();
+        let cancel = match &src {
+            Source::Listener(server, sock) => {
+                for _ in 0..BURST {
+                    let Ok((n, from)) = sock.try_recv_from(&mut self.buf) else { break };
+                    let five = FiveTuple { client: from, server: *server, transport: Transport::Udp };
+                    self.server.handle_client(t, five, &self.buf[..n]);
+                }
+                self.stop.clone()
+            }
+            Source::Relay(alloc, local, sock) => {
+                let Some(relay) = self.relays.get(alloc).filter(|r| Arc::ptr_eq(&r.socket, sock)) else { return };
+                let cancel = relay.cancel.clone();
+                for _ in 0..BURST {
+                    let Ok((n, peer)) = sock.try_recv_from(&mut self.buf) else { break };
+                    self.server.handle_peer(t, *local, peer, &self.buf[..n]);
+                }
+                cancel
+            }
+        };
+        self.ready.push(watch(src, cancel));
     }
 
     fn publish_stats(&self) {
@@ -185,7 +236,6 @@ impl EngineTask {
         let t = now();
         match ev {
             Event::Client(five, data) => self.server.handle_client(t, five, &data),
-            Event::Peer { relay, peer, data } => self.server.handle_peer(t, relay, peer, &data),
             Event::StreamOpened(five, tx) => {
                 self.streams.insert(five, tx);
             }
@@ -222,7 +272,7 @@ impl EngineTask {
                 }
                 Output::CloseRelay { alloc, .. } => {
                     if let Some(r) = self.relays.remove(&alloc) {
-                        r.reader.abort();
+                        r.cancel.cancel();
                     }
                 }
             }
@@ -243,16 +293,9 @@ impl EngineTask {
             let Ok(socket) = bind_relay(SocketAddr::new(ip, port)) else { continue };
             let socket = Arc::new(socket);
             let local = socket.local_addr().map_err(|_| ())?;
-            let (s, tx) = (socket.clone(), self.events_tx.clone());
-            let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                while let Ok((n, peer)) = s.recv_from(&mut buf).await {
-                    if tx.send(Event::Peer { relay: local, peer, data: buf[..n].to_vec() }).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            self.relays.insert(alloc, Relay { socket, reader });
+            let cancel = self.stop.child_token();
+            self.ready.push(watch(Source::Relay(alloc, local, socket.clone()), cancel.clone()));
+            self.relays.insert(alloc, Relay { socket, cancel });
             return Ok(local);
         }
         tracing::warn!("relay port range {:?} exhausted", self.cfg.relay_ports);
