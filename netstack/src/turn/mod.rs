@@ -730,29 +730,24 @@ impl Server {
             self.metrics.drop_no_permission += 1;
             return;
         }
-        if !self.peer_allowed(peer, true) {
+        // One judgement per packet. Our own addresses (and loopback in tests)
+        // are reachable only on an active relay port, handed over in-process.
+        let verdict = self.cfg.policy.judge(peer.ip());
+        let ours = verdict == Verdict::OwnAddress
+            || (self.cfg.policy.allow_loopback && normalize(peer.ip()).is_loopback());
+        let target = if ours { self.own_relay(peer) } else { None };
+        if verdict == Verdict::Refused || (verdict == Verdict::OwnAddress && target.is_none()) {
             self.metrics.drop_forbidden_peer += 1;
             return;
         }
         if !self.spend(id, now.mono, data.len()) {
             return;
         }
-        if self.cfg.policy.judge(peer.ip()) == Verdict::OwnAddress {
-            if let Some(target) = self.own_relay(peer) {
-                // One of our relayed addresses: hand it over in-process.
-                self.metrics.packets_in_process += 1;
-                let from = self.advertised(relay);
-                self.deliver(now, target, from, data);
-            }
+        if let Some(target) = target {
+            self.metrics.packets_in_process += 1;
+            let from = self.advertised(relay);
+            self.deliver(now, target, from, data);
             return;
-        }
-        if self.cfg.policy.allow_loopback && peer.ip().is_loopback() {
-            if let Some(target) = self.own_relay(peer) {
-                self.metrics.packets_in_process += 1;
-                let from = self.advertised(relay);
-                self.deliver(now, target, from, data);
-                return;
-            }
         }
         self.metrics.packets_to_peers += 1;
         self.metrics.bytes_to_peers += data.len() as u64;
