@@ -118,6 +118,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         setup_limiter: auth::RateLimiter::new(10, 10 * 60 * 1000),
         ca_pem: tls_state.ca_pem.clone(),
         turn: turn.clone(),
+        turn_secret: if config.turn.enabled { turn::secret(&config.data)? } else { Vec::new() },
     });
     let app = web::router(state);
 

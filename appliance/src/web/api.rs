@@ -523,3 +523,42 @@ pub async fn websocket(
             session::run(chat, user, sink, stream).await;
         }))
 }
+
+// ---- calls: ICE servers ----------------------------------------------------
+
+/// `GET /api/ice`: the ICE servers a browser should use — only this box's
+/// own STUN/TURN — with TURN REST credentials valid for one hour (never a
+/// static password in the page).
+pub async fn ice_servers(
+    AxState(state): AxState<State>,
+    me: CurrentUser,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult<Json<Value>> {
+    if !state.config.turn.enabled {
+        return Ok(Json(json!({"iceServers": [], "ttl": 0})));
+    }
+    let host_port = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    // The host the browser used, without its port (IPv6 keeps its brackets).
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => host_port,
+    };
+    let ttl = 3600u64.min(state.config.turn.credential_horizon_secs);
+    let now = (state.chat.clock.now_ms() / 1000) as u64;
+    let username = netstack::turn::auth::rest_username(now + ttl, &format!("u{}", me.user.id));
+    let credential = netstack::turn::auth::rest_password(&state.turn_secret, &username);
+    let uris = crate::turn::uris(&state.config, host);
+    let (stun, turn): (Vec<String>, Vec<String>) = uris.into_iter().partition(|u| u.starts_with("stun:"));
+    Ok(Json(json!({
+        "iceServers": [
+            {"urls": stun},
+            {"urls": turn, "username": username, "credential": credential},
+        ],
+        "ttl": ttl,
+    })))
+}

@@ -41,6 +41,8 @@ pub struct AppState {
     pub ca_pem: String,
     /// The STUN/TURN server, when it runs.
     pub turn: Option<netstack::driver::Handle>,
+    /// The TURN REST secret, for minting browsers' short-lived credentials.
+    pub turn_secret: Vec<u8>,
 }
 
 pub type State = Arc<AppState>;
@@ -252,6 +254,7 @@ pub fn router(state: State) -> Router {
         .route("/rooms/{id}/messages", get(api::history))
         .route("/direct", post(api::open_direct))
         .route("/search", get(api::search))
+        .route("/ice", get(api::ice_servers))
         .route("/ws", get(api::websocket))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()

@@ -33,6 +33,7 @@ fn harness() -> Harness {
         setup_limiter: RateLimiter::new(10, 10 * 60 * 1000),
         ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
         turn: None,
+        turn_secret: b"test-secret".to_vec(),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -323,4 +324,27 @@ async fn metrics_are_for_admins_or_the_box_itself() {
     req.extensions_mut().insert(axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
     let (st, _, _) = h.send(req).await;
     assert_eq!(st, StatusCode::OK, "loopback may scrape");
+}
+
+#[tokio::test]
+async fn ice_servers_are_only_this_box_with_short_lived_credentials() {
+    let h = harness();
+    let (st, _, _) = h.call("GET", "/api/ice", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let admin = h.setup_admin().await;
+    let (st, _, v) = h.call("GET", "/api/ice", None, Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let servers = v["iceServers"].as_array().unwrap();
+    let urls: Vec<&str> = servers.iter().flat_map(|s| s["urls"].as_array().unwrap()).map(|u| u.as_str().unwrap()).collect();
+    assert!(urls.iter().all(|u| u.contains(":parvis.test:")), "only this box: {urls:?}");
+    assert!(urls.iter().any(|u| u.starts_with("turns:parvis.test:8443")), "TURN over TLS on the HTTPS port: {urls:?}");
+    let turn = servers.iter().find(|s| s["username"].is_string()).unwrap();
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "u1");
+    let ttl = v["ttl"].as_u64().unwrap();
+    assert!(ttl <= 3600);
+    let now = crate::Clock::now_ms(&crate::SystemClock) as u64 / 1000;
+    assert!(expiry.parse::<u64>().unwrap() <= now + ttl + 1);
+    assert_eq!(turn["credential"], netstack::turn::auth::rest_password(b"test-secret", username));
 }
