@@ -97,12 +97,6 @@ impl Client {
     }
 }
 
-#[allow(clippy::disallowed_methods)]
-fn clock() -> (std::time::Instant, u64) {
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    (std::time::Instant::now(), unix)
-}
-
 /// Runs every check, printing one line each; fails if any failed.
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let Some(listen) = config.turn.listen.first().copied() else { bail!("turn.listen is empty") };
@@ -143,9 +137,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     })());
 
     check("TURN allocation and relay round trip", (|| {
-        let (t0, unix) = clock();
-        let a = Client::new(server, &secret, unix)?;
-        let b = Client::new(server, &secret, unix)?;
+        let t0 = netstack::driver::now();
+        let a = Client::new(server, &secret, t0.unix)?;
+        let b = Client::new(server, &secret, t0.unix)?;
         let (ra, rb) = (a.allocate()?, b.allocate()?);
         a.permit(rb)?;
         b.permit(ra)?;
@@ -163,12 +157,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         a.release();
         b.release();
-        Ok(format!("relayed {ra} → {rb} in {} ms", t0.elapsed().as_millis()))
+        let ms = netstack::driver::now().mono.duration_since(t0.mono).as_millis();
+        Ok(format!("relayed {ra} → {rb} in {ms} ms"))
     })());
 
     check("expired credentials are refused", (|| {
-        let (_, unix) = clock();
-        let old = Client::new(server, &secret, unix.saturating_sub(600))?;
+        let old = Client::new(server, &secret, netstack::driver::now().unix.saturating_sub(600))?;
         match old.allocate() {
             Err(e) if e.to_string().contains("401") => Ok("401 as expected".into()),
             Err(e) => bail!("unexpected: {e}"),

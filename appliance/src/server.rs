@@ -163,11 +163,8 @@ pub async fn serve_http(listener: TcpListener, https_port: u16, ca_pem: String, 
 }
 
 fn redirect(req: &Request<axum::body::Body>, https_port: u16) -> Response {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let host_only = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
+    let host = crate::web::request_host(req.headers(), req.uri()).unwrap_or("localhost");
+    let host_only = crate::web::strip_port(host);
     let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let target = format!("https://{host_only}{port}{path}");

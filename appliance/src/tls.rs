@@ -167,22 +167,23 @@ pub fn load_certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey
 
 /// The rustls server configuration (HTTP/2 and HTTP/1.1 via ALPN).
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let mut config = base_config(resolver)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// ring provider, safe protocol versions, no client certificates.
+fn base_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
+    Ok(rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver))
 }
 
 /// The rustls configuration for TURN over TLS (no ALPN: TURN clients
 /// rarely send one).
 pub fn turn_server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    Ok(Arc::new(config))
+    Ok(Arc::new(base_config(resolver)?))
 }
 
 /// Every name the certificate should cover: localhost, the host name, the

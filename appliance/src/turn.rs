@@ -132,12 +132,6 @@ pub fn uris(config: &Config, host: &str) -> Vec<String> {
     out
 }
 
-/// Unix seconds now (the CLI's clock).
-#[allow(clippy::disallowed_methods)]
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// `parvis turn-credentials`: a REST username/password from the secret.
 pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) -> anyhow::Result<String> {
     if ttl == 0 || ttl > config.turn.credential_horizon_secs {
@@ -147,7 +141,7 @@ pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) ->
         anyhow::bail!("--user must be non-empty and contain no ':'");
     }
     let secret = secret(&config.data)?;
-    let username = turn::auth::rest_username(unix_now() + ttl, user);
+    let username = turn::auth::rest_username(driver::now().unix + ttl, user);
     let password = turn::auth::rest_password(&secret, &username);
     let local = crate::net::local_addresses();
     let host = config
@@ -166,7 +160,7 @@ pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) ->
 pub async fn run_standalone(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     crate::prepare_data_dir(&config)?;
     let names = crate::tls::names_for(&config.name, crate::net::hostname().as_deref(), &crate::net::local_addresses());
-    let now = time::OffsetDateTime::from_unix_timestamp(unix_now() as i64).context("clock")?;
+    let now = time::OffsetDateTime::from_unix_timestamp(driver::now().unix as i64).context("clock")?;
     let tls = crate::tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
     let stop = CancellationToken::new();
     let handle = start(&config, Some(crate::tls::turn_server_config(tls.resolver.clone())?), stop.clone())

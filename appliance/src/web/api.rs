@@ -538,16 +538,8 @@ pub async fn ice_servers(
     if !state.config.turn.enabled {
         return Ok(Json(json!({"iceServers": [], "ttl": 0})));
     }
-    let host_port = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
-    // The host the browser used, without its port (IPv6 keeps its brackets).
-    let host = match host_port.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
-        _ => host_port,
-    };
+    // The host the browser used, without its port.
+    let host = super::strip_port(super::request_host(&headers, &uri).unwrap_or("localhost"));
     let ttl = 3600u64.min(state.config.turn.credential_horizon_secs);
     let now = (state.chat.clock.now_ms() / 1000) as u64;
     let username = netstack::turn::auth::rest_username(now + ttl, &format!("u{}", me.user.id));

@@ -190,18 +190,27 @@ pub fn session_cookie(token: Option<&str>) -> HeaderValue {
     HeaderValue::from_str(&v).expect("cookie is ASCII")
 }
 
+/// The host (with port) a request was sent to: HTTP/1.1 carries it in
+/// `Host`, HTTP/2 in the URI authority.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+/// `host[:port]` without the port; IPv6 literals keep their brackets.
+pub fn strip_port(host_port: &str) -> &str {
+    match host_port.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => host_port,
+    }
+}
+
 /// Same-origin check: a request that states an Origin must come from this
 /// host. Browsers always send Origin on cross-site POSTs and WebSockets.
-/// HTTP/2 carries the host in the URI authority, HTTP/1.1 in `Host`.
 pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host = request_host(headers, uri).unwrap_or("");
     let origin_host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
     origin_host == Some(host)
 }

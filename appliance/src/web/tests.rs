@@ -348,3 +348,16 @@ async fn ice_servers_are_only_this_box_with_short_lived_credentials() {
     assert!(expiry.parse::<u64>().unwrap() <= now + ttl + 1);
     assert_eq!(turn["credential"], netstack::turn::auth::rest_password(b"test-secret", username));
 }
+
+#[test]
+fn ports_are_stripped_from_every_host_form() {
+    for (given, host) in [
+        ("parvis.local:8443", "parvis.local"),
+        ("parvis.local", "parvis.local"),
+        ("192.0.2.7:443", "192.0.2.7"),
+        ("[fd00::2]:8443", "[fd00::2]"),
+        ("[fd00::2]", "[fd00::2]"),
+    ] {
+        assert_eq!(strip_port(given), host, "{given}");
+    }
+}
