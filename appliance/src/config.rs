@@ -105,6 +105,9 @@ pub struct ChatConfig {
     /// Messages a connection may send per second (burst is 5× this).
     /// Default: 20. Range 1–10000.
     pub send_rate: u32,
+    /// People in one call at most (mesh: each sends to every other).
+    /// Default: 8. Range 2–25.
+    pub max_call_participants: usize,
 }
 
 impl Default for Config {
@@ -123,7 +126,7 @@ impl Default for Config {
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig { idle_timeout_secs: 60, resume_limit: 1000, send_rate: 20 }
+        ChatConfig { idle_timeout_secs: 60, resume_limit: 1000, send_rate: 20, max_call_participants: 8 }
     }
 }
 
@@ -242,6 +245,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.chat.send_rate) {
             bad("chat.send_rate", "must be between 1 and 10000".into());
+        }
+        if !(2..=25).contains(&self.chat.max_call_participants) {
+            bad("chat.max_call_participants", "must be between 2 and 25 (every participant sends to every other)".into());
         }
         let t = &self.turn;
         if t.enabled && t.listen.is_empty() {

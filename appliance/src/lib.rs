@@ -109,7 +109,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
     )?;
 
-    let chat = chat::Chat { db, hub: Arc::new(chat::Hub::new()), clock, config: config.chat.clone() };
+    let chat = chat::Chat::new(db, clock, config.chat.clone());
+    let restored = chat.restore_calls().await.context("reading open calls")?;
+    if restored > 0 {
+        tracing::info!(calls = restored, "calls left open by the last run wait for their participants to rejoin");
+    }
+    let sweeper = tokio::spawn(chat.clone().sweep_calls());
     let state = Arc::new(web::AppState {
         chat,
         config: config.clone(),
@@ -151,5 +156,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!("shutting down");
     stop.cancel();
     let _ = servers.await;
+    sweeper.abort();
     Ok(())
 }

@@ -81,6 +81,15 @@ impl Hub {
         }
     }
 
+    /// Delivers a frame to one connection (call signaling). A full queue
+    /// drops the frame: the call re-syncs, the chat is not held back.
+    pub fn send_to(&self, user: UserId, conn: ConnId, text: &str) {
+        let conns = self.conns.read().expect("hub poisoned");
+        if let Some((_, tx)) = conns.get(&user).into_iter().flatten().find(|(c, _)| *c == conn) {
+            let _ = tx.try_send(Out::Frame { text: Utf8Bytes::from(text.to_string()), event: None });
+        }
+    }
+
     /// Closes every connection of a user (disabled, logged out everywhere).
     pub fn disconnect_user(&self, user: UserId, code: u16, reason: &'static str) {
         let list = self.conns.write().expect("hub poisoned").remove(&user);

@@ -1,6 +1,7 @@
 //! Chat: the store's room verbs plus in-process fan-out, shared by the
 //! WebSocket sessions and the REST handlers.
 
+pub mod call;
 pub mod hub;
 pub mod protocol;
 pub mod session;
@@ -13,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::Clock;
 use crate::config::ChatConfig;
 use crate::store::rooms::Published;
-use crate::store::{Db, Millis, StoreError};
+use crate::store::{Db, Millis, StoreError, calls};
 pub use hub::Hub;
 
 /// Everything chat needs. Cheap to clone.
@@ -21,11 +22,72 @@ pub use hub::Hub;
 pub struct Chat {
     pub db: Db,
     pub hub: Arc<Hub>,
+    pub calls: Arc<call::Calls>,
     pub clock: Arc<dyn Clock>,
     pub config: ChatConfig,
 }
 
 impl Chat {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, config: ChatConfig) -> Chat {
+        let calls = Arc::new(call::Calls::new(config.max_call_participants));
+        Chat { db, hub: Arc::new(Hub::new()), calls, clock, config }
+    }
+
+    /// Carries out what a call verb decided: frames now, store writes queued
+    /// (their room events are published after commit).
+    pub fn apply(&self, fx: call::Effects) {
+        for p in &fx.publish {
+            self.hub.publish(p);
+        }
+        for (user, conn, frame) in &fx.direct {
+            self.hub.send_to(*user, *conn, frame);
+        }
+        for (call, user) in fx.joined {
+            drop(self.submit(move |c, _| Ok((calls::record_join(c, call, user)?, vec![]))));
+        }
+        for (call, outcome) in fx.ended {
+            drop(self.submit(move |c, now| Ok(((), calls::end(c, call, outcome, now)?.into_iter().collect()))));
+        }
+    }
+
+    /// Picks up the calls a previous run left open; they end unless someone
+    /// rejoins within [`call::ORPHAN_GRACE_MS`].
+    pub async fn restore_calls(&self) -> Result<usize, StoreError> {
+        let open = self
+            .db
+            .read(|c| {
+                let mut out = Vec::new();
+                for call in calls::open_calls(c)? {
+                    let ctx = calls::call_room(c, call.room, call.started_by);
+                    out.push((call, ctx));
+                }
+                Ok(out)
+            })
+            .await?;
+        let now = self.clock.now_ms();
+        let n = open.len();
+        for (call, ctx) in open {
+            match ctx {
+                Ok(ctx) => self.calls.adopt(&call, &ctx, true, now),
+                // The starter left the room meanwhile: close it now.
+                Err(_) => self.apply(call::Effects { ended: vec![(call.id, "ended")], ..Default::default() }),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs the call sweeper (away participants, unanswered rings) forever.
+    pub async fn sweep_calls(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let fx = self.calls.sweep(self.clock.now_ms());
+            if !fx.is_empty() {
+                self.apply(fx);
+            }
+        }
+    }
+
     /// Queues a write whose verb returns frames to publish; the frames reach
     /// the hub right after the commit, in commit order.
     pub fn submit<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, StoreError>>

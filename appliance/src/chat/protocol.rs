@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::call::{MediaState, ModAction};
 use crate::store::rooms::MAX_BODY_BYTES;
 use crate::store::{RoomId, Seq, StoreError};
 
@@ -37,7 +38,29 @@ pub enum ClientFrame {
         #[serde(default)]
         id: Option<String>,
     },
+    /// Join the room's call (starting it if there is none) as participant
+    /// `pid`; the same `pid` from a new connection rebinds after a drop.
+    CallJoin {
+        room: RoomId,
+        pid: String,
+        #[serde(default)]
+        replaces: Option<String>,
+        #[serde(default)]
+        media: MediaState,
+    },
+    CallLeave { room: RoomId },
+    /// SDP or ICE candidate for one other participant; relayed as is.
+    CallSignal { room: RoomId, to: String, data: serde_json::Value },
+    /// Mute, camera, screen sharing, raised hand.
+    CallState { room: RoomId, media: MediaState },
+    /// Turn down a ringing direct call.
+    CallDecline { room: RoomId },
+    /// Owners and admins: mute or remove a participant.
+    CallModerate { room: RoomId, pid: String, action: ModAction },
 }
+
+/// Largest `data` of a `call_signal` frame (an SDP with many m-lines fits).
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 
 /// Error codes of the `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,6 +84,10 @@ pub enum ErrorCode {
     Archived,
     /// Too many frames; slow down.
     RateLimited,
+    /// The user is not in a call in this room (or no call runs there).
+    NotInCall,
+    /// The call has reached its participant cap.
+    CallFull,
     /// The server failed; the client may retry with the same id.
     Internal,
 }
@@ -115,7 +142,22 @@ impl ErrorFrame {
     }
 }
 
-const KNOWN_TYPES: &[&str] = &["sync", "send", "edit", "delete", "react", "read", "typing", "ping"];
+const KNOWN_TYPES: &[&str] = &[
+    "sync",
+    "send",
+    "edit",
+    "delete",
+    "react",
+    "read",
+    "typing",
+    "ping",
+    "call_join",
+    "call_leave",
+    "call_signal",
+    "call_state",
+    "call_decline",
+    "call_moderate",
+];
 
 /// Parses one text frame, or says precisely what is wrong with it.
 pub fn parse(text: &str) -> Result<ClientFrame, ErrorFrame> {
@@ -142,6 +184,15 @@ pub fn parse(text: &str) -> Result<ClientFrame, ErrorFrame> {
                 )
                 .reference(id));
             }
+        }
+    }
+    if t == "call_signal" {
+        let size = obj.get("data").map_or(0, |d| d.to_string().len());
+        if size > MAX_SIGNAL_BYTES {
+            return Err(ErrorFrame::new(
+                ErrorCode::TooLarge,
+                format!("data: {size} bytes, the limit is {MAX_SIGNAL_BYTES}"),
+            ));
         }
     }
     serde_json::from_value(value)
@@ -174,6 +225,13 @@ mod tests {
             r#"{"t":"read","room":1,"seq":3}"#,
             r#"{"t":"typing","room":1}"#,
             r#"{"t":"ping"}"#,
+            r#"{"t":"call_join","room":1,"pid":"p1"}"#,
+            r#"{"t":"call_join","room":1,"pid":"p1","replaces":"p0","media":{"audio":true,"video":false}}"#,
+            r#"{"t":"call_leave","room":1}"#,
+            r#"{"t":"call_signal","room":1,"to":"p2","data":{"candidate":null}}"#,
+            r#"{"t":"call_state","room":1,"media":{"audio":false,"video":true,"screen":"s1","hand":true}}"#,
+            r#"{"t":"call_decline","room":1}"#,
+            r#"{"t":"call_moderate","room":1,"pid":"p2","action":"mute"}"#,
         ];
         for c in cases {
             parse(c).unwrap_or_else(|e| panic!("{c}: {e:?}"));
@@ -190,6 +248,10 @@ mod tests {
         assert_eq!(code(r#"{"t":"send","id":"a","room":"one","body":"x"}"#), ErrorCode::Invalid);
         assert_eq!(code(r#"{"t":"send","id":"a","room":1}"#), ErrorCode::Invalid);
         assert_eq!(code(r#"{"t":"send","id":"a","room":1,"body":"x","evil":1}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"t":"call_moderate","room":1,"pid":"p2","action":"ban"}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"t":"call_state","room":1,"media":{"mic":true}}"#), ErrorCode::Invalid);
+        let sdp = "x".repeat(MAX_SIGNAL_BYTES);
+        assert_eq!(code(&format!(r#"{{"t":"call_signal","room":1,"to":"p","data":{{"sdp":"{sdp}"}}}}"#)), ErrorCode::TooLarge);
         let big = format!(r#"{{"t":"send","id":"big1","room":1,"body":"{}"}}"#, "x".repeat(MAX_BODY_BYTES + 1));
         let e = parse(&big).unwrap_err();
         assert_eq!((e.code, e.reference.as_deref()), (ErrorCode::TooLarge, Some("big1")));

@@ -12,8 +12,10 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use super::Chat;
-use super::hub::Out;
+use super::call::{self, CallError};
+use super::hub::{ConnId, Out};
 use super::protocol::{self, ClientFrame, ErrorCode, ErrorFrame, PROTOCOL_VERSION};
+use crate::store::calls;
 use crate::store::rooms::{self, PostOutcome};
 use crate::store::users::{Role, User};
 use crate::store::{RoomId, Seq, StoreError};
@@ -66,6 +68,8 @@ where
     let idle_ms = (chat.config.idle_timeout_secs * 1000) as i64;
     let mut last_heard = chat.clock.now_ms();
     let mut bucket = Bucket::new(chat.config.send_rate, last_heard);
+    // ICE candidates come in bursts when a call starts: a separate, larger budget.
+    let mut signal_bucket = Bucket::new(200, last_heard);
     let mut typing_sent: HashMap<RoomId, i64> = HashMap::new();
     // Last event sequence delivered per room: live frames at or below it
     // were already replayed and are dropped (exactly-once per connection).
@@ -103,6 +107,16 @@ where
                                 if due {
                                     typing_sent.insert(room, last_heard);
                                     typing(&chat, &user, room);
+                                }
+                            }
+                            Ok(frame) if is_call(&frame) => {
+                                let reply = if signal_bucket.take(last_heard) {
+                                    call_frame(&chat, &user, conn_id, frame).await
+                                } else {
+                                    Some(ErrorFrame::new(ErrorCode::RateLimited, "too much call signaling; slow down").to_json())
+                                };
+                                if let Some(reply) = reply {
+                                    ok = sink.send(text(reply)).await.is_ok();
                                 }
                             }
                             Ok(frame) => {
@@ -161,6 +175,10 @@ where
         }
     }
     chat.hub.unregister(user.id, conn_id);
+    let gone = chat.calls.connection_gone(conn_id, chat.clock.now_ms());
+    if !gone.is_empty() {
+        chat.apply(gone);
+    }
     // Writes already queued still commit; their acks are simply not sent.
     let _ = sink.close().await;
 }
@@ -210,6 +228,7 @@ fn dispatch(chat: &Chat, user: &User, frame: ClientFrame) -> BoxFuture<'static, 
         ClientFrame::Sync { .. } | ClientFrame::Ping { .. } | ClientFrame::Typing { .. } => {
             unreachable!("handled inline by run()")
         }
+        _ => unreachable!("call frames are handled by call_frame()"),
     };
     async move {
         match rx.await.unwrap_or(Err(StoreError::Closed)) {
@@ -318,7 +337,91 @@ where
             }
         }
     }
+    // The calls of the user's rooms, before `synced` so the client knows
+    // them when it starts showing live state.
+    for f in chat.calls.frames_for(user.id, chat.clock.now_ms()) {
+        if sink.send(text(f)).await.is_err() {
+            return false;
+        }
+    }
     sink.send(text("{\"t\":\"synced\"}")).await.is_ok()
+}
+
+fn is_call(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::CallJoin { .. }
+            | ClientFrame::CallLeave { .. }
+            | ClientFrame::CallSignal { .. }
+            | ClientFrame::CallState { .. }
+            | ClientFrame::CallDecline { .. }
+            | ClientFrame::CallModerate { .. }
+    )
+}
+
+fn call_error(e: CallError, room: RoomId) -> String {
+    let code = match e {
+        CallError::NotInCall => ErrorCode::NotInCall,
+        CallError::Full(_) => ErrorCode::CallFull,
+        CallError::NoSuchParticipant => ErrorCode::NotFound,
+        CallError::Forbidden => ErrorCode::Forbidden,
+        CallError::Invalid(_) => ErrorCode::Invalid,
+    };
+    ErrorFrame::new(code, e.message()).room(room).to_json()
+}
+
+/// Handles a call frame; returns the reply for this connection, if any.
+/// Membership is checked against the store on join and moderation; the
+/// other verbs need the connection to be in the call already.
+async fn call_frame(chat: &Chat, user: &User, conn: ConnId, frame: ClientFrame) -> Option<String> {
+    let uid = user.id;
+    let now = chat.clock.now_ms();
+    let (room, result) = match frame {
+        ClientFrame::CallJoin { room, pid, replaces, media } => {
+            let ctx = match chat.db.read(move |c| calls::call_room(c, room, uid)).await {
+                Ok(ctx) => ctx,
+                Err(e) => return Some(ErrorFrame::from_store(&e).room(room).to_json()),
+            };
+            if !chat.calls.has_call(room) {
+                if let Err(e) = call::check_pid(&pid) {
+                    return Some(call_error(e, room));
+                }
+                match chat.write(move |c, now| {
+                    let (open, published) = calls::start(c, room, uid, now)?;
+                    Ok((open, published.into_iter().collect()))
+                })
+                .await
+                {
+                    Ok(open) => chat.calls.adopt(&open, &ctx, false, now),
+                    Err(e) => return Some(ErrorFrame::from_store(&e).room(room).to_json()),
+                }
+            }
+            match chat.calls.join(room, &ctx, &pid, replaces.as_deref(), uid, conn, media, now) {
+                Ok((fx, joined)) => {
+                    chat.apply(fx);
+                    return Some(joined);
+                }
+                Err(e) => (room, Err(e)),
+            }
+        }
+        ClientFrame::CallLeave { room } => (room, chat.calls.leave(room, conn, now)),
+        ClientFrame::CallSignal { room, to, data } => (room, chat.calls.signal(room, conn, &to, &data)),
+        ClientFrame::CallState { room, media } => (room, chat.calls.set_media(room, conn, media, now)),
+        ClientFrame::CallDecline { room } => (room, chat.calls.decline(room, uid)),
+        ClientFrame::CallModerate { room, pid, action } => {
+            let role = chat.db.read(move |c| rooms::member_role(c, room, uid)).await;
+            let may = matches!(role.as_deref(), Ok("owner")) || (role.is_ok() && user.role == Role::Admin);
+            (room, chat.calls.moderate(room, uid, may, &pid, action, now))
+        }
+        _ => unreachable!("is_call() checked"),
+    };
+    match result {
+        Ok(fx) => {
+            chat.apply(fx);
+            None
+        }
+        Err(e) => Some(call_error(e, room)),
+    }
 }
 
 #[cfg(test)]
@@ -362,7 +465,7 @@ mod tests {
     async fn setup() -> (Chat, User, User, RoomId, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let chat = Chat { db, hub: Arc::new(Hub::new()), clock: Arc::new(crate::SystemClock), config: ChatConfig::default() };
+        let chat = Chat::new(db, Arc::new(crate::SystemClock), ChatConfig::default());
         let (alice, bob, room) = chat
             .write(|c, now| {
                 let a = users::create_user(c, "alice", "Alice", "h", Role::Admin, now)?;
@@ -432,6 +535,80 @@ mod tests {
         assert!(b.nothing_for(150).await, "a retry publishes nothing");
         b.send(json!({"t": "ping", "id": "p"})).await;
         assert_eq!(b.recv().await["t"], "pong");
+    }
+
+    async fn synced(chat: &Chat, user: User) -> Client {
+        let mut c = connect(chat, user);
+        assert_eq!(c.recv().await["t"], "welcome");
+        c.send(json!({"t": "sync", "since": {}})).await;
+        loop {
+            if c.recv().await["t"] == "synced" {
+                return c;
+            }
+        }
+    }
+
+    /// The next frame of type `t`, skipping others.
+    async fn next_of(c: &mut Client, t: &str) -> Value {
+        loop {
+            let v = c.recv().await;
+            if v["t"] == t {
+                return v;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_reach_members_only_and_signaling_is_routed() {
+        let (chat, alice, bob, room, _dir) = setup().await;
+        let eve = chat
+            .write(|c, now| Ok((users::create_user(c, "eve", "Eve", "h", Role::User, now)?, vec![])))
+            .await
+            .unwrap();
+        let mut a = synced(&chat, alice).await;
+        let mut b = synced(&chat, bob.clone()).await;
+        let mut e = synced(&chat, eve).await;
+        a.send(json!({"t": "call_join", "room": room, "pid": "pa", "media": {"audio": true, "video": true}})).await;
+        let joined = next_of(&mut a, "call_joined").await;
+        assert_eq!(joined["participants"].as_array().unwrap().len(), 1);
+        let started = next_of(&mut b, "event").await;
+        assert_eq!(started["kind"], "call_started");
+        let state = next_of(&mut b, "call").await;
+        assert_eq!(state["participants"][0]["pid"], "pa");
+        // Eve is not a member: she cannot join, signal, or see anything
+        e.send(json!({"t": "call_join", "room": room, "pid": "pe"})).await;
+        assert_eq!(e.recv().await["code"], "not_member");
+        e.send(json!({"t": "call_signal", "room": room, "to": "pa", "data": {"sdp": "x"}})).await;
+        assert_eq!(e.recv().await["code"], "not_in_call");
+        b.send(json!({"t": "call_join", "room": room, "pid": "pb"})).await;
+        assert_eq!(next_of(&mut b, "call_joined").await["participants"].as_array().unwrap().len(), 2);
+        b.send(json!({"t": "call_signal", "room": room, "to": "pa", "data": {"description": {"type": "offer"}}})).await;
+        let sig = next_of(&mut a, "call_signal").await;
+        assert_eq!((sig["from"].as_str(), sig["data"]["description"]["type"].as_str()), (Some("pb"), Some("offer")));
+        // a fresh connection of a member learns about the call on sync
+        let mut b2 = connect(&chat, bob);
+        b2.recv().await;
+        b2.send(json!({"t": "sync", "since": {}})).await;
+        let mut seen = Vec::new();
+        loop {
+            let v = b2.recv().await;
+            if v["t"] == "synced" {
+                break;
+            }
+            seen.push(v["t"].as_str().unwrap_or("").to_string());
+        }
+        assert!(seen.contains(&"call".to_string()), "{seen:?}");
+        assert!(e.nothing_for(200).await, "no call frame ever reached the non-member");
+        // last one out ends the call and the room records it
+        a.send(json!({"t": "call_leave", "room": room})).await;
+        b.send(json!({"t": "call_leave", "room": room})).await;
+        loop {
+            let v = next_of(&mut a, "event").await;
+            if v["kind"] == "call_ended" {
+                assert_eq!(v["outcome"], "ended");
+                break;
+            }
+        }
     }
 
     #[tokio::test]

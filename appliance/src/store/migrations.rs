@@ -95,6 +95,20 @@ pub const MIGRATIONS: &[&str] = &[
         INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
     END;
     "#,
+    // 2: calls (signaling state is in memory; this is the record that
+    // survives a restart, so a call resumed after one is not "started" twice).
+    r#"
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        started_by INTEGER NOT NULL REFERENCES users(id),
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        outcome TEXT,
+        participants TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX calls_open ON calls(room_id) WHERE ended_ms IS NULL;
+    "#,
 ];
 
 /// Applies every migration newer than the database's `user_version`.

@@ -1,6 +1,7 @@
 //! The store: SQLite behind domain verbs (`rooms::post_message`, …). SQL
 //! stays here; handlers call verbs.
 
+pub mod calls;
 pub mod db;
 pub mod migrations;
 pub mod rooms;

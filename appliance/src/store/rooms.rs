@@ -36,6 +36,11 @@ pub enum EventBody {
     Join { user: UserId },
     Leave { user: UserId },
     Room { name: String, topic: String, visibility: Visibility, archived: bool },
+    /// A call began (actor: who started it).
+    CallStarted { call: i64 },
+    /// A call ended: how long it lasted, who was in it, and how it ended
+    /// (`ended`, `missed`: nobody answered, `declined`).
+    CallEnded { call: i64, duration_ms: Millis, participants: Vec<UserId>, outcome: String },
 }
 
 /// A frame to deliver after commit to every connection of `recipients`.
@@ -181,7 +186,7 @@ fn append_event(
     Ok((seq, Published { recipients, frame, event: Some((room, seq)) }))
 }
 
-fn append_to_members(
+pub(crate) fn append_to_members(
     conn: &Connection,
     room: RoomId,
     actor: UserId,

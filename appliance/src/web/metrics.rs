@@ -32,6 +32,9 @@ pub async fn metrics(AxState(state): AxState<State>, mut parts: axum::http::requ
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
     gauge("parvis_chat_connections", "Open chat WebSocket connections.", state.chat.hub.connection_count() as u64);
+    let (calls, participants) = state.chat.calls.counts();
+    gauge("parvis_calls", "Calls in progress.", calls as u64);
+    gauge("parvis_call_participants", "Participants in calls (including those reconnecting).", participants as u64);
     if let Some(turn) = &state.turn {
         let s = turn.stats.lock().expect("stats poisoned").clone();
         gauge("parvis_turn_allocations", "Active TURN allocations.", s.allocations as u64);

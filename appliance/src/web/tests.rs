@@ -24,7 +24,7 @@ fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("t.db")).unwrap();
     let config = Config { data: dir.path().to_path_buf(), ..Config::default() };
-    let chat = Chat { db, hub: Arc::new(Hub::new()), clock: Arc::new(crate::SystemClock), config: config.chat.clone() };
+    let chat = Chat::new(db, Arc::new(crate::SystemClock), config.chat.clone());
     let state = Arc::new(AppState {
         chat,
         config,

@@ -1,0 +1,586 @@
+//! Who is in which call, and the routing of signaling between them.
+//!
+//! Pure state behind a mutex: every verb returns [`Effects`] (frames to
+//! publish, frames for one connection, durable writes) and the caller
+//! applies them, so the rules are tested without sockets or a database.
+//!
+//! A participant is one browser tab, named by a `pid` the tab chooses, and
+//! bound to the tab's WebSocket connection. When that connection drops the
+//! participant is kept as `away` for [`AWAY_GRACE_MS`]: the media between
+//! browsers does not depend on the WebSocket, and the tab rebinds the same
+//! `pid` when it reconnects, so the call goes on (docs/protocol.md, calls).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::hub::ConnId;
+use crate::store::calls::{CallId, CallRoom, OpenCall};
+use crate::store::rooms::Published;
+use crate::store::{Millis, RoomId, UserId};
+
+/// How long a participant whose connection dropped stays in the call.
+pub const AWAY_GRACE_MS: Millis = 30_000;
+/// How long a direct call rings before it counts as missed.
+pub const RING_MS: Millis = 45_000;
+/// How long a call left open by a restart waits for someone to come back.
+pub const ORPHAN_GRACE_MS: Millis = 45_000;
+/// Longest participant id a tab may choose.
+pub const MAX_PID: usize = 40;
+
+/// What a participant sends and shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaState {
+    #[serde(default)]
+    pub audio: bool,
+    #[serde(default)]
+    pub video: bool,
+    /// Id of the MediaStream carrying the shared screen, while sharing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<String>,
+    #[serde(default)]
+    pub hand: bool,
+}
+
+impl MediaState {
+    pub fn check(&self) -> Result<(), &'static str> {
+        match &self.screen {
+            Some(s) if s.is_empty() || s.len() > 100 || s.chars().any(char::is_control) => {
+                Err("screen: a stream id of 1 to 100 characters")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Participant {
+    pid: String,
+    user: UserId,
+    conn: Option<ConnId>,
+    away_since: Option<Millis>,
+    joined_ms: Millis,
+    media: MediaState,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: CallId,
+    started_ms: Millis,
+    started_by: UserId,
+    direct: bool,
+    members: Vec<UserId>,
+    participants: Vec<Participant>,
+    /// Someone other than the caller joined (a direct call stops ringing).
+    answered: bool,
+    /// Set for a call restored after a restart, until someone rejoins.
+    orphan_since: Option<Millis>,
+}
+
+/// Work for the caller after a verb.
+#[derive(Debug, Default, PartialEq)]
+pub struct Effects {
+    /// Frames for every connection of the recipients.
+    pub publish: Vec<Published>,
+    /// Frames for one connection.
+    pub direct: Vec<(UserId, ConnId, String)>,
+    /// Calls to close in the store, with their outcome.
+    pub ended: Vec<(CallId, &'static str)>,
+    /// (call, user): first time this user joined this call.
+    pub joined: Vec<(CallId, UserId)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        *self == Effects::default()
+    }
+}
+
+/// Why a verb was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// No call in that room, or this connection is not in it.
+    NotInCall,
+    /// The call has reached its participant cap.
+    Full(usize),
+    /// The target participant is not in the call.
+    NoSuchParticipant,
+    /// Only the room's owners and admins may moderate.
+    Forbidden,
+    Invalid(&'static str),
+}
+
+impl CallError {
+    pub fn message(&self) -> String {
+        match self {
+            CallError::NotInCall => "you are not in a call in this room".into(),
+            CallError::Full(n) => format!("the call is full ({n} participants)"),
+            CallError::NoSuchParticipant => "no such participant in this call".into(),
+            CallError::Forbidden => "only the room's owners and admins can do this".into(),
+            CallError::Invalid(why) => (*why).to_string(),
+        }
+    }
+}
+
+static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Every call in progress.
+pub struct Calls {
+    inner: Mutex<HashMap<RoomId, Call>>,
+    max_participants: usize,
+}
+
+pub fn check_pid(pid: &str) -> Result<(), CallError> {
+    let ok = !pid.is_empty()
+        && pid.len() <= MAX_PID
+        && pid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(CallError::Invalid("pid: 1 to 40 letters, digits, '-' or '_'")) }
+}
+
+impl Calls {
+    pub fn new(max_participants: usize) -> Calls {
+        Calls { inner: Mutex::new(HashMap::new()), max_participants }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Call>> {
+        self.inner.lock().expect("calls poisoned")
+    }
+
+    /// True when `room` has a call in memory.
+    pub fn has_call(&self, room: RoomId) -> bool {
+        self.lock().contains_key(&room)
+    }
+
+    /// Takes in a call found open in the store (it was running when the
+    /// server stopped, or was just started). Keeps a call already known.
+    pub fn adopt(&self, open: &OpenCall, ctx: &CallRoom, orphan: bool, now: Millis) {
+        self.lock().entry(open.room).or_insert_with(|| Call {
+            id: open.id,
+            started_ms: open.started_ms,
+            started_by: open.started_by,
+            direct: ctx.kind == "direct",
+            members: ctx.members.clone(),
+            participants: Vec::new(),
+            answered: open.participants.iter().any(|&u| u != open.started_by),
+            orphan_since: orphan.then_some(now),
+        });
+    }
+
+    /// Joins (or, with the same `pid`, rejoins from a new connection).
+    /// `replaces` names the pid this tab had before a reload.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &self,
+        room: RoomId,
+        ctx: &CallRoom,
+        pid: &str,
+        replaces: Option<&str>,
+        user: UserId,
+        conn: ConnId,
+        media: MediaState,
+        now: Millis,
+    ) -> Result<(Effects, String), CallError> {
+        check_pid(pid)?;
+        media.check().map_err(CallError::Invalid)?;
+        let mut calls = self.lock();
+        let call = calls.get_mut(&room).ok_or(CallError::NotInCall)?;
+        call.members = ctx.members.clone();
+        call.orphan_since = None;
+        if let Some(old) = replaces.filter(|o| *o != pid) {
+            call.participants.retain(|p| !(p.pid == old && p.user == user));
+        }
+        // One connection is in at most one participant of a call.
+        call.participants.retain(|p| p.pid == pid || p.conn != Some(conn));
+        let mut fx = Effects::default();
+        match call.participants.iter_mut().find(|p| p.pid == pid) {
+            Some(p) if p.user != user => return Err(CallError::Invalid("pid: taken by someone else")),
+            Some(p) => {
+                p.conn = Some(conn);
+                p.away_since = None;
+                p.media = media;
+            }
+            None => {
+                if call.participants.len() >= self.max_participants {
+                    return Err(CallError::Full(self.max_participants));
+                }
+                call.participants.push(Participant {
+                    pid: pid.to_string(),
+                    user,
+                    conn: Some(conn),
+                    away_since: None,
+                    joined_ms: now,
+                    media,
+                });
+                fx.joined.push((call.id, user));
+            }
+        }
+        if user != call.started_by {
+            call.answered = true;
+        }
+        let joined = json!({
+            "t": "call_joined", "room": room, "call": call.id, "pid": pid,
+            "participants": participants_json(call),
+        })
+        .to_string();
+        fx.publish.push(state_frame(room, call, now));
+        Ok((fx, joined))
+    }
+
+    /// The participant this connection is in `room`'s call.
+    fn find<'a>(calls: &'a mut HashMap<RoomId, Call>, room: RoomId, conn: ConnId) -> Option<(&'a mut Call, usize)> {
+        let call = calls.get_mut(&room)?;
+        let i = call.participants.iter().position(|p| p.conn == Some(conn))?;
+        Some((call, i))
+    }
+
+    /// Leaves; the last one out ends the call.
+    pub fn leave(&self, room: RoomId, conn: ConnId, now: Millis) -> Result<Effects, CallError> {
+        let mut calls = self.lock();
+        let (call, i) = Self::find(&mut calls, room, conn).ok_or(CallError::NotInCall)?;
+        call.participants.remove(i);
+        let mut fx = Effects::default();
+        Self::settle(&mut calls, room, now, &mut fx);
+        Ok(fx)
+    }
+
+    /// After a change: ends a call nobody is in, else announces its state.
+    fn settle(calls: &mut HashMap<RoomId, Call>, room: RoomId, now: Millis, fx: &mut Effects) {
+        let Some(call) = calls.get(&room) else { return };
+        if call.participants.is_empty() {
+            let outcome = if call.direct && !call.answered { "missed" } else { "ended" };
+            Self::end(calls, room, outcome, fx);
+        } else {
+            fx.publish.push(state_frame(room, call, now));
+        }
+    }
+
+    fn end(calls: &mut HashMap<RoomId, Call>, room: RoomId, outcome: &'static str, fx: &mut Effects) {
+        let Some(call) = calls.remove(&room) else { return };
+        fx.ended.push((call.id, outcome));
+        // Whoever is still in (a declined ring) is told to hang up.
+        let version = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame =
+            json!({"t": "call", "room": room, "call": null, "ended": call.id, "outcome": outcome, "v": version});
+        fx.publish.push(Published { recipients: call.members, frame: frame.to_string().into(), event: None });
+    }
+
+    /// A connection closed: its participants go away (kept for the grace time).
+    pub fn connection_gone(&self, conn: ConnId, now: Millis) -> Effects {
+        let mut calls = self.lock();
+        let mut fx = Effects::default();
+        for (room, call) in calls.iter_mut() {
+            let mut changed = false;
+            for p in call.participants.iter_mut().filter(|p| p.conn == Some(conn)) {
+                p.conn = None;
+                p.away_since = Some(now);
+                changed = true;
+            }
+            if changed {
+                fx.publish.push(state_frame(*room, call, now));
+            }
+        }
+        fx
+    }
+
+    /// Drops participants away too long, ends unanswered rings and calls
+    /// nobody came back to after a restart. Run every second or two.
+    pub fn sweep(&self, now: Millis) -> Effects {
+        let mut calls = self.lock();
+        let mut fx = Effects::default();
+        let rooms: Vec<RoomId> = calls.keys().copied().collect();
+        for room in rooms {
+            let call = calls.get_mut(&room).expect("listed");
+            let before = call.participants.len();
+            call.participants.retain(|p| p.away_since.is_none_or(|t| now - t < AWAY_GRACE_MS));
+            let ring_over = call.direct && !call.answered && now - call.started_ms >= RING_MS;
+            let orphan_over = call.orphan_since.is_some_and(|t| now - t >= ORPHAN_GRACE_MS);
+            if ring_over {
+                Self::end(&mut calls, room, "missed", &mut fx);
+            } else if orphan_over || call.participants.len() != before {
+                Self::settle(&mut calls, room, now, &mut fx);
+            }
+        }
+        fx
+    }
+
+    /// The callee turns a ringing direct call down.
+    pub fn decline(&self, room: RoomId, user: UserId) -> Result<Effects, CallError> {
+        let mut calls = self.lock();
+        let call = calls.get(&room).ok_or(CallError::NotInCall)?;
+        if !call.members.contains(&user) {
+            return Err(CallError::NotInCall);
+        }
+        let mut fx = Effects::default();
+        if call.direct && !call.answered && user != call.started_by {
+            Self::end(&mut calls, room, "declined", &mut fx);
+        }
+        Ok(fx)
+    }
+
+    /// Updates what this participant sends (mute, camera, screen, hand).
+    pub fn set_media(&self, room: RoomId, conn: ConnId, media: MediaState, now: Millis) -> Result<Effects, CallError> {
+        media.check().map_err(CallError::Invalid)?;
+        let mut calls = self.lock();
+        let (call, i) = Self::find(&mut calls, room, conn).ok_or(CallError::NotInCall)?;
+        call.participants[i].media = media;
+        Ok(Effects { publish: vec![state_frame(room, call, now)], ..Effects::default() })
+    }
+
+    /// Routes one signaling message (SDP or ICE candidate) from this
+    /// connection's participant to participant `to` of the same call.
+    pub fn signal(&self, room: RoomId, conn: ConnId, to: &str, data: &serde_json::Value) -> Result<Effects, CallError> {
+        let mut calls = self.lock();
+        let (call, i) = Self::find(&mut calls, room, conn).ok_or(CallError::NotInCall)?;
+        let from = call.participants[i].pid.clone();
+        let target = call.participants.iter().find(|p| p.pid == to).ok_or(CallError::NoSuchParticipant)?;
+        let mut fx = Effects::default();
+        // A target whose connection is away gets nothing now; it re-offers
+        // what is pending when it is back (docs/protocol.md).
+        if let Some(c) = target.conn {
+            let frame = json!({"t": "call_signal", "room": room, "from": from, "data": data});
+            fx.direct.push((target.user, c, frame.to_string()));
+        }
+        Ok(fx)
+    }
+
+    /// A room owner or admin mutes or removes a participant.
+    pub fn moderate(
+        &self,
+        room: RoomId,
+        by: UserId,
+        may_moderate: bool,
+        target: &str,
+        action: ModAction,
+        now: Millis,
+    ) -> Result<Effects, CallError> {
+        if !may_moderate {
+            return Err(CallError::Forbidden);
+        }
+        let mut calls = self.lock();
+        let call = calls.get_mut(&room).ok_or(CallError::NotInCall)?;
+        let i = call.participants.iter().position(|p| p.pid == target).ok_or(CallError::NoSuchParticipant)?;
+        let mut fx = Effects::default();
+        let p = &mut call.participants[i];
+        if let Some(c) = p.conn {
+            let frame = json!({"t": "call_moderated", "room": room, "action": action, "by": by});
+            fx.direct.push((p.user, c, frame.to_string()));
+        }
+        match action {
+            ModAction::Mute => {
+                p.media.audio = false;
+                fx.publish.push(state_frame(room, call, now));
+            }
+            ModAction::Remove => {
+                call.participants.remove(i);
+                Self::settle(&mut calls, room, now, &mut fx);
+            }
+        }
+        Ok(fx)
+    }
+
+    /// The state frames of the calls in rooms `user` belongs to (on sync).
+    pub fn frames_for(&self, user: UserId, now: Millis) -> Vec<String> {
+        let calls = self.lock();
+        calls
+            .iter()
+            .filter(|(_, c)| c.members.contains(&user))
+            .map(|(room, c)| state_frame(*room, c, now).frame.to_string())
+            .collect()
+    }
+
+    /// Calls and participants right now (for /metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let calls = self.lock();
+        (calls.len(), calls.values().map(|c| c.participants.len()).sum())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModAction {
+    Mute,
+    Remove,
+}
+
+fn participants_json(call: &Call) -> serde_json::Value {
+    call.participants
+        .iter()
+        .map(|p| {
+            json!({
+                "pid": p.pid, "user": p.user, "joined": p.joined_ms, "away": p.away_since.is_some(),
+                "audio": p.media.audio, "video": p.media.video, "screen": p.media.screen, "hand": p.media.hand,
+            })
+        })
+        .collect()
+}
+
+/// The `call` frame: the whole state of one call, for every room member.
+/// `version` orders the frames of all calls: a client keeps the newest.
+fn state_frame(room: RoomId, call: &Call, now: Millis) -> Published {
+    let version = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ring = call.direct && !call.answered && now - call.started_ms < RING_MS;
+    let frame = json!({
+        "t": "call", "room": room, "call": call.id, "started": call.started_ms, "by": call.started_by,
+        "ring": ring, "v": version, "participants": participants_json(call),
+    });
+    Published { recipients: call.members.clone(), frame: frame.to_string().into(), event: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: UserId = 1;
+    const BOB: UserId = 2;
+    const CAROL: UserId = 3;
+
+    fn ctx(kind: &str) -> CallRoom {
+        CallRoom { kind: kind.into(), role: "member".into(), archived: false, members: vec![ALICE, BOB, CAROL] }
+    }
+
+    fn started(calls: &Calls, kind: &str, now: Millis) -> CallRoom {
+        let c = ctx(kind);
+        let open = OpenCall { id: 7, room: 1, started_by: ALICE, started_ms: now, participants: vec![ALICE] };
+        calls.adopt(&open, &c, false, now);
+        c
+    }
+
+    fn on() -> MediaState {
+        MediaState { audio: true, video: true, screen: None, hand: false }
+    }
+
+    fn state(fx: &Effects) -> serde_json::Value {
+        serde_json::from_str(&fx.publish.last().expect("a frame").frame).unwrap()
+    }
+
+    #[test]
+    fn join_announce_signal_and_last_one_out_ends() {
+        let calls = Calls::new(8);
+        let c = started(&calls, "group", 0);
+        let (fx, joined) = calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        assert_eq!(fx.joined, vec![(7, ALICE)]);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&joined).unwrap()["participants"][0]["pid"], "a1");
+        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 200, on(), 10).unwrap();
+        let s = state(&fx);
+        assert_eq!(s["participants"].as_array().unwrap().len(), 2);
+        assert_eq!(s["ring"], false);
+        assert_eq!(fx.publish[0].recipients, vec![ALICE, BOB, CAROL]);
+        // signaling goes to exactly the target's connection, naming the sender
+        let fx = calls.signal(1, 100, "b1", &json!({"description": {"type": "offer", "sdp": "x"}})).unwrap();
+        assert_eq!(fx.direct.len(), 1);
+        assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
+        assert!(fx.direct[0].2.contains("\"from\":\"a1\""));
+        assert_eq!(calls.signal(1, 100, "zz", &json!({})), Err(CallError::NoSuchParticipant));
+        // a connection that is not in the call can neither signal nor set state
+        assert_eq!(calls.signal(1, 300, "a1", &json!({})), Err(CallError::NotInCall));
+        assert_eq!(calls.set_media(1, 300, on(), 0), Err(CallError::NotInCall));
+        let fx = calls.leave(1, 100, 20).unwrap();
+        assert!(fx.ended.is_empty());
+        let fx = calls.leave(1, 200, 30).unwrap();
+        assert_eq!(fx.ended, vec![(7, "ended")]);
+        assert!(!calls.has_call(1));
+        assert_eq!(calls.leave(1, 200, 40), Err(CallError::NotInCall));
+    }
+
+    #[test]
+    fn the_cap_is_enforced_and_a_rejoin_is_not_a_new_participant() {
+        let calls = Calls::new(2);
+        let c = started(&calls, "group", 0);
+        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        assert_eq!(calls.join(1, &c, "c1", None, CAROL, 300, on(), 0).unwrap_err(), CallError::Full(2));
+        // Bob's socket drops; he is away, still counted, then rebinds
+        let fx = calls.connection_gone(200, 1000);
+        assert_eq!(state(&fx)["participants"][1]["away"], true);
+        assert_eq!(calls.signal(1, 100, "b1", &json!({})).unwrap().direct, vec![], "nothing to an away connection");
+        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 201, on(), 2000).unwrap();
+        assert!(fx.joined.is_empty(), "a rejoin is not a new join");
+        assert_eq!(state(&fx)["participants"][1]["away"], false);
+        // someone else cannot take Bob's pid
+        assert!(matches!(calls.join(1, &c, "b1", None, CAROL, 300, on(), 0), Err(CallError::Invalid(_))));
+        // a reloaded tab replaces its old pid instead of counting twice
+        calls.join(1, &c, "b2", Some("b1"), BOB, 202, on(), 3000).unwrap();
+        assert_eq!(calls.counts(), (1, 2));
+    }
+
+    #[test]
+    fn away_participants_expire_and_an_orphan_call_ends() {
+        let calls = Calls::new(8);
+        let c = started(&calls, "group", 0);
+        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        calls.connection_gone(200, 1000);
+        assert!(calls.sweep(1000 + AWAY_GRACE_MS - 1).is_empty());
+        let fx = calls.sweep(1000 + AWAY_GRACE_MS);
+        assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1);
+        calls.connection_gone(100, 50_000);
+        let fx = calls.sweep(50_000 + AWAY_GRACE_MS);
+        assert_eq!(fx.ended, vec![(7, "ended")]);
+
+        // restored after a restart: waits for someone, then ends
+        let open = OpenCall { id: 9, room: 2, started_by: ALICE, started_ms: 0, participants: vec![ALICE, BOB] };
+        calls.adopt(&open, &c, true, 100_000);
+        assert!(calls.sweep(100_000 + ORPHAN_GRACE_MS - 1).is_empty());
+        assert_eq!(calls.sweep(100_000 + ORPHAN_GRACE_MS).ended, vec![(9, "ended")]);
+        // ... unless someone rejoins in time
+        calls.adopt(&OpenCall { id: 10, room: 3, ..open }, &c, true, 200_000);
+        calls.join(3, &c, "a1", None, ALICE, 100, on(), 200_001).unwrap();
+        assert!(calls.sweep(200_000 + ORPHAN_GRACE_MS).ended.is_empty());
+    }
+
+    #[test]
+    fn a_direct_call_rings_then_is_missed_declined_or_answered() {
+        let calls = Calls::new(8);
+        let c = started(&calls, "direct", 0);
+        let (fx, _) = calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        assert_eq!(state(&fx)["ring"], true);
+        assert!(calls.sweep(RING_MS - 1).ended.is_empty());
+        assert_eq!(calls.sweep(RING_MS).ended, vec![(7, "missed")]);
+
+        let c = started(&calls, "direct", 0);
+        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        assert!(calls.decline(1, ALICE).unwrap().ended.is_empty(), "the caller cannot decline");
+        let fx = calls.decline(1, BOB).unwrap();
+        assert_eq!(fx.ended, vec![(7, "declined")]);
+        assert!(fx.publish[0].frame.contains("\"outcome\":\"declined\""));
+
+        let c = started(&calls, "direct", 0);
+        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 200, on(), 5).unwrap();
+        assert_eq!(state(&fx)["ring"], false);
+        assert!(calls.sweep(RING_MS * 2).ended.is_empty(), "an answered call does not expire");
+        assert!(calls.decline(1, BOB).unwrap().is_empty());
+    }
+
+    #[test]
+    fn moderation_needs_the_right_and_reaches_the_target() {
+        let calls = Calls::new(8);
+        let c = started(&calls, "group", 0);
+        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        assert_eq!(calls.moderate(1, BOB, false, "a1", ModAction::Mute, 0), Err(CallError::Forbidden));
+        let fx = calls.moderate(1, ALICE, true, "b1", ModAction::Mute, 0).unwrap();
+        assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
+        assert_eq!(state(&fx)["participants"][1]["audio"], false);
+        let fx = calls.moderate(1, ALICE, true, "b1", ModAction::Remove, 0).unwrap();
+        assert!(fx.direct[0].2.contains("\"remove\""));
+        assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1);
+        assert_eq!(calls.frames_for(CAROL, 0).len(), 1);
+        assert_eq!(calls.frames_for(99, 0).len(), 0, "only members see a call");
+    }
+
+    #[test]
+    fn bad_ids_and_states_are_refused() {
+        let calls = Calls::new(8);
+        let c = started(&calls, "group", 0);
+        for pid in ["", "a b", "é", &"x".repeat(41)] {
+            assert!(matches!(calls.join(1, &c, pid, None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))), "{pid:?}");
+        }
+        let bad = MediaState { screen: Some(String::new()), ..on() };
+        assert!(matches!(calls.join(1, &c, "a1", None, ALICE, 1, bad, 0), Err(CallError::Invalid(_))));
+        assert_eq!(calls.join(2, &c, "a1", None, ALICE, 1, on(), 0).unwrap_err(), CallError::NotInCall);
+    }
+}
