@@ -64,7 +64,12 @@ struct Participant {
     away_since: Option<Millis>,
     joined_ms: Millis,
     media: MediaState,
+    /// Signaling that arrived while away, delivered on rebind.
+    held: Vec<String>,
 }
+
+/// Signaling frames held for an away participant, at most.
+pub const MAX_HELD: usize = 500;
 
 #[derive(Debug)]
 struct Call {
@@ -201,6 +206,9 @@ impl Calls {
                 p.conn = Some(conn);
                 p.away_since = None;
                 p.media = media;
+                for frame in p.held.drain(..) {
+                    fx.direct.push((user, conn, frame));
+                }
             }
             None => {
                 if call.participants.len() >= self.max_participants {
@@ -213,6 +221,7 @@ impl Calls {
                     away_since: None,
                     joined_ms: now,
                     media,
+                    held: Vec::new(),
                 });
                 fx.joined.push((call.id, user));
             }
@@ -335,13 +344,14 @@ impl Calls {
         let mut calls = self.lock();
         let (call, i) = Self::find(&mut calls, room, conn).ok_or(CallError::NotInCall)?;
         let from = call.participants[i].pid.clone();
-        let target = call.participants.iter().find(|p| p.pid == to).ok_or(CallError::NoSuchParticipant)?;
+        let target = call.participants.iter_mut().find(|p| p.pid == to).ok_or(CallError::NoSuchParticipant)?;
         let mut fx = Effects::default();
-        // A target whose connection is away gets nothing now; it re-offers
-        // what is pending when it is back (docs/protocol.md).
-        if let Some(c) = target.conn {
-            let frame = json!({"t": "call_signal", "room": room, "from": from, "data": data});
-            fx.direct.push((target.user, c, frame.to_string()));
+        let frame = json!({"t": "call_signal", "room": room, "from": from, "data": data}).to_string();
+        match target.conn {
+            Some(c) => fx.direct.push((target.user, c, frame)),
+            // Away (reconnecting): held and delivered in order when it is back.
+            None if target.held.len() < MAX_HELD => target.held.push(frame),
+            None => {}
         }
         Ok(fx)
     }
@@ -495,9 +505,12 @@ mod tests {
         // Bob's socket drops; he is away, still counted, then rebinds
         let fx = calls.connection_gone(200, 1000);
         assert_eq!(state(&fx)["participants"][1]["away"], true);
-        assert_eq!(calls.signal(1, 100, "b1", &json!({})).unwrap().direct, vec![], "nothing to an away connection");
+        assert_eq!(calls.signal(1, 100, "b1", &json!({"n": 1})).unwrap().direct, vec![], "held while away");
+        calls.signal(1, 100, "b1", &json!({"n": 2})).unwrap();
         let (fx, _) = calls.join(1, &c, "b1", None, BOB, 201, on(), 2000).unwrap();
         assert!(fx.joined.is_empty(), "a rejoin is not a new join");
+        let held: Vec<_> = fx.direct.iter().map(|(u, c, f)| (*u, *c, f.contains("\"n\":1"), f.contains("\"n\":2"))).collect();
+        assert_eq!(held, vec![(BOB, 201, true, false), (BOB, 201, false, true)], "delivered in order on rebind");
         assert_eq!(state(&fx)["participants"][1]["away"], false);
         // someone else cannot take Bob's pid
         assert!(matches!(calls.join(1, &c, "b1", None, CAROL, 300, on(), 0), Err(CallError::Invalid(_))));

@@ -434,7 +434,7 @@ mod tests {
     use futures::{SinkExt, StreamExt};
     use serde_json::{Value, json};
 
-    use crate::chat::{Chat, Hub};
+    use crate::chat::Chat;
     use crate::config::ChatConfig;
     use crate::store::rooms::{self, PostOutcome, Visibility};
     use crate::store::users::{self, Role, User};

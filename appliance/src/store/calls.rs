@@ -176,6 +176,12 @@ mod tests {
         assert_eq!(v["duration_ms"], 70_000);
         assert_eq!(v["participants"], serde_json::json!([a.id, b.id]));
         assert_eq!(end(&c, call.id, "ended", 80_000).unwrap(), None);
+        // both records show in the room's history, between the messages
+        rooms::post_message(&c, room, b.id, "m1", "after the call", None, 80_001).unwrap();
+        let (list, _) = rooms::history(&c, room, a.id, None, 50).unwrap();
+        let kinds: Vec<_> =
+            list.iter().map(|m| m.call.as_ref().map_or("message", |v| v["kind"].as_str().unwrap())).collect();
+        assert_eq!(kinds, ["call_started", "call_ended", "message"]);
         assert!(open_calls(&c).unwrap().is_empty());
         // the next call is a new one
         let (next, p3) = start(&c, room, b.id, 90_000).unwrap();

@@ -121,6 +121,10 @@ pub struct Message {
     pub deleted: bool,
     /// emoji → users who reacted with it.
     pub reactions: BTreeMap<String, Vec<UserId>>,
+    /// For a call record (started/ended) shown in the timeline: the event
+    /// body; `body` is empty then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<serde_json::Value>,
 }
 
 /// Result of posting: stored now, or already stored by an earlier try.
@@ -753,6 +757,7 @@ pub fn history(
                 edited: r.get(7)?,
                 deleted: r.get(8)?,
                 reactions: BTreeMap::new(),
+                call: None,
             },
         ))
     })?;
@@ -769,6 +774,32 @@ pub fn history(
             m.reactions.entry(emoji).or_default().push(uid);
         }
         out.push(m);
+    }
+    // Call records in the same stretch of the log go in the timeline too.
+    let from = if more { out.first().map_or(0, |m| m.seq) } else { 0 };
+    let to = before.unwrap_or(i64::MAX);
+    let mut calls = conn.prepare_cached(
+        "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 AND seq < ?3
+         AND (body LIKE '{\"kind\":\"call_started\"%' OR body LIKE '{\"kind\":\"call_ended\"%') ORDER BY seq",
+    )?;
+    let rows = calls.query_map(params![room, from, to], |r| {
+        Ok(Message {
+            seq: r.get(0)?,
+            sender: r.get(1)?,
+            body: String::new(),
+            client_id: String::new(),
+            reply_to: None,
+            ts: r.get(2)?,
+            edited: None,
+            deleted: false,
+            reactions: BTreeMap::new(),
+            call: serde_json::from_str(&r.get::<_, String>(3)?).ok(),
+        })
+    })?;
+    let mut calls: Vec<Message> = rows.collect::<Result<_, _>>()?;
+    if !calls.is_empty() {
+        out.append(&mut calls);
+        out.sort_by_key(|m| m.seq);
     }
     Ok((out, more))
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
-use crate::chat::{Chat, Hub};
+use crate::chat::Chat;
 use crate::config::Config;
 use crate::store::Db;
 
