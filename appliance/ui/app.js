@@ -2,6 +2,7 @@
 import { h, clear, $ } from './dom.js';
 import { get, post, patch, del, setCsrf, ApiError } from './api.js';
 import { Conn, newId } from './conn.js';
+import { Calls } from './call.js';
 import { renderBody, renderSnippet } from './format.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
 
@@ -23,6 +24,7 @@ const S = {
   replyTo: null, editing: null,
   typing: new Map(),  // room → Map(user → until)
   swReg: null,
+  calls: null,        // the calls of every room and this tab's call (call.js)
 };
 
 // ---------------------------------------------------------------- helpers --
@@ -179,8 +181,21 @@ async function startChat(me) {
     outboxKey: 'parvis.outbox.' + S.me.id,
   });
   S.conn.addEventListener('state', renderConnState);
+  S.conn.addEventListener('state', () => S.calls?.render());
+  S.calls?.hangUp(false);
+  S.calls = new Calls(S.conn, {
+    me: () => S.me,
+    userName,
+    roomTitle: (id) => roomTitle(S.rooms.get(id)),
+    room: (id) => S.rooms.get(id),
+    openRoom,
+    canModerate: (id) => canModerate(S.rooms.get(id)),
+    toast,
+    notify: notifyCall,
+    changed: (room) => { renderRoomList(); if (room === S.current) renderCallBanner(); },
+  });
   S.conn.addEventListener('logout', () => { toast(t('logged_out_remote'), 'error'); logout(true); });
-  window.parvis = { conn: S.conn, state: S }; // for diagnostics and tests
+  window.parvis = { conn: S.conn, state: S, calls: S.calls }; // for diagnostics and tests
   S.conn.start();
   renderConnState();
   const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get('room'));
@@ -216,9 +231,11 @@ function renderShell() {
     h('header', { class: 'conv-head' },
       h('button', { class: 'icon back', 'aria-label': t('back'), onclick: () => root.classList.remove('in-room') }, '←'),
       h('div', { class: 'titles' }, h('h1', { id: 'room-title' }), h('p', { id: 'room-topic', class: 'topic' })),
+      h('button', { class: 'icon', id: 'call-btn', title: t('call_start'), 'aria-label': t('call_start'), onclick: () => S.calls.prejoin(S.current) }, '📞'),
       h('button', { class: 'icon', id: 'members-btn', title: t('members'), 'aria-label': t('members'), onclick: toggleMembers }, '👥'),
       h('button', { class: 'icon', id: 'room-settings-btn', title: t('room_settings'), 'aria-label': t('room_settings'), onclick: roomSettingsDialog }, '✎')),
     h('div', { id: 'offline-banner', class: 'banner', hidden: true, role: 'status' }),
+    h('div', { id: 'call-banner', class: 'banner call', hidden: true, role: 'status' }),
     h('div', { class: 'messages-wrap' }, messages,
       h('button', { id: 'jump', class: 'jump', hidden: true, onclick: () => scrollToBottom(true) })),
     h('div', { id: 'typing', class: 'typing', 'aria-live': 'polite' }),
@@ -267,6 +284,7 @@ function renderRoomList() {
         'aria-current': r.id === S.current ? 'page' : null, dataset: { room: r.id },
         onclick: (ev) => { ev.preventDefault(); openRoom(r.id); } },
       h('span', { class: 'room-name' }, (r.kind === 'group' ? (r.visibility === 'open' ? '# ' : '🔒 ') : '● ') + roomTitle(r)),
+      S.calls?.of(r.id) ? h('span', { class: 'in-call', title: t('call_in_progress'), 'aria-label': t('call_in_progress') }, S.calls.active?.room === r.id ? '🔊' : '📞') : null,
       r.unread ? h('span', { class: 'badge' + (r.mentions ? ' mention' : ''), 'aria-label': t('unread_n', { n: r.unread }) }, r.mentions ? '@' + r.unread : String(r.unread)) : null));
     nav.append(
       h('div', { class: 'section' }, h('h2', {}, t('rooms')),
@@ -321,6 +339,7 @@ async function openRoom(id) {
   if (location.hash !== '#room=' + id) history.replaceState(null, '', '#room=' + id);
   renderRoomHeader();
   renderRoomList();
+  renderCallBanner();
   renderComposeContext();
   const input = $('#composer-input');
   input.value = S.drafts.get(id) || '';
@@ -348,9 +367,43 @@ function renderRoomHeader() {
   $('#room-title').textContent = roomTitle(r) + (r.archived ? ' · ' + t('archived') : '');
   $('#room-topic').textContent = r.kind === 'direct' ? '@' + (S.users.get(r.peer)?.username || '') : r.topic;
   $('#room-settings-btn').hidden = r.kind === 'direct';
+  $('#call-btn').hidden = r.archived;
   const input = $('#composer-input');
   input.disabled = r.archived;
   input.placeholder = r.archived ? t('archived_hint') : t('write_message_in', { room: roomTitle(r) });
+}
+
+/** "Call in progress — Join" above the messages of a room with a call. */
+function renderCallBanner() {
+  const el = $('#call-banner');
+  if (!el || !S.calls) return;
+  const call = S.calls.of(S.current);
+  const mine = S.calls.active?.room === S.current;
+  el.hidden = !call || mine;
+  if (el.hidden) return;
+  const names = call.participants.map((p) => userName(p.user));
+  clear(el).append(
+    h('span', {}, '📞 ', t('call_in_progress'), names.length ? ' · ' + [...new Set(names)].join(', ') : ''), ' ',
+    h('button', { class: 'primary small', id: 'call-banner-join', onclick: () => S.calls.prejoin(S.current) }, t('call_join')));
+}
+
+function durationText(ms) {
+  const m = Math.floor(ms / 60000);
+  const sec = Math.floor(ms / 1000) % 60;
+  return m ? t('duration_min', { m, s: sec }) : t('duration_sec', { s: sec });
+}
+
+/** A call record in the timeline (started, ended, missed, declined). */
+function callNode(msg) {
+  const c = msg.call;
+  let text;
+  if (c.kind === 'call_started') text = t('call_started_by', { name: userName(msg.sender) });
+  else if (c.outcome === 'missed') text = t('call_missed', { name: userName(msg.sender) });
+  else if (c.outcome === 'declined') text = t('call_was_declined');
+  else text = t('call_ended_summary', { duration: durationText(c.duration_ms), names: (c.participants || []).map(userName).join(', ') });
+  return h('div', { class: 'sys call-record' + (c.outcome === 'missed' ? ' missed' : ''), dataset: { seq: msg.seq } },
+    h('span', {}, (c.kind === 'call_started' ? '📞 ' : c.outcome === 'ended' ? '☎ ' : '📵 ') + text),
+    h('time', { datetime: new Date(msg.ts).toISOString() }, timeOf(msg.ts)));
 }
 
 // --------------------------------------------------------------- messages --
@@ -360,9 +413,10 @@ function canModerate(room) {
 }
 
 function messageNode(msg, prev) {
+  if (msg.call) return callNode(msg);
   const room = S.rooms.get(S.current);
   const mine = msg.sender === S.me.id;
-  const compact = prev && prev.sender === msg.sender && !prev.pending === !msg.pending
+  const compact = prev && !prev.call && prev.sender === msg.sender && !prev.pending === !msg.pending
     && msg.ts - prev.ts < 5 * 60 * 1000 && !msg.reply_to && !prev.deleted;
   const ctx = { usernames: new Set([...S.users.values()].map((u) => u.username)), me: S.me.username };
   const body = h('div', { class: 'body' });
@@ -525,7 +579,7 @@ function composerKey(ev) {
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); submitComposer(); }
   if (ev.key === 'Escape' && (S.replyTo || S.editing)) { S.replyTo = null; S.editing = null; ev.target.value = ''; renderComposeContext(); }
   if (ev.key === 'ArrowUp' && !ev.target.value) {
-    const mine = [...msgsFor(S.current).list].reverse().find((x) => x.sender === S.me.id && !x.deleted);
+    const mine = [...msgsFor(S.current).list].reverse().find((x) => x.sender === S.me.id && !x.deleted && !x.call);
     if (mine) { ev.preventDefault(); startEdit(mine); }
   }
 }
@@ -608,6 +662,7 @@ function reactionPicker(anchor, msg) {
 // ---------------------------------------------------------------- frames --
 
 function onFrame(f) {
+  S.calls?.onFrame(f);
   switch (f.t) {
     case 'event': onEvent(f); break;
     case 'ack': onAck(f); break;
@@ -721,6 +776,21 @@ function onEvent(ev) {
       room.member_count -= 1;
       if (isCurrent && !$('#panel').hidden) renderMembers();
       break;
+    case 'call_started':
+    case 'call_ended': {
+      const { t: _t, room: _r, seq, ts, actor, ...call } = ev;
+      const msg = { seq, ts, sender: actor, body: '', call, reactions: {} };
+      if (m?.loaded) m.list.push(msg);
+      if (isCurrent && m?.loaded) {
+        const stick = atBottom();
+        $('#messages').append(callNode(msg));
+        if (stick) scrollToBottom(false);
+      }
+      if (ev.kind === 'call_ended' && ev.outcome === 'missed' && actor !== S.me.id && room.kind === 'direct') {
+        notifyCall(t('call_missed', { name: userName(actor) }), ev.room);
+      }
+      break;
+    }
     case 'room':
       Object.assign(room, { name: ev.name, topic: ev.topic, visibility: ev.visibility, archived: ev.archived });
       if (isCurrent) { renderRoomHeader(); renderMessages(); }
@@ -822,6 +892,18 @@ function notify(room, msg) {
     const n = new Notification(title, options);
     n.onclick = () => { window.focus(); openRoom(room.id); n.close(); };
   } catch { /* not allowed in this context */ }
+}
+
+/** Calls notify whatever the room preference: a ring must be seen. */
+function notifyCall(title, roomId) {
+  if (!('Notification' in window) || Notification.permission !== 'granted' || notifyPref() === 'off') return;
+  if (!document.hidden && document.hasFocus()) return;
+  const options = { body: roomTitle(S.rooms.get(roomId)), tag: 'parvis-call-' + roomId, icon: '/assets/icon.svg', data: { room: roomId }, requireInteraction: true };
+  try {
+    if (S.swReg) { S.swReg.showNotification(title, options); return; }
+    const n = new Notification(title, options);
+    n.onclick = () => { window.focus(); openRoom(roomId); n.close(); };
+  } catch { /* not allowed here */ }
 }
 
 function maybeAskNotifications() {

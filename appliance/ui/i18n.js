@@ -4,6 +4,18 @@
 export const LANGS = [['en', 'English'], ['fr', 'Français']];
 
 const en = {
+  call: 'Call', call_start: 'Start a call', call_join: 'Join', call_join_title: 'Join the call', call_in_progress: 'Call in progress',
+  call_already: 'You are already in a call: leave it first.', call_full: 'This call is full.', camera: 'Camera', microphone: 'Microphone',
+  speaker: 'Speaker', call_no_camera: 'No camera available: joining with sound only.', call_no_devices: 'No microphone or camera: you can listen and watch.',
+  call_declined: 'Call declined.', call_muted_by: '{name} muted your microphone.', call_removed_by: '{name} removed you from the call.',
+  call_incoming: '{name} is calling', call_is_calling: 'is calling you', call_accept: 'Accept', call_decline: 'Decline',
+  call_layout: 'Grid or speaker layout', call_minimize: 'Shrink or enlarge', call_fullscreen: 'Full screen', call_mic: 'Microphone on/off',
+  call_cam: 'Camera on/off', call_share: 'Share your screen', call_hand: 'Raise your hand', call_audio_only: 'Audio only (no video)',
+  call_devices: 'Devices', call_leave: 'Leave', call_reconnecting: 'Reconnecting… (the call goes on)', call_n: '{n} in the call',
+  call_you: '(you)', call_screen_of: 'Screen of {name}', call_your_screen: 'Your screen', call_muted: 'Muted', call_hand_up: 'Hand raised',
+  call_away: 'Reconnecting', call_mute_them: 'Mute', call_remove_them: 'Remove from the call', call_enable_sound: 'Enable sound',
+  call_started_by: '{name} started a call', call_missed: 'Missed call from {name}', call_was_declined: 'Call declined',
+  call_ended_summary: 'Call ended · {duration} · {names}', duration_min: '{m} min {s} s', duration_sec: '{s} s',
   add_member: 'Add someone', archive: 'Archive room', archived: 'archived', archived_hint: 'This room is archived: read only.',
   back: 'Back to rooms', banner_offline: 'You are offline.', banner_reconnecting: 'Connection lost — reconnecting…',
   banner_pending: '{n} message(s) will be sent when the connection returns.', browse_rooms: 'Browse open rooms', cancel: 'Cancel',
@@ -44,9 +56,22 @@ const en = {
   err_not_member: 'You are not a member of this room.', err_archived: 'This room is archived.', err_csrf: 'Your session expired: reload the page.',
   err_network: 'The server cannot be reached.', err_already_setup: 'This box is already set up.', err_too_large: 'Message too long (16 KiB at most).',
   err_internal: 'Server error; it will be retried.', err_unauthorized: 'Please log in again.',
+  err_call_full: 'This call is full.', err_not_in_call: 'You are not in this call.',
 };
 
 const fr = {
+  call: 'Appel', call_start: 'Lancer un appel', call_join: 'Rejoindre', call_join_title: 'Rejoindre l’appel', call_in_progress: 'Appel en cours',
+  call_already: 'Vous êtes déjà dans un appel : quittez-le d’abord.', call_full: 'Cet appel est complet.', camera: 'Caméra', microphone: 'Micro',
+  speaker: 'Haut-parleur', call_no_camera: 'Pas de caméra disponible : vous rejoignez avec le son seulement.', call_no_devices: 'Ni micro ni caméra : vous pouvez écouter et regarder.',
+  call_declined: 'Appel refusé.', call_muted_by: '{name} a coupé votre micro.', call_removed_by: '{name} vous a retiré de l’appel.',
+  call_incoming: '{name} vous appelle', call_is_calling: 'vous appelle', call_accept: 'Accepter', call_decline: 'Refuser',
+  call_layout: 'Disposition grille ou orateur', call_minimize: 'Réduire ou agrandir', call_fullscreen: 'Plein écran', call_mic: 'Micro activé/coupé',
+  call_cam: 'Caméra activée/coupée', call_share: 'Partager votre écran', call_hand: 'Lever la main', call_audio_only: 'Audio seulement (sans vidéo)',
+  call_devices: 'Périphériques', call_leave: 'Quitter', call_reconnecting: 'Reconnexion… (l’appel continue)', call_n: '{n} dans l’appel',
+  call_you: '(vous)', call_screen_of: 'Écran de {name}', call_your_screen: 'Votre écran', call_muted: 'Micro coupé', call_hand_up: 'Main levée',
+  call_away: 'Reconnexion', call_mute_them: 'Couper le micro', call_remove_them: 'Retirer de l’appel', call_enable_sound: 'Activer le son',
+  call_started_by: '{name} a lancé un appel', call_missed: 'Appel manqué de {name}', call_was_declined: 'Appel refusé',
+  call_ended_summary: 'Appel terminé · {duration} · {names}', duration_min: '{m} min {s} s', duration_sec: '{s} s',
   add_member: 'Ajouter quelqu’un', archive: 'Archiver le salon', archived: 'archivé', archived_hint: 'Ce salon est archivé : lecture seule.',
   back: 'Retour aux salons', banner_offline: 'Vous êtes hors ligne.', banner_reconnecting: 'Connexion perdue — reconnexion…',
   banner_pending: '{n} message(s) partiront au retour de la connexion.', browse_rooms: 'Parcourir les salons ouverts', cancel: 'Annuler',
@@ -87,6 +112,7 @@ const fr = {
   err_not_member: 'Vous n’êtes pas membre de ce salon.', err_archived: 'Ce salon est archivé.', err_csrf: 'Votre session a expiré : rechargez la page.',
   err_network: 'Le serveur est injoignable.', err_already_setup: 'Ce boîtier est déjà installé.', err_too_large: 'Message trop long (16 Kio au maximum).',
   err_internal: 'Erreur du serveur ; nouvel essai automatique.', err_unauthorized: 'Veuillez vous reconnecter.',
+  err_call_full: 'Cet appel est complet.', err_not_in_call: 'Vous n’êtes pas dans cet appel.',
 };
 
 const DICTS = { en, fr };

@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: a real `parvis serve` process on
 // loopback ports and Debian's Chromium driven by playwright-core.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, openSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import net from 'node:net';
@@ -53,10 +53,10 @@ export class Server {
 
   async spawn() {
     const log = openSync(this.data + '.log', 'a');
-    this.proc = spawn(PARVIS_BIN, ['serve', '--log', 'warn', '--data', this.data,
+    this.proc = spawn(PARVIS_BIN, ['serve', '--log', process.env.PARVIS_LOG || 'warn', '--data', this.data,
       '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`,
       '--turn', `127.0.0.1:${this.turnPort}`, '--turn-tls', `127.0.0.1:${this.turnTlsPort}`],
-    { stdio: ['ignore', 'ignore', log] });
+    { stdio: ['ignore', log, log] });
     await waitForPort(this.httpsPort);
   }
 
@@ -94,11 +94,31 @@ export class Server {
   }
 }
 
-export async function launch() {
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+
+export async function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+    args: [...extra, ...CHROMIUM_ARGS],
+  });
+}
+
+/**
+ * A Chromium that trusts this server's local CA the way a user's browser
+ * does once they installed it: in the NSS database of its (throwaway) home.
+ * No certificate-error flag, so TURN over TLS is verified for real.
+ */
+export async function trustingBrowser(server, extra = []) {
+  const home = mkdtempSync(join(tmpdir(), 'parvis-home-'));
+  const db = `sql:${home}/.pki/nssdb`;
+  mkdirSync(`${home}/.pki/nssdb`, { recursive: true });
+  execFileSync('certutil', ['-N', '-d', db, '--empty-password']);
+  execFileSync('certutil', ['-A', '-d', db, '-t', 'C,,', '-n', 'parvis-local-ca', '-i', join(server.data, 'tls', 'ca.pem')]);
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    env: { ...process.env, HOME: home },
+    args: [...extra, ...CHROMIUM_ARGS],
   });
 }
 
@@ -111,7 +131,12 @@ export async function loggedIn(browser, server, user, password, options = {}) {
   await page.fill('input[name=username]', user);
   await page.fill('input[name=password]', password);
   await page.click('button[type=submit]');
-  await page.waitForSelector('#composer-input');
+  try {
+    await page.waitForSelector('#composer-input');
+  } catch (e) {
+    const text = await page.textContent('body').catch(() => '?');
+    throw new Error(`${user} could not log in (${e.message.split('\n')[0]}); the page shows: ${text.slice(0, 300)}`);
+  }
   await waitConnected(page);
   return { context, page };
 }

@@ -96,6 +96,8 @@ pub struct Effects {
     pub ended: Vec<(CallId, &'static str)>,
     /// (call, user): first time this user joined this call.
     pub joined: Vec<(CallId, UserId)>,
+    /// (call, JSON [[pid, user], …]): who is in the call now, to save.
+    pub roster: Vec<(CallId, String)>,
 }
 
 impl Effects {
@@ -161,6 +163,8 @@ impl Calls {
 
     /// Takes in a call found open in the store (it was running when the
     /// server stopped, or was just started). Keeps a call already known.
+    /// A restored call keeps its roster, every participant away until their
+    /// tab rebinds, so nobody's peers are torn down by a restart.
     pub fn adopt(&self, open: &OpenCall, ctx: &CallRoom, orphan: bool, now: Millis) {
         self.lock().entry(open.room).or_insert_with(|| Call {
             id: open.id,
@@ -168,7 +172,20 @@ impl Calls {
             started_by: open.started_by,
             direct: ctx.kind == "direct",
             members: ctx.members.clone(),
-            participants: Vec::new(),
+            participants: open
+                .roster
+                .iter()
+                .filter(|(pid, user)| check_pid(pid).is_ok() && ctx.members.contains(user))
+                .map(|(pid, user)| Participant {
+                    pid: pid.clone(),
+                    user: *user,
+                    conn: None,
+                    away_since: Some(now),
+                    joined_ms: now,
+                    media: MediaState::default(),
+                    held: Vec::new(),
+                })
+                .collect(),
             answered: open.participants.iter().any(|&u| u != open.started_by),
             orphan_since: orphan.then_some(now),
         });
@@ -226,6 +243,7 @@ impl Calls {
                 fx.joined.push((call.id, user));
             }
         }
+        fx.roster.push(roster(call));
         if user != call.started_by {
             call.answered = true;
         }
@@ -262,6 +280,7 @@ impl Calls {
             let outcome = if call.direct && !call.answered { "missed" } else { "ended" };
             Self::end(calls, room, outcome, fx);
         } else {
+            fx.roster.push(roster(call));
             fx.publish.push(state_frame(room, call, now));
         }
     }
@@ -415,6 +434,11 @@ pub enum ModAction {
     Remove,
 }
 
+fn roster(call: &Call) -> (CallId, String) {
+    let list: Vec<(&str, UserId)> = call.participants.iter().map(|p| (p.pid.as_str(), p.user)).collect();
+    (call.id, serde_json::to_string(&list).expect("serializes"))
+}
+
 fn participants_json(call: &Call) -> serde_json::Value {
     call.participants
         .iter()
@@ -453,7 +477,7 @@ mod tests {
 
     fn started(calls: &Calls, kind: &str, now: Millis) -> CallRoom {
         let c = ctx(kind);
-        let open = OpenCall { id: 7, room: 1, started_by: ALICE, started_ms: now, participants: vec![ALICE] };
+        let open = OpenCall { id: 7, room: 1, started_by: ALICE, started_ms: now, participants: vec![ALICE], roster: vec![] };
         calls.adopt(&open, &c, false, now);
         c
     }
@@ -534,14 +558,24 @@ mod tests {
         assert_eq!(fx.ended, vec![(7, "ended")]);
 
         // restored after a restart: waits for someone, then ends
-        let open = OpenCall { id: 9, room: 2, started_by: ALICE, started_ms: 0, participants: vec![ALICE, BOB] };
+        let open =
+            OpenCall { id: 9, room: 2, started_by: ALICE, started_ms: 0, participants: vec![ALICE, BOB], roster: vec![] };
         calls.adopt(&open, &c, true, 100_000);
         assert!(calls.sweep(100_000 + ORPHAN_GRACE_MS - 1).is_empty());
         assert_eq!(calls.sweep(100_000 + ORPHAN_GRACE_MS).ended, vec![(9, "ended")]);
-        // ... unless someone rejoins in time
-        calls.adopt(&OpenCall { id: 10, room: 3, ..open }, &c, true, 200_000);
-        calls.join(3, &c, "a1", None, ALICE, 100, on(), 200_001).unwrap();
-        assert!(calls.sweep(200_000 + ORPHAN_GRACE_MS).ended.is_empty());
+        // ... unless someone rejoins in time; the saved roster comes back
+        // as away participants, so tabs rebind without losing their peers
+        let roster = vec![("a1".to_string(), ALICE), ("b1".to_string(), BOB), ("bad pid".to_string(), BOB)];
+        calls.adopt(&OpenCall { id: 10, room: 3, roster, ..open }, &c, true, 200_000);
+        assert_eq!(calls.frames_for(ALICE, 200_000).len(), 1);
+        let (fx, _) = calls.join(3, &c, "a1", None, ALICE, 100, on(), 200_001).unwrap();
+        let s = state(&fx);
+        assert_eq!(s["participants"].as_array().unwrap().len(), 2);
+        assert_eq!((s["participants"][0]["away"].as_bool(), s["participants"][1]["away"].as_bool()), (Some(false), Some(true)));
+        assert_eq!(fx.roster, vec![(10, r#"[["a1",1],["b1",2]]"#.to_string())]);
+        let fx = calls.sweep(200_000 + AWAY_GRACE_MS);
+        assert!(fx.ended.is_empty());
+        assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1, "Bob never came back");
     }
 
     #[test]

@@ -45,6 +45,9 @@ impl Chat {
         for (call, user) in fx.joined {
             drop(self.submit(move |c, _| Ok((calls::record_join(c, call, user)?, vec![]))));
         }
+        for (call, roster) in fx.roster {
+            drop(self.submit(move |c, _| Ok((calls::save_roster(c, call, &roster)?, vec![]))));
+        }
         for (call, outcome) in fx.ended {
             drop(self.submit(move |c, now| Ok(((), calls::end(c, call, outcome, now)?.into_iter().collect()))));
         }

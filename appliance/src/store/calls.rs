@@ -38,6 +38,8 @@ pub struct OpenCall {
     pub started_by: UserId,
     pub started_ms: Millis,
     pub participants: Vec<UserId>,
+    /// Who was in the call at the last change: (pid, user).
+    pub roster: Vec<(String, UserId)>,
 }
 
 fn participants_of(json: &str) -> Vec<UserId> {
@@ -48,7 +50,7 @@ fn participants_of(json: &str) -> Vec<UserId> {
 pub fn open_call(conn: &Connection, room: RoomId) -> Result<Option<OpenCall>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, started_by, started_ms, participants FROM calls WHERE room_id = ?1 AND ended_ms IS NULL",
+            "SELECT id, started_by, started_ms, participants, roster FROM calls WHERE room_id = ?1 AND ended_ms IS NULL",
             [room],
             |r| {
                 Ok(OpenCall {
@@ -57,6 +59,7 @@ pub fn open_call(conn: &Connection, room: RoomId) -> Result<Option<OpenCall>, St
                     started_by: r.get(1)?,
                     started_ms: r.get(2)?,
                     participants: participants_of(&r.get::<_, String>(3)?),
+                    roster: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
                 })
             },
         )
@@ -66,7 +69,7 @@ pub fn open_call(conn: &Connection, room: RoomId) -> Result<Option<OpenCall>, St
 /// Every call not ended (after a restart).
 pub fn open_calls(conn: &Connection) -> Result<Vec<OpenCall>, StoreError> {
     let mut stmt =
-        conn.prepare("SELECT id, room_id, started_by, started_ms, participants FROM calls WHERE ended_ms IS NULL")?;
+        conn.prepare("SELECT id, room_id, started_by, started_ms, participants, roster FROM calls WHERE ended_ms IS NULL")?;
     let rows = stmt.query_map([], |r| {
         Ok(OpenCall {
             id: r.get(0)?,
@@ -74,6 +77,7 @@ pub fn open_calls(conn: &Connection) -> Result<Vec<OpenCall>, StoreError> {
             started_by: r.get(2)?,
             started_ms: r.get(3)?,
             participants: participants_of(&r.get::<_, String>(4)?),
+            roster: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -100,7 +104,7 @@ pub fn start(
     )?;
     let id = conn.last_insert_rowid();
     let (_, published) = rooms::append_to_members(conn, room, user, now, &EventBody::CallStarted { call: id })?;
-    let call = OpenCall { id, room, started_by: user, started_ms: now, participants: vec![user] };
+    let call = OpenCall { id, room, started_by: user, started_ms: now, participants: vec![user], roster: vec![] };
     Ok((call, Some(published)))
 }
 
@@ -113,6 +117,12 @@ pub fn record_join(conn: &Connection, call: CallId, user: UserId) -> Result<(), 
         list.push(user);
         conn.execute("UPDATE calls SET participants = ?2 WHERE id = ?1", params![call, serde_json::to_string(&list)?])?;
     }
+    Ok(())
+}
+
+/// Saves who is in the call now, so a restart can wait for exactly them.
+pub fn save_roster(conn: &Connection, call: CallId, roster: &str) -> Result<(), StoreError> {
+    conn.execute("UPDATE calls SET roster = ?2 WHERE id = ?1 AND ended_ms IS NULL", params![call, roster])?;
     Ok(())
 }
 
@@ -170,6 +180,8 @@ mod tests {
         record_join(&c, call.id, b.id).unwrap();
         record_join(&c, call.id, b.id).unwrap();
         assert_eq!(open_calls(&c).unwrap()[0].participants, vec![a.id, b.id]);
+        save_roster(&c, call.id, r#"[["pa",1],["pb",2]]"#).unwrap();
+        assert_eq!(open_call(&c, room).unwrap().unwrap().roster, vec![("pa".to_string(), 1), ("pb".to_string(), 2)]);
         let ended = end(&c, call.id, "ended", 70_010).unwrap().expect("announced");
         let v: serde_json::Value = serde_json::from_str(&ended.frame).unwrap();
         assert_eq!(v["kind"], "call_ended");

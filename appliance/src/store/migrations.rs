@@ -105,7 +105,8 @@ pub const MIGRATIONS: &[&str] = &[
         started_ms INTEGER NOT NULL,
         ended_ms INTEGER,
         outcome TEXT,
-        participants TEXT NOT NULL DEFAULT '[]'
+        participants TEXT NOT NULL DEFAULT '[]',
+        roster TEXT NOT NULL DEFAULT '[]'
     );
     CREATE UNIQUE INDEX calls_open ON calls(room_id) WHERE ended_ms IS NULL;
     "#,

@@ -14,6 +14,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/app.js")),
     ("api.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/api.js")),
     ("conn.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/conn.js")),
+    ("call.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/call.js")),
     ("format.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/format.js")),
     ("i18n.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/i18n.js")),
     ("dom.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/dom.js")),

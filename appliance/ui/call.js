@@ -1,0 +1,858 @@
+// Calls: WebRTC mesh with "perfect negotiation", signaled over the tab's one
+// WebSocket (docs/protocol.md, calls). The call lives in a dock outside the
+// chat view, so browsing and writing in other rooms never touches it; a
+// dropped WebSocket does not end the media (the browsers talk through
+// Parvis's TURN), and the tab rebinds its participant when it reconnects.
+import { h, clear, $ } from './dom.js';
+import { get } from './api.js';
+import { newId } from './conn.js';
+import { t } from './i18n.js';
+
+const STATS_MS = 1000;
+const SPEAKING_LEVEL = 0.04;
+const DISCONNECTED_RESTART_MS = 4000;
+const NEVER_CONNECTED_MS = 6000;
+const SAVED = 'parvis.call';
+const JOIN_ERRORS = ['call_full', 'not_member', 'archived', 'invalid', 'forbidden'];
+
+/** Video sending quality by participant count (each sender sends n−1 streams). */
+export function videoQuality(n) {
+  if (n <= 2) return { maxBitrate: 1_500_000, scaleResolutionDownBy: 1 };
+  if (n <= 4) return { maxBitrate: 700_000, scaleResolutionDownBy: 1.5 };
+  if (n <= 6) return { maxBitrate: 400_000, scaleResolutionDownBy: 2 };
+  return { maxBitrate: 250_000, scaleResolutionDownBy: 3 };
+}
+
+/** One RTCPeerConnection to one other participant. */
+class Peer {
+  constructor(call, pid) {
+    this.call = call;
+    this.pid = pid;
+    // The pattern needs one polite side per pair; the pids decide.
+    this.polite = call.active.pid < pid;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.chain = Promise.resolve();
+    this.held = [];          // ICE candidates not applicable yet
+    this.sent = 0;
+    this.received = 0;
+    this.lastError = null;
+    this.created = Date.now();
+    this.streams = new Map(); // stream id → MediaStream
+    this.level = 0;
+    this.disconnectedSince = 0;
+    this.pc = new RTCPeerConnection(call.rtcConfig());
+    this.senders = new Map(); // track id → RTCRtpSender
+    // The first offer comes from the impolite side only: the polite side
+    // adds its tracks when that offer arrives (they ride on its m-lines).
+    // Perfect negotiation still settles every later collision, but a first
+    // offer from both sides can lose ICE candidates to the rollback.
+    this.waiting = this.polite;
+    if (!this.waiting) {
+      const tracks = call.localTracks();
+      for (const track of tracks) this.addTrack(track.track, track.stream);
+      // Nothing to send: still offer to receive.
+      if (!tracks.some((x) => x.track.kind === 'audio')) this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      if (!tracks.some((x) => x.track.kind === 'video')) this.pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    this.pc.onnegotiationneeded = () => this.offer();
+    this.pc.onicecandidate = ({ candidate }) => this.send({ candidate });
+    this.pc.ontrack = ({ track, streams }) => {
+      const stream = streams[0] || new MediaStream([track]);
+      this.streams.set(stream.id, stream);
+      track.onunmute = () => call.render();
+      stream.onremovetrack = () => { if (!stream.getTracks().length) this.streams.delete(stream.id); call.render(); };
+      call.render();
+    };
+    this.pc.oniceconnectionstatechange = () => this.checkIce();
+    this.pc.onconnectionstatechange = () => call.render();
+  }
+
+  send(data) {
+    this.sent += 1;
+    this.call.signal(this.pid, data);
+  }
+
+  addTrack(track, stream) {
+    if (!track || this.senders.has(track.id) || this.waiting) return;
+    this.senders.set(track.id, this.pc.addTrack(track, stream));
+  }
+
+  removeTrack(track) {
+    const s = this.senders.get(track.id);
+    if (!s) return;
+    this.senders.delete(track.id);
+    try { this.pc.removeTrack(s); } catch { /* closed */ }
+  }
+
+  async offer() {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.send({ description: this.pc.localDescription });
+    } catch (e) {
+      this.lastError = String(e);
+      console.warn('offer failed', e);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /** Signals are applied one at a time, in the order they arrived. */
+  receive(data) {
+    this.received += 1;
+    this.chain = this.chain.then(() => this.apply(data)).catch((e) => { this.lastError = String(e); console.warn('signal failed', e); });
+  }
+
+  async apply({ description, candidate }) {
+    const pc = this.pc;
+    if (description) {
+      const collision = description.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+      this.ignoreOffer = !this.polite && collision;
+      if (this.ignoreOffer) return;
+      await pc.setRemoteDescription(description);
+      if (description.type === 'offer' && this.waiting) {
+        this.waiting = false;
+        for (const track of this.call.localTracks()) this.addTrack(track.track, track.stream);
+      }
+      if (description.type === 'offer') {
+        await pc.setLocalDescription();
+        this.send({ description: pc.localDescription });
+      }
+      // Candidates that came before their description (or with an offer we
+      // ignored during a collision) may belong to this one: try them again.
+      const held = this.held;
+      this.held = [];
+      for (const c of held) await pc.addIceCandidate(c).catch(() => {});
+    } else if (candidate !== undefined) {
+      if (!pc.remoteDescription || this.ignoreOffer) {
+        this.held.push(candidate);
+        return;
+      }
+      try {
+        await pc.addIceCandidate(candidate);
+      } catch {
+        this.held.push(candidate);
+      }
+    }
+  }
+
+  checkIce() {
+    const st = this.pc.iceConnectionState;
+    if (st === 'failed') this.restart();
+    this.disconnectedSince = st === 'disconnected' ? (this.disconnectedSince || Date.now()) : 0;
+    this.call.render();
+  }
+
+  restart() {
+    this.disconnectedSince = 0;
+    try { this.pc.restartIce(); } catch { /* closed */ }
+  }
+
+  /** After a reconnect: whatever was in flight may be lost; renegotiate. */
+  resync() {
+    if (this.pc.signalingState === 'have-local-offer' && this.pc.localDescription) {
+      this.send({ description: this.pc.localDescription });
+    } else if (this.pc.connectionState !== 'connected') {
+      this.restart();
+    }
+  }
+
+  close() {
+    try { this.pc.close(); } catch { /* already */ }
+  }
+}
+
+/**
+ * The calls of every room (from `call` frames) and the one this tab is in.
+ * `app` gives what the chat knows: me, userName, roomTitle, openRoom,
+ * canModerate, toast, notify.
+ */
+export class Calls {
+  constructor(conn, app) {
+    this.conn = conn;
+    this.app = app;
+    this.rooms = new Map();  // room → latest `call` frame
+    this.versions = new Map();
+    this.active = null;      // { room, pid, callId, participants, ... }
+    this.ringing = null;
+    this.outbox = [];        // signals while the socket is down
+    this.timer = setInterval(() => this.tick(), STATS_MS);
+    this.prefs = JSON.parse(localStorage.getItem('parvis.call-prefs') || '{}');
+  }
+
+  // ------------------------------------------------------------ frames --
+
+  onFrame(f) {
+    switch (f.t) {
+      case 'call': this.onState(f); break;
+      case 'call_joined': this.onJoined(f); break;
+      case 'call_signal': this.onSignal(f); break;
+      case 'call_moderated': this.onModerated(f); break;
+      case 'synced': this.onSynced(); break;
+      case 'error':
+        if (this.joining && f.room === this.joining.room && JOIN_ERRORS.includes(f.code)) this.joinFailed(f);
+        break;
+    }
+  }
+
+  onState(f) {
+    if ((this.versions.get(f.room) || 0) > f.v) return;
+    this.versions.set(f.room, f.v);
+    if (f.call === null) {
+      this.rooms.delete(f.room);
+      if (this.active?.room === f.room) this.hangUp(false, f.outcome === 'declined' ? t('call_declined') : null);
+    } else {
+      this.rooms.set(f.room, f);
+      if (this.active?.room === f.room) this.reconcile(f.participants);
+    }
+    this.checkRing(f);
+    this.app.changed(f.room);
+  }
+
+  onJoined(f) {
+    const a = this.active;
+    this.joining = null;
+    if (!a || a.room !== f.room || a.pid !== f.pid) return;
+    a.callId = f.call;
+    const rejoin = a.joinedOnce;
+    a.joinedOnce = true;
+    this.reconcile(f.participants);
+    const out = this.outbox.splice(0);
+    for (const frame of out) this.conn.raw(frame);
+    // Back after a drop: what was in flight may be lost. (Not on the first
+    // join: the peers were just created and are negotiating.)
+    if (rejoin) for (const p of a.peers.values()) p.resync();
+    this.render();
+  }
+
+  onSignal(f) {
+    const a = this.active;
+    if (!a || a.room !== f.room) return;
+    this.peer(f.from).receive(f.data);
+  }
+
+  onModerated(f) {
+    const a = this.active;
+    if (!a || a.room !== f.room) return;
+    if (f.action === 'mute') {
+      this.setMic(false);
+      this.app.toast(t('call_muted_by', { name: this.app.userName(f.by) }));
+    } else if (f.action === 'remove') {
+      this.hangUp(false, t('call_removed_by', { name: this.app.userName(f.by) }));
+    }
+  }
+
+  onSynced() {
+    // The socket is back: rebind our participant (same pid), or rejoin
+    // after a page reload.
+    if (this.active) {
+      this.sendJoin();
+      return;
+    }
+    const saved = JSON.parse(sessionStorage.getItem(SAVED) || 'null');
+    if (saved && this.rooms.has(saved.room)) this.start(saved.room, { replaces: saved.pid });
+    else sessionStorage.removeItem(SAVED);
+  }
+
+  joinFailed(f) {
+    this.app.toast(f.code === 'call_full' ? t('call_full') : f.message, 'error');
+    this.hangUp(false);
+  }
+
+  // ------------------------------------------------------------- verbs --
+
+  /** The call in `room`, or undefined. */
+  of(room) { return this.rooms.get(room); }
+
+  /** Pre-join: device choice with a preview, then join. */
+  async prejoin(room) {
+    if (this.active?.room === room) { this.setDock('large'); return; }
+    if (this.active) { this.app.toast(t('call_already'), 'error'); return; }
+    const d = h('dialog', { id: 'call-prejoin', class: 'call-prejoin', 'aria-label': t('call_join_title') });
+    const video = h('video', { autoplay: true, muted: true, playsinline: true, class: 'preview' });
+    const camSel = h('select', { 'aria-label': t('camera') });
+    const micSel = h('select', { 'aria-label': t('microphone') });
+    const camOn = h('input', { type: 'checkbox', checked: this.prefs.video !== false });
+    const micOn = h('input', { type: 'checkbox', checked: this.prefs.audio !== false });
+    let stream = null;
+    const stop = () => stream?.getTracks().forEach((tr) => tr.stop());
+    const preview = async () => {
+      stop();
+      stream = await this.capture({ audio: micOn.checked, video: camOn.checked, cam: camSel.value, mic: micSel.value });
+      video.srcObject = stream;
+    };
+    const fill = async () => {
+      const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+      for (const [sel, kind, pref] of [[camSel, 'videoinput', this.prefs.cam], [micSel, 'audioinput', this.prefs.mic]]) {
+        clear(sel).append(...devices.filter((x) => x.kind === kind).map((x, i) =>
+          h('option', { value: x.deviceId, selected: x.deviceId === pref }, x.label || `${kind} ${i + 1}`)));
+      }
+    };
+    camSel.onchange = micSel.onchange = camOn.onchange = micOn.onchange = () => preview();
+    const join = h('button', { class: 'primary', id: 'call-prejoin-join', onclick: () => {
+      this.prefs = { video: camOn.checked, audio: micOn.checked, cam: camSel.value, mic: micSel.value, speaker: this.prefs.speaker };
+      localStorage.setItem('parvis.call-prefs', JSON.stringify(this.prefs));
+      const s = stream;
+      stream = null;
+      d.close();
+      this.start(room, { stream: s });
+    } }, this.of(room) ? t('call_join') : t('call_start'));
+    d.append(
+      h('header', {}, h('h2', {}, t('call_join_title')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, '✕')),
+      h('p', {}, this.app.roomTitle(room)), video,
+      h('div', { class: 'devices' },
+        h('label', { class: 'check' }, camOn, ' ', t('camera')), camSel,
+        h('label', { class: 'check' }, micOn, ' ', t('microphone')), micSel),
+      h('div', { class: 'row' }, h('button', { class: 'secondary', onclick: () => d.close() }, t('cancel')), join));
+    d.addEventListener('close', () => { stop(); d.remove(); });
+    document.body.append(d);
+    d.showModal();
+    join.focus();
+    try { await preview(); await fill(); } catch { /* no devices: join receive-only */ }
+  }
+
+  /** Camera and microphone as allowed; falls back to audio, then nothing. */
+  async capture({ audio, video, cam, mic }) {
+    if (!navigator.mediaDevices?.getUserMedia || (!audio && !video)) return new MediaStream();
+    const a = audio ? (mic ? { deviceId: { exact: mic } } : true) : false;
+    const v = video ? { ...(cam ? { deviceId: { exact: cam } } : {}), width: { ideal: 1280 }, height: { ideal: 720 } } : false;
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio: a, video: v });
+    } catch (e) {
+      if (v && a) {
+        this.app.toast(t('call_no_camera'), 'error');
+        try { return await navigator.mediaDevices.getUserMedia({ audio: a }); } catch { /* below */ }
+      }
+      this.app.toast(t('call_no_devices'), 'error');
+      return new MediaStream();
+    }
+  }
+
+  async start(room, { stream, replaces } = {}) {
+    if (this.active) return;
+    const pid = newId();
+    const a = this.active = {
+      room, pid, replaces, callId: null, peers: new Map(), participants: [], joinedOnce: false,
+      local: stream || null, screen: null, hand: false, audioOnly: false, layout: 'grid', since: Date.now(),
+      levels: new Map(),
+    };
+    sessionStorage.setItem(SAVED, JSON.stringify({ room, pid }));
+    this.stopRing();
+    this.renderDock();
+    if (!a.local) a.local = await this.capture({ ...this.prefs, audio: this.prefs.audio !== false, video: this.prefs.video !== false });
+    if (this.active !== a) { a.local.getTracks().forEach((tr) => tr.stop()); return; }
+    try {
+      a.ice = await get('/ice');
+    } catch (e) {
+      a.ice = { iceServers: [] };
+    }
+    a.iceTimer = setInterval(() => this.refreshIce(), Math.max(60, (a.ice.ttl || 3600) - 600) * 1000);
+    this.sendJoin();
+    this.render();
+  }
+
+  sendJoin() {
+    const a = this.active;
+    if (!a || !a.ice) return;
+    this.joining = a;
+    this.conn.raw({ t: 'call_join', room: a.room, pid: a.pid, replaces: a.replaces || undefined, media: this.media() });
+  }
+
+  async refreshIce() {
+    const a = this.active;
+    if (!a) return;
+    try {
+      a.ice = await get('/ice');
+      for (const p of a.peers.values()) p.pc.setConfiguration(this.rtcConfig());
+    } catch { /* next time */ }
+  }
+
+  rtcConfig() {
+    const ice = this.active?.ice || { iceServers: [] };
+    const c = { iceServers: ice.iceServers, bundlePolicy: 'max-bundle' };
+    // Tests (and admins debugging) can force the relay: ?relay in the URL.
+    if (this.forceRelay || new URLSearchParams(location.search).has('relay')) c.iceTransportPolicy = 'relay';
+    return c;
+  }
+
+  media() {
+    const a = this.active;
+    const track = (kind) => a.local?.getTracks().find((tr) => tr.kind === kind);
+    return {
+      audio: !!track('audio')?.enabled,
+      video: !!track('video') && track('video').readyState === 'live',
+      screen: a.screen ? a.screen.id : undefined,
+      hand: a.hand,
+    };
+  }
+
+  sendState() {
+    const a = this.active;
+    if (!a) return;
+    this.conn.raw({ t: 'call_state', room: a.room, media: this.media() });
+    this.render();
+  }
+
+  signal(to, data) {
+    const a = this.active;
+    if (!a) return;
+    const frame = { t: 'call_signal', room: a.room, to, data: JSON.parse(JSON.stringify(data)) };
+    if (!this.conn.synced || !this.conn.raw(frame)) this.outbox.push(frame);
+  }
+
+  /** Tracks every peer connection should carry. */
+  localTracks() {
+    const a = this.active;
+    const out = [];
+    for (const track of a.local?.getTracks() || []) {
+      if (a.audioOnly && track.kind === 'video') continue;
+      out.push({ track, stream: a.local });
+    }
+    for (const track of a.screen?.getTracks() || []) out.push({ track, stream: a.screen });
+    return out;
+  }
+
+  peer(pid) {
+    const a = this.active;
+    let p = a.peers.get(pid);
+    if (!p) {
+      p = new Peer(this, pid);
+      a.peers.set(pid, p);
+      this.applyQuality();
+    }
+    return p;
+  }
+
+  reconcile(participants) {
+    const a = this.active;
+    a.participants = participants;
+    const present = new Set(participants.map((p) => p.pid));
+    if (a.joinedOnce && !present.has(a.pid) && this.conn.synced) {
+      // Our participant is gone (expired while away, removed): join again.
+      this.sendJoin();
+    }
+    for (const p of participants) if (p.pid !== a.pid) this.peer(p.pid);
+    for (const [pid, peer] of a.peers) {
+      if (!present.has(pid)) { peer.close(); a.peers.delete(pid); }
+    }
+    this.applyQuality();
+    this.render();
+  }
+
+  applyQuality() {
+    const a = this.active;
+    const q = videoQuality(a.peers.size + 1);
+    const cam = a.local?.getVideoTracks()[0];
+    for (const p of a.peers.values()) {
+      for (const s of p.pc.getSenders()) {
+        if (!s.track || s.track.kind !== 'video') continue;
+        const params = s.getParameters();
+        if (!params.encodings?.length) continue;
+        const screen = s.track !== cam;
+        params.encodings[0].maxBitrate = screen ? 2_500_000 : q.maxBitrate;
+        params.encodings[0].scaleResolutionDownBy = screen ? 1 : q.scaleResolutionDownBy;
+        s.setParameters(params).catch(() => { /* not negotiated yet */ });
+      }
+    }
+  }
+
+  setMic(on) {
+    const track = this.active?.local?.getAudioTracks()[0];
+    if (!track) return;
+    track.enabled = on;
+    this.sendState();
+  }
+
+  async setCam(on) {
+    const a = this.active;
+    if (!a) return;
+    const old = a.local.getVideoTracks()[0];
+    if (!on && old) {
+      old.stop();
+      a.local.removeTrack(old);
+      for (const p of a.peers.values()) p.removeTrack(old);
+    } else if (on && !old) {
+      const s = await this.capture({ video: true, audio: false, cam: this.prefs.cam });
+      const track = s.getVideoTracks()[0];
+      if (!track) return;
+      a.local.addTrack(track);
+      a.audioOnly = false;
+      for (const p of a.peers.values()) p.addTrack(track, a.local);
+      this.applyQuality();
+    }
+    this.sendState();
+  }
+
+  async toggleScreen() {
+    const a = this.active;
+    if (!a) return;
+    if (a.screen) { this.stopScreen(); return; }
+    let s;
+    try {
+      s = await navigator.mediaDevices.getDisplayMedia({ video: { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 15 } }, audio: false });
+    } catch {
+      return; // the user cancelled
+    }
+    const track = s.getVideoTracks()[0];
+    if (!track) return;
+    track.contentHint = 'detail';
+    track.onended = () => this.stopScreen();
+    a.screen = s;
+    for (const p of a.peers.values()) p.addTrack(track, s);
+    this.applyQuality();
+    this.sendState();
+  }
+
+  stopScreen() {
+    const a = this.active;
+    if (!a?.screen) return;
+    for (const track of a.screen.getTracks()) {
+      track.stop();
+      for (const p of a.peers.values()) p.removeTrack(track);
+    }
+    a.screen = null;
+    this.sendState();
+  }
+
+  /** Audio only: stop sending and receiving video (bad networks). */
+  setAudioOnly(on) {
+    const a = this.active;
+    if (!a) return;
+    a.audioOnly = on;
+    if (on) this.setCam(false);
+    for (const p of a.peers.values()) {
+      for (const tr of p.pc.getTransceivers()) {
+        if (tr.receiver.track?.kind !== 'video' || tr.stopped) continue;
+        const sending = tr.sender.track ? 'send' : '';
+        tr.direction = on ? (sending ? 'sendonly' : 'inactive') : (sending ? 'sendrecv' : 'recvonly');
+      }
+    }
+    this.render();
+  }
+
+  toggleHand() {
+    if (!this.active) return;
+    this.active.hand = !this.active.hand;
+    this.sendState();
+  }
+
+  moderate(pid, action) {
+    const a = this.active;
+    if (a) this.conn.raw({ t: 'call_moderate', room: a.room, pid, action });
+  }
+
+  /** Leaves the call (`tell`: say so to the server). */
+  hangUp(tell = true, why = null) {
+    const a = this.active;
+    if (!a) return;
+    if (tell) this.conn.raw({ t: 'call_leave', room: a.room });
+    this.active = null;
+    this.joining = null;
+    this.outbox = [];
+    clearInterval(a.iceTimer);
+    for (const p of a.peers.values()) p.close();
+    for (const s of [a.local, a.screen]) s?.getTracks().forEach((tr) => tr.stop());
+    sessionStorage.removeItem(SAVED);
+    $('#call-dock')?.remove();
+    if (why) this.app.toast(why);
+    this.app.changed(a.room);
+  }
+
+  // ------------------------------------------------------------ ringing --
+
+  checkRing(f) {
+    const room = this.app.room(f.room);
+    const ringsMe = f.call !== null && f.ring && f.by !== this.app.me().id && room?.kind === 'direct'
+      && this.active?.room !== f.room;
+    if (ringsMe && !this.ringing) this.ring(f);
+    if (!ringsMe && this.ringing?.room === f.room) this.stopRing();
+  }
+
+  ring(f) {
+    const caller = this.app.userName(f.by);
+    const d = h('div', { id: 'call-ring', class: 'call-ring', role: 'alertdialog', 'aria-label': t('call_incoming', { name: caller }) },
+      h('p', {}, h('strong', {}, caller), ' ', t('call_is_calling')),
+      h('div', { class: 'row' },
+        h('button', { class: 'danger', id: 'call-decline', onclick: () => { this.conn.raw({ t: 'call_decline', room: f.room }); this.stopRing(); } }, t('call_decline')),
+        h('button', { class: 'primary', id: 'call-accept', onclick: () => { this.stopRing(); this.app.openRoom(f.room); this.start(f.room); } }, t('call_accept'))));
+    document.body.append(d);
+    this.ringing = { room: f.room, node: d, tone: this.tone() };
+    this.app.notify(t('call_incoming', { name: caller }), f.room);
+  }
+
+  /** A two-note ring made here (no audio file to fetch). */
+  tone() {
+    let ctx;
+    try { ctx = new AudioContext(); } catch { return null; }
+    const beep = () => {
+      for (const [freq, at] of [[660, 0], [880, 0.25]]) {
+        const o = ctx.createOscillator();
+        const g = ctx.createGain();
+        g.gain.value = 0.08;
+        o.frequency.value = freq;
+        o.connect(g).connect(ctx.destination);
+        o.start(ctx.currentTime + at);
+        o.stop(ctx.currentTime + at + 0.2);
+      }
+    };
+    beep();
+    const timer = setInterval(beep, 2000);
+    return () => { clearInterval(timer); ctx.close(); };
+  }
+
+  stopRing() {
+    if (!this.ringing) return;
+    this.ringing.node.remove();
+    this.ringing.tone?.();
+    this.ringing = null;
+  }
+
+  // -------------------------------------------------------------- stats --
+
+  async tick() {
+    const a = this.active;
+    if (!a) return;
+    for (const p of a.peers.values()) {
+      if (p.disconnectedSince && Date.now() - p.disconnectedSince > DISCONNECTED_RESTART_MS) p.restart();
+      // Never connected after a while (e.g. candidates lost to a collision):
+      // the impolite side starts over with fresh candidates.
+      const stuck = p.pc.connectionState === 'new' && p.pc.signalingState === 'stable' && Date.now() - p.created > NEVER_CONNECTED_MS;
+      if (stuck && !p.polite) { p.created = Date.now(); p.restart(); }
+    }
+    const stats = await this.stats();
+    for (const s of stats) a.levels.set(s.pid, s.audio.level);
+    this.renderTimer();
+    this.renderSpeaking();
+  }
+
+  /** Per peer: what is received and over which path (tests use this too). */
+  async stats() {
+    const a = this.active;
+    if (!a) return [];
+    const out = [];
+    for (const p of a.peers.values()) {
+      const r = { pid: p.pid, state: p.pc.connectionState, signaling: p.pc.signalingState, ice: p.pc.iceConnectionState,
+        gathering: p.pc.iceGatheringState, polite: p.polite, sent: p.sent, received: p.received, error: p.lastError,
+        held: p.held.length, relay: false, local: null, remote: null,
+        audio: { bytes: 0, level: 0 }, video: [] };
+      let report;
+      try { report = await p.pc.getStats(); } catch { continue; }
+      let pairId = null;
+      report.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          r.audio.bytes += s.bytesReceived || 0;
+          r.audio.level = Math.max(r.audio.level, s.audioLevel || 0);
+        }
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          r.video.push({ bytes: s.bytesReceived || 0, frames: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 });
+        }
+        if (s.type === 'candidate-pair' && (s.id === pairId || (!pairId && s.selected))) {
+          const l = report.get(s.localCandidateId);
+          const rm = report.get(s.remoteCandidateId);
+          r.local = l && { type: l.candidateType, protocol: l.relayProtocol || l.protocol };
+          r.remote = rm && { type: rm.candidateType };
+          r.relay = l?.candidateType === 'relay' || rm?.candidateType === 'relay';
+        }
+      });
+      out.push(r);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------- the dock --
+
+  setDock(size) {
+    const dock = $('#call-dock');
+    if (!dock) return;
+    dock.dataset.size = size;
+  }
+
+  renderDock() {
+    const a = this.active;
+    $('#call-dock')?.remove();
+    const btn = (id, label, icon, onclick) => h('button', { id, class: 'icon', title: label, 'aria-label': label, onclick }, icon);
+    const dock = h('section', { id: 'call-dock', class: 'call-dock', dataset: { size: 'large', layout: 'grid' }, 'aria-label': t('call') },
+      h('header', {},
+        h('button', { class: 'link call-room', onclick: () => this.app.openRoom(a.room) }, this.app.roomTitle(a.room)),
+        h('span', { class: 'call-timer', id: 'call-timer' }),
+        h('span', { class: 'call-status', id: 'call-status', role: 'status' }),
+        h('span', { class: 'spacer' }),
+        btn('call-layout', t('call_layout'), '▦', () => { dock.dataset.layout = dock.dataset.layout === 'grid' ? 'speaker' : 'grid'; this.render(); }),
+        btn('call-size', t('call_minimize'), '▁', () => this.setDock(dock.dataset.size === 'large' ? 'small' : 'large')),
+        btn('call-fullscreen', t('call_fullscreen'), '⛶', () => {
+          if (document.fullscreenElement) document.exitFullscreen(); else dock.requestFullscreen?.().catch(() => {});
+        })),
+      h('div', { class: 'tiles', id: 'call-tiles' }),
+      h('footer', { class: 'controls' },
+        btn('call-mic', t('call_mic'), '🎤', () => this.setMic(!this.media().audio)),
+        btn('call-cam', t('call_cam'), '📷', () => this.setCam(!this.media().video)),
+        navigator.mediaDevices?.getDisplayMedia ? btn('call-share', t('call_share'), '🖥', () => this.toggleScreen()) : null,
+        btn('call-hand', t('call_hand'), '✋', () => this.toggleHand()),
+        btn('call-audio-only', t('call_audio_only'), '🔈', () => this.setAudioOnly(!a.audioOnly)),
+        btn('call-devices', t('call_devices'), '⚙', () => this.devicesDialog()),
+        h('button', { id: 'call-leave', class: 'danger', onclick: () => this.hangUp(true) }, t('call_leave'))),
+      h('div', { id: 'call-audio', hidden: true }));
+    document.body.append(dock);
+    this.render();
+  }
+
+  async devicesDialog() {
+    const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+    const outs = devices.filter((x) => x.kind === 'audiooutput');
+    const d = h('dialog', { 'aria-label': t('call_devices') },
+      h('header', {}, h('h2', {}, t('call_devices')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, '✕')));
+    const pick = (label, kind, current, onpick) => {
+      const list = devices.filter((x) => x.kind === kind);
+      if (!list.length) return null;
+      const sel = h('select', { onchange: () => onpick(sel.value) },
+        list.map((x, i) => h('option', { value: x.deviceId, selected: x.deviceId === current }, x.label || `${label} ${i + 1}`)));
+      return h('label', { class: 'field' }, h('span', {}, label), sel);
+    };
+    d.append(
+      pick(t('camera'), 'videoinput', this.prefs.cam, async (id) => { this.prefs.cam = id; await this.setCam(false); await this.setCam(true); this.savePrefs(); }),
+      pick(t('microphone'), 'audioinput', this.prefs.mic, (id) => { this.prefs.mic = id; this.switchMic(); this.savePrefs(); }),
+      outs.length && 'setSinkId' in HTMLMediaElement.prototype
+        ? pick(t('speaker'), 'audiooutput', this.prefs.speaker, (id) => { this.prefs.speaker = id; this.savePrefs(); this.render(); })
+        : null);
+    document.body.append(d);
+    d.addEventListener('close', () => d.remove());
+    d.showModal();
+  }
+
+  savePrefs() { localStorage.setItem('parvis.call-prefs', JSON.stringify(this.prefs)); }
+
+  async switchMic() {
+    const a = this.active;
+    if (!a) return;
+    const s = await this.capture({ audio: true, video: false, mic: this.prefs.mic });
+    const track = s.getAudioTracks()[0];
+    const old = a.local.getAudioTracks()[0];
+    if (!track) return;
+    track.enabled = old ? old.enabled : true;
+    for (const p of a.peers.values()) {
+      const sender = old && p.senders.get(old.id);
+      if (sender) {
+        await sender.replaceTrack(track);
+        p.senders.delete(old.id);
+        p.senders.set(track.id, sender);
+      } else {
+        p.addTrack(track, a.local);
+      }
+    }
+    if (old) { old.stop(); a.local.removeTrack(old); }
+    a.local.addTrack(track);
+    this.sendState();
+  }
+
+  renderTimer() {
+    const el = $('#call-timer');
+    const a = this.active;
+    if (!el || !a) return;
+    const info = this.rooms.get(a.room);
+    const secs = Math.max(0, Math.floor((Date.now() - (info?.started || a.since)) / 1000));
+    el.textContent = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, '0')}`;
+  }
+
+  renderSpeaking() {
+    const a = this.active;
+    for (const tile of document.querySelectorAll('#call-tiles .tile[data-pid]')) {
+      tile.classList.toggle('speaking', (a.levels.get(tile.dataset.pid) || 0) > SPEAKING_LEVEL);
+    }
+  }
+
+  /** Rebuilds the tiles, reusing media elements so playback never stutters. */
+  render() {
+    const a = this.active;
+    const box = $('#call-tiles');
+    if (!a || !box) return;
+    const dock = $('#call-dock');
+    const me = this.app.me();
+    const mine = this.media();
+    const byPid = new Map(a.participants.map((p) => [p.pid, p]));
+    const tiles = [];
+    // Own tile (muted preview) and own screen.
+    tiles.push(this.tile('self', a.local, { name: me.display_name + ' ' + t('call_you'), ...mine, self: true }));
+    for (const [pid, peer] of a.peers) {
+      const info = byPid.get(pid) || {};
+      const name = this.app.userName(info.user);
+      let cam = null;
+      for (const s of peer.streams.values()) {
+        if (info.screen && s.id === info.screen) tiles.push(this.tile(pid + ':screen', s, { name: t('call_screen_of', { name }), screen: true }));
+        else cam = s;
+      }
+      tiles.push(this.tile(pid, cam, { ...info, name, pid, state: peer.pc.connectionState }));
+      this.audioFor(pid, cam);
+    }
+    if (a.screen) tiles.push(this.tile('self:screen', a.screen, { name: t('call_your_screen'), screen: true, self: true }));
+    const current = new Set(tiles.map((x) => x.dataset.key));
+    for (const el of [...box.children]) if (!current.has(el.dataset.key)) el.remove();
+    for (const el of tiles) box.append(el); // re-append keeps order; elements are reused
+    for (const el of [...$('#call-audio').children]) if (!a.peers.has(el.dataset.pid)) el.remove();
+    dock.classList.toggle('has-screen', tiles.some((x) => x.classList.contains('screen')));
+    const away = this.conn.state !== 'connected';
+    $('#call-status').textContent = away ? t('call_reconnecting') : t('call_n', { n: a.participants.length || 1 });
+    for (const [id, on] of [['#call-mic', mine.audio], ['#call-cam', mine.video], ['#call-share', !!a.screen], ['#call-hand', a.hand], ['#call-audio-only', a.audioOnly]]) {
+      const b = $(id);
+      if (b) { b.setAttribute('aria-pressed', String(!!on)); b.classList.toggle('off', (id === '#call-mic' || id === '#call-cam') && !on); }
+    }
+    this.renderTimer();
+  }
+
+  tile(key, stream, info) {
+    const box = $('#call-tiles');
+    let el = box.querySelector(`.tile[data-key="${CSS.escape(key)}"]`);
+    if (!el) {
+      el = h('figure', { class: 'tile', dataset: { key } },
+        h('video', { autoplay: true, playsinline: true, muted: true }),
+        h('figcaption', {}));
+      if (info.pid) el.dataset.pid = info.pid;
+    }
+    const video = el.querySelector('video');
+    const hasVideo = !!stream?.getVideoTracks().some((tr) => tr.readyState === 'live');
+    if (video.srcObject !== (stream || null)) video.srcObject = stream || null;
+    el.classList.toggle('no-video', !hasVideo || (!info.screen && info.video === false));
+    el.classList.toggle('screen', !!info.screen);
+    el.classList.toggle('self', !!info.self);
+    el.classList.toggle('away', !!info.away);
+    const cap = clear(el.querySelector('figcaption'));
+    cap.append(
+      h('span', { class: 'avatar', 'aria-hidden': 'true' }, (info.name || '?').slice(0, 1).toUpperCase()),
+      h('span', { class: 'name' }, info.name || ''),
+      info.audio === false && !info.screen ? h('span', { class: 'badge', title: t('call_muted') }, '🔇') : null,
+      info.hand ? h('span', { class: 'badge hand', title: t('call_hand_up') }, '✋') : null,
+      info.away ? h('span', { class: 'badge', title: t('call_away') }, '⏳') : null,
+      info.state && info.state !== 'connected' && !info.away ? h('span', { class: 'badge', title: info.state }, '…') : null,
+      info.pid && this.app.canModerate(this.active.room) ? h('span', { class: 'mod' },
+        h('button', { class: 'icon small', title: t('call_mute_them'), 'aria-label': t('call_mute_them'), onclick: () => this.moderate(info.pid, 'mute') }, '🔇'),
+        h('button', { class: 'icon small', title: t('call_remove_them'), 'aria-label': t('call_remove_them'), onclick: () => this.moderate(info.pid, 'remove') }, '⏏')) : null);
+    return el;
+  }
+
+  /** Remote sound plays through an audio element (video tiles stay muted so they autoplay). */
+  audioFor(pid, stream) {
+    const box = $('#call-audio');
+    let el = box.querySelector(`audio[data-pid="${CSS.escape(pid)}"]`);
+    if (!stream?.getAudioTracks().length) { el?.remove(); return; }
+    if (!el) {
+      el = h('audio', { autoplay: true, dataset: { pid } });
+      box.append(el);
+    }
+    if (el.srcObject !== stream) {
+      el.srcObject = stream;
+      el.play().catch(() => this.needSound());
+    }
+    if (this.prefs.speaker && el.setSinkId && el.sinkId !== this.prefs.speaker) el.setSinkId(this.prefs.speaker).catch(() => {});
+  }
+
+  /** Autoplay refused (e.g. rejoined after a reload): one click enables sound. */
+  needSound() {
+    if ($('#call-sound')) return;
+    const b = h('button', { id: 'call-sound', class: 'primary small', onclick: () => {
+      for (const el of document.querySelectorAll('#call-audio audio')) el.play().catch(() => {});
+      b.remove();
+    } }, t('call_enable_sound'));
+    $('#call-dock header')?.append(b);
+  }
+}

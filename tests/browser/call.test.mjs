@@ -1,0 +1,235 @@
+// Calls in real browsers through Parvis's own TURN (relay only), with fake
+// camera, microphone and screen. Chromium gathers no ICE candidates with
+// loopback alone: run this inside a network namespace with a veth pair
+// (tests/browser/in-netns does that; scripts/test uses it).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { networkInterfaces } from 'node:os';
+import { Server, launch, loggedIn, openRoomByName, trustingBrowser } from './lib.mjs';
+
+let browser;
+before(async () => {
+  const external = Object.values(networkInterfaces()).flat().some((i) => !i.internal && i.family === 'IPv4');
+  assert.ok(external, 'no non-loopback interface: run through tests/browser/in-netns');
+  browser = await launch();
+});
+after(async () => { await browser?.close(); });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function team(server, names, b = browser) {
+  const api = await server.setupAdmin();
+  for (const n of names.filter((x) => x !== 'alice')) {
+    await api.call('POST', '/users', { username: n, display_name: n[0].toUpperCase() + n.slice(1), password: 'password-2' });
+  }
+  const people = {};
+  for (const n of names) people[n] = await loggedIn(b, server, n, n === 'alice' ? 'password-1' : 'password-2');
+  return { api, people };
+}
+
+async function joinCall(page) {
+  await page.evaluate(() => { window.parvis.calls.forceRelay = true; });
+  await page.click('#call-btn');
+  await page.click('#call-prejoin-join');
+  await page.waitForSelector('#call-dock');
+}
+
+const stats = (page) => page.evaluate(() => window.parvis.calls.stats());
+
+/** Totals per peer: audio bytes, decoded video frames (all video), the largest frame width. */
+function totals(list) {
+  return new Map(list.map((s) => [s.pid, {
+    relay: s.relay, protocol: s.local?.protocol, audio: s.audio.bytes, states: [s.state, s.signaling, s.ice, s.gathering, s.polite, s.sent, s.received, s.held, s.error],
+    frames: s.video.reduce((n, v) => n + v.frames, 0),
+    wide: s.video.filter((v) => v.width >= 1000).reduce((n, v) => n + v.frames, 0),
+  }]));
+}
+
+/**
+ * Waits until `page` receives audio and video from `peers` others over the
+ * relay, growing between two looks (so it flows now, not just once).
+ * With `screen`, a ≥1000-pixel-wide video (a shared screen) must flow too.
+ */
+async function flowing(page, peers, { screen = false, timeout = 30000, protocol } = {}) {
+  const until = Date.now() + timeout;
+  let last = '';
+  while (Date.now() < until) {
+    const a = totals(await stats(page));
+    await sleep(1200);
+    const b = totals(await stats(page));
+    const good = [...b].filter(([pid, x]) => {
+      const y = a.get(pid);
+      return y && x.relay && x.audio > y.audio && x.frames > y.frames && (!protocol || x.protocol === protocol);
+    });
+    const wide = [...b].some(([pid, x]) => a.get(pid) && x.wide > a.get(pid).wide);
+    if (good.length >= peers && (!screen || wide)) return b;
+    last = JSON.stringify([...b]);
+  }
+  const who = await page.evaluate(() => [window.parvis.state.me.username, window.parvis.conn.state, window.parvis.calls.active?.pid]);
+  const metrics = await page.evaluate(() => fetch('/metrics').then((r) => r.text())).catch(() => '');
+  const turn = metrics.split('\n').filter((l) => l.startsWith('parvis_turn') && !l.endsWith(' 0')).join('; ');
+  throw new Error(`media not flowing to ${who}: ${last}\nTURN: ${turn}`);
+}
+
+test('three people in a relayed call: media both ways, screen sharing, chatting elsewhere, a dropped socket, a restart', async () => {
+  const server = await Server.start();
+  try {
+    const { api, people } = await team(server, ['alice', 'bob', 'carol']);
+    const { alice, bob, carol } = people;
+    await joinCall(alice.page);
+    // the others see the call in progress and join from the room
+    await bob.page.waitForSelector('#call-banner:not([hidden])');
+    await joinCall(bob.page);
+    await joinCall(carol.page);
+    for (const p of [alice, bob, carol]) await flowing(p.page, 2);
+
+    // screen sharing reaches both others as a large decoded track
+    await alice.page.click('#call-share');
+    await flowing(bob.page, 2, { screen: true });
+    await flowing(carol.page, 2, { screen: true });
+
+    // Bob reads and writes in another room; the call keeps flowing
+    const side = await api.call('POST', '/rooms', { name: 'Side', topic: '', visibility: 'invite', members: [] });
+    const bobId = await bob.page.evaluate(() => window.parvis.state.me.id);
+    await api.call('POST', `/rooms/${side.id}/members`, { user: bobId });
+    await bob.page.waitForSelector('#room-list a.room:has-text("Side")');
+    await openRoomByName(bob.page, 'Side');
+    await bob.page.fill('#composer-input', 'writing while in the call');
+    await bob.page.keyboard.press('Enter');
+    await bob.page.locator('.msg:not(.pending) .body', { hasText: 'writing while in the call' }).waitFor();
+    assert.equal(await bob.page.locator('#call-dock').count(), 1, 'the dock survives navigation');
+    await flowing(bob.page, 2);
+    await flowing(alice.page, 2);
+
+    // Carol's WebSocket drops: media goes on, signaling comes back
+    await carol.page.evaluate(() => window.parvis.conn.drop());
+    await flowing(carol.page, 2);
+    await carol.page.waitForFunction(() => window.parvis.conn.state === 'connected');
+    await carol.page.click('#call-hand');
+    await alice.page.waitForSelector('#call-tiles .tile .badge.hand');
+    const away = await alice.page.evaluate(() => window.parvis.calls.active.participants.filter((p) => p.away).length);
+    assert.equal(away, 0);
+
+    // The server restarts (TURN with it): calls come back by themselves, no reload
+    const marker = await alice.page.evaluate(() => (window.marker = 1));
+    await server.restart();
+    for (const p of [alice, bob, carol]) await flowing(p.page, 2, { timeout: 60000 });
+    assert.equal(await alice.page.evaluate(() => window.marker), marker, 'no page reload');
+    assert.equal(await alice.page.locator('#call-dock').count(), 1);
+
+    // leaving: the last one out ends the call and the room records it
+    for (const p of [alice, bob, carol]) await p.page.click('#call-leave');
+    await openRoomByName(alice.page, 'General');
+    await alice.page.locator('.call-record', { hasText: 'Call ended' }).waitFor();
+    for (const p of [alice, bob, carol]) assert.deepEqual(p.page.errors || [], []);
+    await api.dispose();
+  } finally {
+    server.kill9();
+  }
+});
+
+test('a direct call rings the other person, who can decline or accept', async () => {
+  const server = await Server.start();
+  try {
+    const { api, people } = await team(server, ['alice', 'bob']);
+    const { alice, bob } = people;
+    const bobId = await bob.page.evaluate(() => window.parvis.state.me.id);
+    await api.call('POST', '/direct', { user: bobId });
+    await alice.page.reload();
+    await alice.page.waitForSelector('#room-list a.room:has-text("Bob")');
+    await openRoomByName(alice.page, 'Bob');
+    await joinCall(alice.page);
+    await bob.page.waitForSelector('#call-ring');
+    await bob.page.click('#call-decline');
+    await alice.page.waitForSelector('#call-dock', { state: 'detached' });
+    await alice.page.locator('.call-record', { hasText: 'declined' }).waitFor();
+
+    await joinCall(alice.page);
+    await bob.page.click('#call-accept');
+    await bob.page.waitForSelector('#call-dock');
+    await flowing(bob.page, 1);
+    await flowing(alice.page, 1);
+    await api.dispose();
+  } finally {
+    server.kill9();
+  }
+});
+
+function nft(rules) {
+  execFileSync('nft', ['-f', '-'], { input: rules });
+}
+
+test('TURN over TLS on the HTTPS port alone carries the call when UDP and the TURN ports are blocked', async () => {
+  const server = await Server.start();
+  const table = 'parvis_call_test';
+  // A browser that trusts the box's CA as an installed CA (TURN over TLS
+  // verifies the certificate; no error-ignoring flag).
+  const trusting = await trustingBrowser(server);
+  try {
+    const { api, people } = await team(server, ['alice', 'bob'], trusting);
+    const { alice, bob } = people;
+    // The firewall refuses UDP and the TURN ports: only the HTTPS port is open.
+    nft(`table inet ${table} {
+      chain out {
+        type filter hook output priority 0;
+        udp dport ${server.turnPort} reject
+        tcp dport { ${server.turnPort}, ${server.turnTlsPort} } reject
+      }
+    }`);
+    await joinCall(alice.page);
+    await joinCall(bob.page);
+    await flowing(alice.page, 1, { protocol: 'tls' });
+    await flowing(bob.page, 1, { protocol: 'tls' });
+    for (const p of [alice, bob]) await p.page.click('#call-leave');
+    // TURN over TCP when only UDP is refused
+    nft(`delete table inet ${table}
+    table inet ${table} {
+      chain out {
+        type filter hook output priority 0;
+        udp dport ${server.turnPort} reject
+      }
+    }`);
+    await joinCall(alice.page);
+    await joinCall(bob.page);
+    await flowing(alice.page, 1, { protocol: 'tcp' });
+    await api.dispose();
+  } finally {
+    try { nft(`delete table inet ${table}`); } catch { /* not created */ }
+    await trusting.close();
+    server.kill9();
+  }
+});
+
+test('someone outside the room can neither join its call nor see its signaling', async () => {
+  const server = await Server.start();
+  try {
+    const { api, people } = await team(server, ['alice', 'bob', 'eve']);
+    const { alice, bob, eve } = people;
+    const bobId = await bob.page.evaluate(() => window.parvis.state.me.id);
+    const room = await api.call('POST', '/rooms', { name: 'Board', topic: '', visibility: 'invite', members: [bobId] });
+    await alice.page.waitForSelector('#room-list a.room:has-text("Board")');
+    await openRoomByName(alice.page, 'Board');
+    await joinCall(alice.page);
+    await bob.page.waitForSelector('#room-list a.room:has-text("Board")');
+    await openRoomByName(bob.page, 'Board');
+    await joinCall(bob.page);
+    await flowing(bob.page, 1);
+    const seen = await eve.page.evaluate((room) => new Promise((resolve) => {
+      const frames = [];
+      const conn = window.parvis.conn;
+      const orig = conn.onFrame;
+      conn.onFrame = (f) => { frames.push(f); orig(f); };
+      conn.raw({ t: 'call_join', room, pid: 'eve1' });
+      conn.raw({ t: 'call_signal', room, to: 'x', data: { candidate: null } });
+      setTimeout(() => resolve(frames), 1500);
+    }), room.id);
+    const errors = seen.filter((f) => f.t === 'error').map((f) => f.code);
+    assert.deepEqual(errors, ['not_member', 'not_in_call']);
+    assert.equal(seen.filter((f) => f.t.startsWith('call')).length, 0, JSON.stringify(seen));
+    assert.equal(await eve.page.evaluate(() => window.parvis.calls.rooms.size), 0);
+    await api.dispose();
+  } finally {
+    server.kill9();
+  }
+});
