@@ -257,7 +257,7 @@ impl Calls {
     }
 
     /// The participant this connection is in `room`'s call.
-    fn find<'a>(calls: &'a mut HashMap<RoomId, Call>, room: RoomId, conn: ConnId) -> Option<(&'a mut Call, usize)> {
+    fn find(calls: &mut HashMap<RoomId, Call>, room: RoomId, conn: ConnId) -> Option<(&mut Call, usize)> {
         let call = calls.get_mut(&room)?;
         let i = call.participants.iter().position(|p| p.conn == Some(conn))?;
         Some((call, i))
