@@ -204,7 +204,9 @@ export class Calls {
       if (this.active?.room === f.room) this.hangUp(false, f.outcome === 'declined' ? t('call_declined') : null);
     } else {
       this.rooms.set(f.room, f);
-      if (this.active?.room === f.room) this.reconcile(f.participants);
+      // Before our own join is confirmed, peers would start without ICE
+      // servers and their offers be refused: call_joined reconciles.
+      if (this.active?.room === f.room && this.active.joinedOnce) this.reconcile(f.participants);
     }
     this.checkRing(f);
     this.app.changed(f.room);
@@ -228,7 +230,7 @@ export class Calls {
 
   onSignal(f) {
     const a = this.active;
-    if (!a || a.room !== f.room) return;
+    if (!a || a.room !== f.room || !a.ice) return;
     this.peer(f.from).receive(f.data);
   }
 
