@@ -16,14 +16,15 @@ function proc(pid) {
   return { cpu: (Number(stat[11]) + Number(stat[12])) / TICK, rssMiB: rss / 1024 };
 }
 
-async function join(page) {
+async function join(page, waitFrame = true) {
   await page.evaluate(() => { window.parvis.calls.forceRelay = true; });
   await page.click('#call-btn');
   await page.waitForSelector('#call-prejoin-join');
   // Clicked from inside the page so the clock starts at the click itself.
-  return page.evaluate(() => new Promise((resolve, reject) => {
+  return page.evaluate((wait) => new Promise((resolve, reject) => {
     const t0 = performance.now();
     document.getElementById('call-prejoin-join').click();
+    if (!wait) { resolve(0); return; }
     const poll = async () => {
       const stats = await window.parvis.calls.stats();
       if (stats.some((s) => s.video.some((v) => v.frames > 0))) { resolve(performance.now() - t0); return; }
@@ -31,7 +32,7 @@ async function join(page) {
       setTimeout(poll, 10);
     };
     poll();
-  }));
+  }), waitFrame);
 }
 
 async function leave(page) {
@@ -54,10 +55,11 @@ try {
   for (const n of ['bob', 'carol', 'dave']) others.push(await loggedIn(browser, server, n, 'password-2'));
 
   // 1. join → first decoded remote frame (Alice waits in the call)
-  await join(alice.page);
+  await join(alice.page, false);
   const times = [];
   for (let i = 0; i < JOINS; i++) {
     times.push(await join(others[0].page));
+    process.stderr.write(`join ${i + 1}: ${Math.round(times[i])} ms\n`);
     await leave(others[0].page);
     await sleep(300);
   }
@@ -70,7 +72,8 @@ try {
   const idle0 = proc(pid);
   await sleep(5000);
   const idle1 = proc(pid);
-  for (const p of [alice, ...others]) await join(p.page);
+  await join(alice.page, false);
+  for (const p of others) await join(p.page);
   await sleep(5000); // let bitrates ramp up
   const a = proc(pid);
   const m0 = await alice.page.evaluate(() => fetch('/metrics').then((r) => r.text()));
