@@ -61,7 +61,10 @@ pub struct TurnConfig {
     pub deny_peers: Vec<String>,
     /// Tests only: allow loopback peers. Default: false; logged loudly when on.
     pub allow_loopback_peers: bool,
-    /// Allocations per user and in total. Defaults: 20 and 2000.
+    /// Allocations per user and in total. Defaults: 64 and 2000. A browser
+    /// allocates once per transport (UDP, TCP, TLS, TLS on the HTTPS port)
+    /// for each other participant, and again on an ICE restart: a full
+    /// 8-person mesh needs 28, up to 56 while restarting.
     pub user_quota: usize,
     pub total_quota: usize,
     /// Bandwidth cap per allocation in kbit/s, 0 for none. Default: 0.
@@ -84,7 +87,7 @@ impl Default for TurnConfig {
             allow_peers: Vec::new(),
             deny_peers: Vec::new(),
             allow_loopback_peers: false,
-            user_quota: 20,
+            user_quota: 64,
             total_quota: 2000,
             bandwidth_kbps: 0,
             credential_horizon_secs: 86_400,
