@@ -278,10 +278,14 @@ export class Calls {
     const camOn = h('input', { type: 'checkbox', checked: this.prefs.video !== false });
     const micOn = h('input', { type: 'checkbox', checked: this.prefs.audio !== false });
     let stream = null;
+    let closed = false;
     const stop = () => stream?.getTracks().forEach((tr) => tr.stop());
     const preview = async () => {
       stop();
-      stream = await this.capture({ audio: micOn.checked, video: camOn.checked, cam: camSel.value, mic: micSel.value });
+      const s = await this.capture({ audio: micOn.checked, video: camOn.checked, cam: camSel.value, mic: micSel.value });
+      // Closed (or joined) meanwhile: this preview is nobody's; release the camera.
+      if (closed) { s.getTracks().forEach((tr) => tr.stop()); return; }
+      stream = s;
       video.srcObject = stream;
     };
     const fill = async () => {
@@ -307,7 +311,7 @@ export class Calls {
         h('label', { class: 'check' }, camOn, ' ', t('camera')), camSel,
         h('label', { class: 'check' }, micOn, ' ', t('microphone')), micSel),
       h('div', { class: 'row' }, h('button', { class: 'secondary', onclick: () => d.close() }, t('cancel')), join));
-    d.addEventListener('close', () => { stop(); d.remove(); });
+    d.addEventListener('close', () => { closed = true; stop(); d.remove(); });
     document.body.append(d);
     d.showModal();
     join.focus();
@@ -619,8 +623,14 @@ export class Calls {
       if (p.disconnectedSince && Date.now() - p.disconnectedSince > DISCONNECTED_RESTART_MS) p.restart();
       // Never connected after a while (e.g. candidates lost to a collision):
       // the impolite side starts over with fresh candidates.
-      const stuck = p.pc.connectionState === 'new' && p.pc.signalingState === 'stable' && Date.now() - p.created > NEVER_CONNECTED_MS;
-      if (stuck && !p.polite) { p.created = Date.now(); p.restart(); }
+      const stuck = p.pc.connectionState === 'new' && Date.now() - p.created > NEVER_CONNECTED_MS;
+      if (stuck && !p.polite) {
+        p.created = Date.now();
+        // An offer without an answer may have been lost on the way: send it
+        // again (answering the same offer twice is harmless); else restart.
+        if (p.pc.signalingState === 'have-local-offer' && p.pc.localDescription) p.send({ description: p.pc.localDescription });
+        else p.restart();
+      }
     }
     const stats = await this.stats();
     for (const s of stats) a.levels.set(s.pid, s.audio.level);
