@@ -886,24 +886,24 @@ function notify(room, msg) {
   if (pref === 'off' || (pref === 'mentions' && !mentioned && room.kind !== 'direct')) return;
   if (room.id === S.current && !document.hidden) return;
   const title = room.kind === 'direct' ? userName(msg.sender) : `${userName(msg.sender)} · ${roomTitle(room)}`;
-  const options = { body: msg.body.slice(0, 200), tag: 'parvis-room-' + room.id, icon: '/assets/icon.svg', data: { room: room.id } };
-  try {
-    if (S.swReg) { S.swReg.showNotification(title, options); return; }
-    const n = new Notification(title, options);
-    n.onclick = () => { window.focus(); openRoom(room.id); n.close(); };
-  } catch { /* not allowed in this context */ }
+  showNotification(title, room.id, { body: msg.body.slice(0, 200), tag: 'parvis-room-' + room.id });
 }
 
 /** Calls notify whatever the room preference: a ring must be seen. */
 function notifyCall(title, roomId) {
   if (!('Notification' in window) || Notification.permission !== 'granted' || notifyPref() === 'off') return;
   if (!document.hidden && document.hasFocus()) return;
-  const options = { body: roomTitle(S.rooms.get(roomId)), tag: 'parvis-call-' + roomId, icon: '/assets/icon.svg', data: { room: roomId }, requireInteraction: true };
+  showNotification(title, roomId, { body: roomTitle(S.rooms.get(roomId)), tag: 'parvis-call-' + roomId, requireInteraction: true });
+}
+
+/** Through the service worker when there is one; a click opens the room. */
+function showNotification(title, roomId, options) {
+  const full = { icon: '/assets/icon.svg', data: { room: roomId }, ...options };
   try {
-    if (S.swReg) { S.swReg.showNotification(title, options); return; }
-    const n = new Notification(title, options);
+    if (S.swReg) { S.swReg.showNotification(title, full); return; }
+    const n = new Notification(title, full);
     n.onclick = () => { window.focus(); openRoom(roomId); n.close(); };
-  } catch { /* not allowed here */ }
+  } catch { /* not allowed in this context */ }
 }
 
 function maybeAskNotifications() {

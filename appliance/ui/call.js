@@ -65,7 +65,12 @@ class Peer {
       call.render();
     };
     this.pc.oniceconnectionstatechange = () => this.checkIce();
-    this.pc.onconnectionstatechange = () => call.render();
+    this.pc.onconnectionstatechange = () => {
+      // Encodings exist only once negotiated: the quality for the call's
+      // size is applied when the pair connects (and when the size changes).
+      if (this.pc.connectionState === 'connected') call.applyQuality();
+      call.render();
+    };
   }
 
   send(data) {
@@ -425,7 +430,6 @@ export class Calls {
     if (!p) {
       p = new Peer(this, pid);
       a.peers.set(pid, p);
-      this.applyQuality();
     }
     return p;
   }
@@ -530,8 +534,9 @@ export class Calls {
     for (const p of a.peers.values()) {
       for (const tr of p.pc.getTransceivers()) {
         if (tr.receiver.track?.kind !== 'video' || tr.stopped) continue;
-        const sending = tr.sender.track ? 'send' : '';
-        tr.direction = on ? (sending ? 'sendonly' : 'inactive') : (sending ? 'sendrecv' : 'recvonly');
+        const sending = !!tr.sender.track;
+        if (on) tr.direction = sending ? 'sendonly' : 'inactive';
+        else tr.direction = sending ? 'sendrecv' : 'recvonly';
       }
     }
     this.render();

@@ -3,7 +3,7 @@
 // video frame, relay only, over 10 joins; then CPU and RSS of parvis during
 // a 4-person relayed call, against the same call's idle baseline.
 import { readFileSync } from 'node:fs';
-import { Server, launch, loggedIn } from './lib.mjs';
+import { Server, launch, team } from './lib.mjs';
 
 const JOINS = Number(process.env.JOINS || 10);
 const CALL_SECONDS = Number(process.env.CALL_SECONDS || 20);
@@ -46,13 +46,9 @@ const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.
 const browser = await launch();
 const server = await Server.start();
 try {
-  const api = await server.setupAdmin();
-  for (const n of ['bob', 'carol', 'dave']) {
-    await api.call('POST', '/users', { username: n, display_name: n, password: 'password-2' });
-  }
-  const alice = await loggedIn(browser, server, 'alice', 'password-1');
-  const others = [];
-  for (const n of ['bob', 'carol', 'dave']) others.push(await loggedIn(browser, server, n, 'password-2'));
+  const { api, people } = await team(browser, server, ['alice', 'bob', 'carol', 'dave']);
+  const { alice, ...rest } = people;
+  const others = Object.values(rest);
 
   // 1. join → first decoded remote frame (Alice waits in the call)
   await join(alice.page, false);

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
-import { Server, launch, loggedIn, openRoomByName, trustingBrowser } from './lib.mjs';
+import { Server, launch, openRoomByName, team, trustingBrowser } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -17,16 +17,6 @@ before(async () => {
 after(async () => { await browser?.close(); });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function team(server, names, b = browser) {
-  const api = await server.setupAdmin();
-  for (const n of names.filter((x) => x !== 'alice')) {
-    await api.call('POST', '/users', { username: n, display_name: n[0].toUpperCase() + n.slice(1), password: 'password-2' });
-  }
-  const people = {};
-  for (const n of names) people[n] = await loggedIn(b, server, n, n === 'alice' ? 'password-1' : 'password-2');
-  return { api, people };
-}
 
 async function joinCall(page) {
   await page.evaluate(() => { window.parvis.calls.forceRelay = true; });
@@ -75,7 +65,7 @@ async function flowing(page, peers, { screen = false, timeout = 30000, protocol 
 test('three people in a relayed call: media both ways, screen sharing, chatting elsewhere, a dropped socket, a restart', async () => {
   const server = await Server.start();
   try {
-    const { api, people } = await team(server, ['alice', 'bob', 'carol']);
+    const { api, people } = await team(browser, server, ['alice', 'bob', 'carol']);
     const { alice, bob, carol } = people;
     await joinCall(alice.page);
     // the others see the call in progress and join from the room
@@ -132,7 +122,7 @@ test('three people in a relayed call: media both ways, screen sharing, chatting 
 test('a direct call rings the other person, who can decline or accept', async () => {
   const server = await Server.start();
   try {
-    const { api, people } = await team(server, ['alice', 'bob']);
+    const { api, people } = await team(browser, server, ['alice', 'bob']);
     const { alice, bob } = people;
     const bobId = await bob.page.evaluate(() => window.parvis.state.me.id);
     await api.call('POST', '/direct', { user: bobId });
@@ -167,7 +157,7 @@ test('TURN over TLS on the HTTPS port alone carries the call when UDP and the TU
   // verifies the certificate; no error-ignoring flag).
   const trusting = await trustingBrowser(server);
   try {
-    const { api, people } = await team(server, ['alice', 'bob'], trusting);
+    const { api, people } = await team(trusting, server, ['alice', 'bob']);
     const { alice, bob } = people;
     // The firewall refuses UDP and the TURN ports: only the HTTPS port is open.
     nft(`table inet ${table} {
@@ -204,7 +194,7 @@ test('TURN over TLS on the HTTPS port alone carries the call when UDP and the TU
 test('someone outside the room can neither join its call nor see its signaling', async () => {
   const server = await Server.start();
   try {
-    const { api, people } = await team(server, ['alice', 'bob', 'eve']);
+    const { api, people } = await team(browser, server, ['alice', 'bob', 'eve']);
     const { alice, bob, eve } = people;
     const bobId = await bob.page.evaluate(() => window.parvis.state.me.id);
     const room = await api.call('POST', '/rooms', { name: 'Board', topic: '', visibility: 'invite', members: [bobId] });

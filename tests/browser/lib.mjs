@@ -141,6 +141,20 @@ export async function loggedIn(browser, server, user, password, options = {}) {
   return { context, page };
 }
 
+/**
+ * Alice (admin, set up through the API) and the other `names`, each logged
+ * in in a browser context of their own: `{ api, people: { name: {context, page} } }`.
+ */
+export async function team(browser, server, names) {
+  const api = await server.setupAdmin();
+  for (const n of names.filter((x) => x !== 'alice')) {
+    await api.call('POST', '/users', { username: n, display_name: n[0].toUpperCase() + n.slice(1), password: 'password-2' });
+  }
+  const people = {};
+  for (const n of names) people[n] = await loggedIn(browser, server, n, n === 'alice' ? 'password-1' : 'password-2');
+  return { api, people };
+}
+
 export async function waitConnected(page, timeout = 15000) {
   await page.waitForFunction(() => window.parvis?.conn?.state === 'connected', null, { timeout });
 }

@@ -209,16 +209,23 @@ impl Calls {
         media.check().map_err(CallError::Invalid)?;
         let mut calls = self.lock();
         let call = calls.get_mut(&room).ok_or(CallError::NotInCall)?;
+        if call.participants.iter().any(|p| p.pid == pid && p.user != user) {
+            return Err(CallError::Invalid("pid: taken by someone else"));
+        }
+        // Participants this tab supersedes: its pid before a reload, and any
+        // other pid on this connection (a connection is in one participant).
+        let superseded = |p: &Participant| {
+            p.pid != pid && (p.conn == Some(conn) || (replaces == Some(p.pid.as_str()) && p.user == user))
+        };
+        let rejoin = call.participants.iter().any(|p| p.pid == pid);
+        if !rejoin && call.participants.iter().filter(|p| !superseded(p)).count() >= self.max_participants {
+            return Err(CallError::Full(self.max_participants));
+        }
         call.members = ctx.members.clone();
         call.orphan_since = None;
-        if let Some(old) = replaces.filter(|o| *o != pid) {
-            call.participants.retain(|p| !(p.pid == old && p.user == user));
-        }
-        // One connection is in at most one participant of a call.
-        call.participants.retain(|p| p.pid == pid || p.conn != Some(conn));
+        call.participants.retain(|p| !superseded(p));
         let mut fx = Effects::default();
         match call.participants.iter_mut().find(|p| p.pid == pid) {
-            Some(p) if p.user != user => return Err(CallError::Invalid("pid: taken by someone else")),
             Some(p) => {
                 p.conn = Some(conn);
                 p.away_since = None;
@@ -228,9 +235,6 @@ impl Calls {
                 }
             }
             None => {
-                if call.participants.len() >= self.max_participants {
-                    return Err(CallError::Full(self.max_participants));
-                }
                 call.participants.push(Participant {
                     pid: pid.to_string(),
                     user,
@@ -629,5 +633,11 @@ mod tests {
         let bad = MediaState { screen: Some(String::new()), ..on() };
         assert!(matches!(calls.join(1, &c, "a1", None, ALICE, 1, bad, 0), Err(CallError::Invalid(_))));
         assert_eq!(calls.join(2, &c, "a1", None, ALICE, 1, on(), 0).unwrap_err(), CallError::NotInCall);
+        // a refused join changes nothing: Alice keeps her place
+        calls.join(1, &c, "a1", None, ALICE, 1, on(), 0).unwrap();
+        calls.join(1, &c, "b1", None, BOB, 2, on(), 0).unwrap();
+        assert!(matches!(calls.join(1, &c, "b1", None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))));
+        assert_eq!(calls.counts(), (1, 2));
+        assert!(calls.signal(1, 1, "b1", &json!({})).is_ok(), "still bound to her connection");
     }
 }
