@@ -1,9 +1,10 @@
 // Call benchmark (not a test; scripts/bench-call runs it in a private
 // network namespace): time from the "Join" click to the first decoded remote
-// video frame, relay only, over 10 joins; then CPU and RSS of parvis during
-// a 4-person relayed call, against the same call's idle baseline.
+// video frame, relay only, over 10 joins; then the CPU and RSS of the relay
+// during a 4-person call relayed by Parvis, and by coturn 4.6 in the same run.
 import { readFileSync } from 'node:fs';
-import { Server, launch, team } from './lib.mjs';
+import { spawn } from 'node:child_process';
+import { Server, launch, team, freePort } from './lib.mjs';
 
 const JOINS = Number(process.env.JOINS || 10);
 const CALL_SECONDS = Number(process.env.CALL_SECONDS || 20);
@@ -40,6 +41,28 @@ async function leave(page) {
   await page.waitForSelector('#call-dock', { state: 'detached' });
 }
 
+/** Video frames decoded so far by everyone (the call is really flowing). */
+async function totalFrames(people) {
+  let n = 0;
+  for (const p of people) {
+    const stats = await p.page.evaluate(() => window.parvis.calls.stats());
+    for (const s of stats) for (const v of s.video) n += v.frames;
+  }
+  return n;
+}
+
+/** coturn 4.6 with the box's REST secret, relaying on the namespace's address. */
+async function startCoturn(server) {
+  const port = await freePort();
+  const secret = readFileSync(`${server.data}/turn-secret`, 'utf8').trim();
+  const proc = spawn('turnserver', ['-n', '--no-cli', '--no-tls', '--no-dtls', '--listening-ip', '10.99.0.1',
+    '--listening-port', String(port), '--relay-ip', '10.99.0.1', '--min-port', '52000', '--max-port', '52999',
+    '--use-auth-secret', '--static-auth-secret', secret, '--realm', 'bench', '--log-file', '/dev/null', '--simple-log'],
+  { stdio: 'ignore' });
+  await sleep(1000);
+  return { proc, port };
+}
+
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))]; };
 
@@ -63,32 +86,48 @@ try {
     p90: Math.round(pct(times, 0.9)), min: Math.round(Math.min(...times)), max: Math.round(Math.max(...times)), target_p50: 1500 }));
   await leave(alice.page);
 
-  // 2. a 4-person relayed call: parvis CPU and RSS (idle baseline first)
-  const pid = server.proc.pid;
-  const idle0 = proc(pid);
+  // 2. the same 4-person call relayed by Parvis's TURN, then by coturn
+  // (the peer, same run, same browsers, same credentials: coturn is given
+  // the box's REST secret); CPU and RSS of the relaying process.
+  const parvisPid = server.proc.pid;
+  const idle0 = proc(parvisPid);
   await sleep(5000);
-  const idle1 = proc(pid);
-  await join(alice.page, false);
-  for (const p of others) await join(p.page);
-  await sleep(5000); // let bitrates ramp up
-  const a = proc(pid);
-  const m0 = await alice.page.evaluate(() => fetch('/metrics').then((r) => r.text()));
-  await sleep(CALL_SECONDS * 1000);
-  const b = proc(pid);
-  const m1 = await alice.page.evaluate(() => fetch('/metrics').then((r) => r.text()));
-  const counter = (m, name) => Number((new RegExp(`^${name} (\\d+)`, 'm').exec(m) || [0, 0])[1]);
-  const pkts = counter(m1, 'parvis_turn_packets_total\\{direction="in_process"\\}') - counter(m0, 'parvis_turn_packets_total\\{direction="in_process"\\}');
-  const bytes = counter(m1, 'parvis_turn_bytes_total\\{direction="to_client"\\}') - counter(m0, 'parvis_turn_bytes_total\\{direction="to_client"\\}');
-  const cpuCall = (b.cpu - a.cpu) / CALL_SECONDS;
-  const cpuIdle = (idle1.cpu - idle0.cpu) / 5;
-  console.log(JSON.stringify({
-    bench: 'four_person_relayed_call', seconds: CALL_SECONDS, streams: 12,
-    parvis_cpu_percent: +(cpuCall * 100).toFixed(1), idle_cpu_percent: +(cpuIdle * 100).toFixed(1),
-    parvis_rss_mib: +b.rssMiB.toFixed(1), idle_rss_mib: +idle1.rssMiB.toFixed(1),
-    relayed_packets_per_s: Math.round(pkts / CALL_SECONDS), relayed_mbit_per_s: +(bytes * 8 / CALL_SECONDS / 1e6).toFixed(2),
-    cpu_us_per_packet: pkts ? +((b.cpu - a.cpu) * 1e6 / pkts).toFixed(1) : null,
-  }));
-  for (const p of [alice, ...others]) await leave(p.page);
+  const idle = { cpu: (proc(parvisPid).cpu - idle0.cpu) / 5, rssMiB: proc(parvisPid).rssMiB };
+  const everyone = [alice, ...others];
+  const measure = async (label, relayPid, turnUrl) => {
+    for (const p of everyone) {
+      await p.page.evaluate(async (url) => {
+        const calls = window.parvis.calls;
+        if (!url) { calls.iceOverride = null; return; }
+        const ice = await fetch('/api/ice').then((r) => r.json());
+        calls.iceOverride = { iceServers: [{ urls: [url], username: ice.iceServers[1].username, credential: ice.iceServers[1].credential }] };
+      }, turnUrl);
+    }
+    await join(alice.page, false);
+    for (const p of others) await join(p.page);
+    await sleep(5000); // let bitrates ramp up
+    const a = proc(relayPid);
+    const frames0 = await totalFrames(everyone);
+    await sleep(CALL_SECONDS * 1000);
+    const b = proc(relayPid);
+    const frames = (await totalFrames(everyone)) - frames0;
+    for (const p of everyone) await leave(p.page);
+    const r = { relay: label, cpu_percent: +((b.cpu - a.cpu) / CALL_SECONDS * 100).toFixed(2), rss_mib: +b.rssMiB.toFixed(1),
+      frames_decoded_per_s: Math.round(frames / CALL_SECONDS) };
+    console.log(JSON.stringify({ bench: 'four_person_relayed_call', seconds: CALL_SECONDS, streams: 12, ...r }));
+    return r;
+  };
+  const ours = await measure('parvis', parvisPid, null);
+  const coturn = await startCoturn(server);
+  try {
+    const theirs = await measure('coturn', coturn.proc.pid, `turn:10.99.0.1:${coturn.port}?transport=udp`);
+    console.log(JSON.stringify({ bench: 'four_person_relayed_call_ratios', idle_parvis_cpu_percent: +(idle.cpu * 100).toFixed(2),
+      idle_parvis_rss_mib: +idle.rssMiB.toFixed(1), parvis: ours, coturn: theirs,
+      coturn_over_parvis_cpu: +(theirs.cpu_percent / ours.cpu_percent).toFixed(2),
+      coturn_over_parvis_rss: +(theirs.rss_mib / ours.rss_mib).toFixed(2) }));
+  } finally {
+    coturn.proc.kill('SIGKILL');
+  }
   await api.dispose();
 } finally {
   server.kill9();
