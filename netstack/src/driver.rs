@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::mmsg::{RecvBatch, SendBatch};
 use crate::stun::{self, ChannelData};
 use crate::turn::{AllocId, FiveTuple, Metrics, Now, Output, Server, Transport};
 
@@ -72,16 +72,22 @@ pub fn now() -> Now {
 
 /// Most bytes one STUN or ChannelData message may take on a stream.
 const MAX_STREAM_MESSAGE: usize = 64 * 1024;
-/// Largest datagram handled.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// Binds every listener now (so errors name the address), then runs the
-/// engine until `stop` fires.
-pub async fn start(server: Server, cfg: DriverConfig, stop: CancellationToken) -> io::Result<(Handle, JoinHandle<()>)> {
+/// engine on its own thread (a single-threaded runtime: one engine, no
+/// wake-ups across worker threads, and web load never delays a relayed
+/// datagram) until `stop` fires. Stream connections stay on the caller's
+/// runtime and reach the engine through a channel.
+pub async fn start(
+    server: Server,
+    cfg: DriverConfig,
+    stop: CancellationToken,
+) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let mut udp = Vec::new();
     for addr in &cfg.listen {
-        let s = UdpSocket::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("turn udp {addr}: {e}")))?;
-        udp.push((s.local_addr()?, Arc::new(s)));
+        let s = bind_udp(*addr, LISTENER_BUFFERS, false)
+            .map_err(|e| io::Error::new(e.kind(), format!("turn udp {addr}: {e}")))?;
+        udp.push((s.local_addr()?, s));
     }
     let (tx, rx) = mpsc::channel::<Event>(4096);
     let mut handle = Handle {
@@ -104,26 +110,49 @@ pub async fn start(server: Server, cfg: DriverConfig, stop: CancellationToken) -
             tokio::spawn(accept_loop(l, Some(tls.clone()), tx.clone(), stop.clone()));
         }
     }
-    let engine = EngineTask {
-        server,
-        udp,
-        cfg,
-        events: rx,
-        _events_tx: tx,
-        streams: HashMap::new(),
-        relays: HashMap::new(),
-        next_port: 0,
-        stats: handle.stats.clone(),
-        ready: FuturesUnordered::new(),
-        buf: vec![0u8; MAX_DATAGRAM],
-        stop: stop.clone(),
-    };
-    let task = tokio::spawn(engine.run(stop));
-    Ok((handle, task))
+    let stats = handle.stats.clone();
+    let thread = std::thread::Builder::new().name("turn-engine".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!("TURN engine runtime: {e}"),
+        };
+        rt.block_on(async move {
+            let mut sockets = Vec::new();
+            for (addr, s) in udp {
+                match UdpSocket::from_std(s) {
+                    Ok(s) => sockets.push((addr, Arc::new(s))),
+                    Err(e) => return tracing::error!("turn udp {addr}: {e}"),
+                }
+            }
+            let engine = EngineTask {
+                server,
+                udp: sockets,
+                cfg,
+                events: rx,
+                _events_tx: tx,
+                streams: HashMap::new(),
+                relays: HashMap::new(),
+                next_port: 0,
+                stats,
+                ready: FuturesUnordered::new(),
+                inbox: RecvBatch::default(),
+                to_clients: Vec::new(),
+                stop: stop.clone(),
+            };
+            engine.run(stop).await;
+        });
+    })?;
+    Ok((handle, thread))
 }
+
+/// Socket buffer sizes: a listener carries every client's traffic.
+const LISTENER_BUFFERS: usize = 4 << 20;
+const RELAY_BUFFERS: usize = 512 << 10;
 
 struct Relay {
     socket: Arc<UdpSocket>,
+    /// Datagrams to peers, sent together after each round of input.
+    out: SendBatch,
     /// Ends the readiness watch, which drops the last handle: the port is freed.
     cancel: CancellationToken,
 }
@@ -149,8 +178,8 @@ fn watch(src: Source, cancel: CancellationToken) -> BoxFuture<'static, Option<So
     .boxed()
 }
 
-/// Datagrams read from one socket before others get their turn.
-const BURST: usize = 64;
+/// recvmmsg calls on one socket before others get their turn.
+const BURST_CALLS: usize = 4;
 
 struct EngineTask {
     server: Server,
@@ -163,9 +192,11 @@ struct EngineTask {
     relays: HashMap<AllocId, Relay>,
     next_port: u32,
     stats: Arc<Mutex<Stats>>,
-    /// Readiness of every UDP socket; one receive buffer serves them all.
+    /// Readiness of every UDP socket; one receive batch serves them all.
     ready: FuturesUnordered<BoxFuture<'static, Option<Source>>>,
-    buf: Vec<u8>,
+    inbox: RecvBatch,
+    /// Datagrams to clients, per listener (same order as `udp`).
+    to_clients: Vec<SendBatch>,
     stop: CancellationToken,
 }
 
@@ -173,6 +204,7 @@ impl EngineTask {
     async fn run(mut self, stop: CancellationToken) {
         for (server, s) in self.udp.clone() {
             self.ready.push(watch(Source::Listener(server, s), stop.clone()));
+            self.to_clients.push(SendBatch::default());
         }
         let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -181,6 +213,14 @@ impl EngineTask {
                 Some(src) = self.ready.next(), if !self.ready.is_empty() => {
                     if let Some(src) = src {
                         self.drain(src);
+                    }
+                    // every socket that is ready already: one flush for all
+                    loop {
+                        match self.ready.next().now_or_never() {
+                            Some(Some(Some(src))) => self.drain(src),
+                            Some(Some(None)) => {}
+                            _ => break,
+                        }
                     }
                 }
                 ev = self.events.recv() => match ev {
@@ -198,32 +238,39 @@ impl EngineTask {
         }
     }
 
-    /// Reads what a ready socket holds (a bounded burst) into the engine,
-    /// then watches it again.
+    /// Reads what a ready socket holds (a bounded burst, batched) into the
+    /// engine, then watches it again.
     fn drain(&mut self, src: Source) {
         let t = now();
-        let cancel = match &src {
-            Source::Listener(server, sock) => {
-                for _ in 0..BURST {
-                    let Ok((n, from)) = sock.try_recv_from(&mut self.buf) else { break };
-                    let five = FiveTuple { client: from, server: *server, transport: Transport::Udp };
-                    self.server.handle_client(t, five, &self.buf[..n]);
-                }
-                self.stop.clone()
-            }
-            Source::Relay(alloc, local, sock) => {
+        let (sock, cancel) = match &src {
+            Source::Listener(_, sock) => (sock, self.stop.clone()),
+            Source::Relay(alloc, _, sock) => {
                 let Some(relay) = self.relays.get(alloc).filter(|r| Arc::ptr_eq(&r.socket, sock)) else { return };
-                let cancel = relay.cancel.clone();
-                for _ in 0..BURST {
-                    let Ok((n, peer)) = sock.try_recv_from(&mut self.buf) else { break };
-                    self.server.handle_peer(t, *local, peer, &self.buf[..n]);
-                }
-                cancel
+                (sock, relay.cancel.clone())
             }
         };
+        for _ in 0..BURST_CALLS {
+            let Ok(n) = self.inbox.recv(sock) else { break };
+            for i in 0..n {
+                let (r, data) = self.inbox.get(i);
+                if r.truncated {
+                    self.server.metrics.drop_oversize += 1;
+                    continue;
+                }
+                match &src {
+                    Source::Listener(server, _) => {
+                        let five = FiveTuple { client: r.from, server: *server, transport: Transport::Udp };
+                        self.server.handle_client(t, five, data);
+                    }
+                    Source::Relay(_, local, _) => self.server.handle_peer(t, *local, r.from, data),
+                }
+            }
+            if n < crate::mmsg::SLOTS {
+                break;
+            }
+        }
         self.ready.push(watch(src, cancel));
     }
-
     fn publish_stats(&self) {
         let mut s = self.stats.lock().expect("stats poisoned");
         s.metrics = self.server.metrics.clone();
@@ -251,8 +298,8 @@ impl EngineTask {
             match out {
                 Output::ToClient { five, data } => match five.transport {
                     Transport::Udp => {
-                        if let Some((_, s)) = self.udp.iter().find(|(a, _)| *a == five.server) {
-                            let _ = s.send_to(&data, five.client).await;
+                        if let Some(i) = self.udp.iter().position(|(a, _)| *a == five.server) {
+                            self.to_clients[i].push(five.client, data);
                         }
                     }
                     Transport::Tcp | Transport::Tls => {
@@ -262,12 +309,12 @@ impl EngineTask {
                     }
                 },
                 Output::ToPeer { alloc, peer, data, .. } => {
-                    if let Some(r) = self.relays.get(&alloc) {
-                        let _ = r.socket.send_to(&data, peer).await;
+                    if let Some(r) = self.relays.get_mut(&alloc) {
+                        r.out.push(peer, data);
                     }
                 }
                 Output::OpenRelay { alloc, ipv6, even } => {
-                    let result = self.open_relay(alloc, ipv6, even).await;
+                    let result = self.open_relay(alloc, ipv6, even);
                     self.server.relay_opened(now(), alloc, result);
                 }
                 Output::CloseRelay { alloc, .. } => {
@@ -277,10 +324,20 @@ impl EngineTask {
                 }
             }
         }
+        for (batch, (_, sock)) in self.to_clients.iter_mut().zip(&self.udp) {
+            if !batch.is_empty() {
+                batch.flush(sock).await;
+            }
+        }
+        for r in self.relays.values_mut() {
+            if !r.out.is_empty() {
+                r.out.flush(&r.socket).await;
+            }
+        }
     }
 
     /// Binds a UDP socket on the next free port of the relay range.
-    async fn open_relay(&mut self, alloc: AllocId, ipv6: bool, even: bool) -> Result<SocketAddr, ()> {
+    fn open_relay(&mut self, alloc: AllocId, ipv6: bool, even: bool) -> Result<SocketAddr, ()> {
         let ip = if ipv6 { self.cfg.relay_v6 } else { self.cfg.relay_v4 }.ok_or(())?;
         let (lo, hi) = (u32::from(*self.cfg.relay_ports.start()), u32::from(*self.cfg.relay_ports.end()));
         let span = hi - lo + 1;
@@ -290,12 +347,13 @@ impl EngineTask {
             if even && port % 2 == 1 {
                 continue;
             }
-            let Ok(socket) = bind_relay(SocketAddr::new(ip, port)) else { continue };
+            let Ok(socket) = bind_udp(SocketAddr::new(ip, port), RELAY_BUFFERS, true) else { continue };
+            let Ok(socket) = UdpSocket::from_std(socket) else { continue };
             let socket = Arc::new(socket);
             let local = socket.local_addr().map_err(|_| ())?;
             let cancel = self.stop.child_token();
             self.ready.push(watch(Source::Relay(alloc, local, socket.clone()), cancel.clone()));
-            self.relays.insert(alloc, Relay { socket, cancel });
+            self.relays.insert(alloc, Relay { socket, out: SendBatch::default(), cancel });
             return Ok(local);
         }
         tracing::warn!("relay port range {:?} exhausted", self.cfg.relay_ports);
@@ -303,17 +361,19 @@ impl EngineTask {
     }
 }
 
-/// A relay socket: IPv6 ones are IPv6-only, so no IPv4-mapped destination
-/// (e.g. ::ffff:127.0.0.1) can ever be reached through them.
-fn bind_relay(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A UDP socket with large buffers. Relay sockets (`v6_only`) on IPv6 are
+/// IPv6-only, so no IPv4-mapped destination (e.g. ::ffff:127.0.0.1) can ever
+/// be reached through them.
+fn bind_udp(addr: SocketAddr, buffers: usize, v6_only: bool) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
+    if addr.is_ipv6() && v6_only {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    crate::mmsg::set_buffers(&socket, buffers);
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

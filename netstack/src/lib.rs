@@ -6,5 +6,6 @@
 //! engine and the socket drivers build on it.
 
 pub mod driver;
+pub mod mmsg;
 pub mod stun;
 pub mod turn;

@@ -66,6 +66,7 @@ pub async fn metrics(AxState(state): AxState<State>, mut parts: axum::http::requ
                 "Packets dropped, by reason.",
                 &[
                     ("reason=\"malformed\"", m.drop_malformed),
+                    ("reason=\"oversize\"", m.drop_oversize),
                     ("reason=\"no_allocation\"", m.drop_no_allocation),
                     ("reason=\"no_permission\"", m.drop_no_permission),
                     ("reason=\"forbidden_peer\"", m.drop_forbidden_peer),

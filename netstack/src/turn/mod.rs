@@ -128,6 +128,8 @@ pub struct Metrics {
     pub bytes_to_clients: u64,
     pub packets_in_process: u64,
     pub drop_malformed: u64,
+    /// UDP datagrams larger than the driver's receive slot (truncated).
+    pub drop_oversize: u64,
     pub drop_no_allocation: u64,
     pub drop_no_permission: u64,
     pub drop_forbidden_peer: u64,
