@@ -1,30 +1,54 @@
 //! `parvis doctor`: checks, from the box, that its STUN/TURN server answers
 //! and relays, then says what to forward on the router. Speaks the wire
-//! protocol itself over plain blocking sockets, as an outside client would.
+//! protocol over plain blocking sockets as an outside client would, with
+//! stun-rs, an implementation independent of netstack's codec: a bug shared
+//! by our encoder and our decoder cannot hide here.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use netstack::stun::{self, Builder, Class, Message, attr, method};
+use anyhow::{Context as _, anyhow, bail};
 use netstack::turn::auth;
+use stun_rs::attributes::stun::{ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, UserName, XorMappedAddress};
+use stun_rs::attributes::turn::{Data, LifeTime, RequestedTrasport, XorPeerAddress, XorRelayedAddress};
+use stun_rs::methods::{ALLOCATE, BINDING, CREATE_PERMMISSION, REFRESH, SEND};
+use stun_rs::{
+    Algorithm, AlgorithmId, DecoderContextBuilder, HMACKey, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder,
+    MessageMethod, StunMessage, StunMessageBuilder,
+};
 
 use crate::config::Config;
 
 const WAIT: Duration = Duration::from_secs(3);
 
-fn tid(n: u8) -> [u8; 12] {
-    let mut t = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut t);
-    t[0] = n;
-    t
-}
-
 /// Where to reach our own server: the listen address, or loopback for a
 /// wildcard listen.
 fn target(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()) } else { addr }
+}
+
+fn encode(msg: &StunMessage) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1500];
+    let n = MessageEncoderBuilder::default().build().encode(&mut buf, msg).map_err(|e| anyhow!("encode: {e:?}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Decodes an answer; with a key, MESSAGE-INTEGRITY and FINGERPRINT must verify.
+fn decode(raw: &[u8], key: Option<&HMACKey>) -> anyhow::Result<StunMessage> {
+    let mut ctx = DecoderContextBuilder::default();
+    if let Some(k) = key {
+        ctx = ctx.with_key(k.clone()).with_validation();
+    }
+    let decoder = MessageDecoderBuilder::default().with_context(ctx.build()).build();
+    let (m, _) = decoder.decode(raw).map_err(|e| anyhow!("malformed or unauthenticated answer: {e:?}"))?;
+    Ok(m)
+}
+
+fn error_of(m: &StunMessage) -> Option<String> {
+    let e = m.get::<ErrorCode>()?.as_error_code().ok()?.error_code();
+    Some(format!("error {} {}", e.error_code(), e.reason()))
 }
 
 fn udp_exchange(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -39,62 +63,77 @@ fn udp_exchange(sock: &UdpSocket, to: SocketAddr, req: &[u8]) -> anyhow::Result<
 struct Client {
     sock: UdpSocket,
     server: SocketAddr,
-    username: String,
-    key: [u8; 16],
-    realm: String,
-    nonce: String,
+    username: UserName,
+    realm: Realm,
+    nonce: Nonce,
+    key: HMACKey,
 }
 
 impl Client {
     fn new(server: SocketAddr, secret: &[u8], unix_now: u64) -> anyhow::Result<Client> {
         let sock = UdpSocket::bind(if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
         sock.set_read_timeout(Some(WAIT))?;
-        let username = auth::rest_username(unix_now + 300, "parvis-doctor");
-        let password = auth::rest_password(secret, &username);
-        // learn realm and nonce
-        let probe = Builder::new(Class::Request, method::ALLOCATE, tid(1)).u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).finish();
-        let answer = udp_exchange(&sock, server, &probe)?;
-        let m = Message::parse(&answer).map_err(|e| anyhow::anyhow!("malformed answer: {e}"))?;
-        let realm = m.text(attr::REALM, 763).context("the 401 has no REALM")?.to_string();
-        let nonce = m.text(attr::NONCE, 763).context("the 401 has no NONCE")?.to_string();
-        let key = stun::long_term_key(&username, &realm, &password);
-        Ok(Client { sock, server, username, key, realm, nonce })
+        let name = auth::rest_username(unix_now + 300, "parvis-doctor");
+        let password = auth::rest_password(secret, &name);
+        // learn realm and nonce from the 401
+        let probe = StunMessageBuilder::new(ALLOCATE, MessageClass::Request)
+            .with_attribute(RequestedTrasport::new(stun_rs::protocols::UDP))
+            .build();
+        let m = decode(&udp_exchange(&sock, server, &encode(&probe)?)?, None)?;
+        let realm = m.get::<Realm>().context("the 401 has no REALM")?.as_realm().map_err(|e| anyhow!("{e:?}"))?.clone();
+        let nonce = m.get::<Nonce>().context("the 401 has no NONCE")?.as_nonce().map_err(|e| anyhow!("{e:?}"))?.clone();
+        let username = UserName::new(&name).map_err(|e| anyhow!("{e:?}"))?;
+        let key = HMACKey::new_long_term(&username, &realm, &password, Algorithm::from(AlgorithmId::MD5))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        Ok(Client { sock, server, username, realm, nonce, key })
     }
 
-    fn request(&self, m: u16, f: impl Fn(Builder) -> Builder) -> anyhow::Result<Vec<u8>> {
-        let raw = f(Builder::new(Class::Request, m, tid(2)))
-            .attr(attr::USERNAME, self.username.as_bytes())
-            .attr(attr::REALM, self.realm.as_bytes())
-            .attr(attr::NONCE, self.nonce.as_bytes())
-            .integrity(&self.key)
-            .finish_with_fingerprint();
-        let answer = udp_exchange(&self.sock, self.server, &raw)?;
-        let parsed = Message::parse(&answer).map_err(|e| anyhow::anyhow!("malformed answer: {e}"))?;
-        if let Some((code, reason)) = parsed.error_code() {
-            bail!("error {code} {reason}");
+    fn request(&self, method: MessageMethod, f: impl Fn(StunMessageBuilder) -> StunMessageBuilder) -> anyhow::Result<StunMessage> {
+        let req = f(StunMessageBuilder::new(method, MessageClass::Request))
+            .with_attribute(self.username.clone())
+            .with_attribute(self.realm.clone())
+            .with_attribute(self.nonce.clone())
+            .with_attribute(MessageIntegrity::new(self.key.clone()))
+            .with_attribute(Fingerprint::default())
+            .build();
+        let raw = udp_exchange(&self.sock, self.server, &encode(&req)?)?;
+        // an error answer carries no MESSAGE-INTEGRITY when it is a 401
+        let unverified = decode(&raw, None)?;
+        if let Some(e) = error_of(&unverified) {
+            bail!(e);
         }
-        if !parsed.verify_integrity(&self.key) {
-            bail!("answer without valid MESSAGE-INTEGRITY");
+        let m = decode(&raw, Some(&self.key))?;
+        if m.transaction_id() != req.transaction_id() || m.class() != MessageClass::SuccessResponse {
+            bail!("unexpected answer");
         }
-        Ok(answer)
+        Ok(m)
     }
 
     fn allocate(&self) -> anyhow::Result<SocketAddr> {
-        let a = self.request(method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24))?;
-        let m = Message::parse(&a).expect("parsed above");
-        match m.xor_address(attr::XOR_RELAYED_ADDRESS) {
-            Some(Ok(addr)) => Ok(addr),
-            _ => bail!("no XOR-RELAYED-ADDRESS"),
-        }
+        let m = self.request(ALLOCATE, |b| b.with_attribute(RequestedTrasport::new(stun_rs::protocols::UDP)))?;
+        let a = m.get::<XorRelayedAddress>().context("no XOR-RELAYED-ADDRESS")?;
+        Ok(*a.as_xor_relayed_address().map_err(|e| anyhow!("{e:?}"))?.socket_address())
     }
 
     fn permit(&self, peer: SocketAddr) -> anyhow::Result<()> {
-        self.request(method::CREATE_PERMISSION, |b| b.xor_address(attr::XOR_PEER_ADDRESS, peer)).map(|_| ())
+        self.request(CREATE_PERMMISSION, |b| b.with_attribute(XorPeerAddress::from(peer))).map(|_| ())
     }
 
     fn release(&self) {
-        let _ = self.request(method::REFRESH, |b| b.u32_attr(attr::LIFETIME, 0));
+        let _ = self.request(REFRESH, |b| b.with_attribute(LifeTime::from(0)));
     }
+}
+
+fn binding_request() -> anyhow::Result<(StunMessage, Vec<u8>)> {
+    let m = StunMessageBuilder::new(BINDING, MessageClass::Request).build();
+    let raw = encode(&m)?;
+    Ok((m, raw))
+}
+
+fn mapped_address(answer: &[u8]) -> anyhow::Result<SocketAddr> {
+    let m = decode(answer, None)?;
+    let a = m.get::<XorMappedAddress>().context("no XOR-MAPPED-ADDRESS")?;
+    Ok(*a.as_xor_mapped_address().map_err(|e| anyhow!("{e:?}"))?.socket_address())
 }
 
 /// Runs every check, printing one line each; fails if any failed.
@@ -115,25 +154,22 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     check("STUN binding over UDP", (|| {
         let sock = UdpSocket::bind("0.0.0.0:0")?;
         sock.set_read_timeout(Some(WAIT))?;
-        let req = Builder::new(Class::Request, method::BINDING, tid(3)).finish();
-        let answer = udp_exchange(&sock, server, &req)?;
-        let m = Message::parse(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
-        match m.xor_address(attr::XOR_MAPPED_ADDRESS) {
-            Some(Ok(a)) => Ok(format!("mapped address {a}")),
-            _ => bail!("no XOR-MAPPED-ADDRESS"),
-        }
+        let (_, req) = binding_request()?;
+        Ok(format!("mapped address {}", mapped_address(&udp_exchange(&sock, server, &req)?)?))
     })());
 
     check("STUN binding over TCP", (|| {
         let mut s = TcpStream::connect_timeout(&server, WAIT)?;
         s.set_read_timeout(Some(WAIT))?;
-        s.write_all(&Builder::new(Class::Request, method::BINDING, tid(4)).finish())?;
-        let mut head = [0u8; 20];
-        s.read_exact(&mut head)?;
-        let len = stun::stream_frame_len(&head).context("bad frame")?;
-        let mut rest = vec![0u8; len - 20];
-        s.read_exact(&mut rest)?;
-        Ok("answered".to_string())
+        s.write_all(&binding_request()?.1)?;
+        // RFC 8489 §6.2.2: a STUN message on a stream is its 20-byte header
+        // plus the length it announces
+        let mut answer = vec![0u8; 20];
+        s.read_exact(&mut answer)?;
+        let len = usize::from(u16::from_be_bytes([answer[2], answer[3]]));
+        answer.resize(20 + len, 0);
+        s.read_exact(&mut answer[20..])?;
+        Ok(format!("mapped address {}", mapped_address(&answer)?))
     })());
 
     check("TURN allocation and relay round trip", (|| {
@@ -144,15 +180,16 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         a.permit(rb)?;
         b.permit(ra)?;
         let payload = b"parvis-doctor";
-        let send = Builder::new(Class::Indication, method::SEND, tid(5))
-            .xor_address(attr::XOR_PEER_ADDRESS, rb)
-            .attr(attr::DATA, payload)
-            .finish();
-        a.sock.send_to(&send, server)?;
+        let send = StunMessageBuilder::new(SEND, MessageClass::Indication)
+            .with_attribute(XorPeerAddress::from(rb))
+            .with_attribute(Data::from(&payload[..]))
+            .build();
+        a.sock.send_to(&encode(&send)?, server)?;
         let mut buf = vec![0u8; 2048];
         let (n, _) = b.sock.recv_from(&mut buf).context("the relayed data never arrived")?;
-        let m = Message::parse(&buf[..n]).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if m.attr(attr::DATA) != Some(&payload[..]) {
+        let m = decode(&buf[..n], None)?;
+        let data = m.get::<Data>().context("a Data indication without DATA")?;
+        if data.as_data().map_err(|e| anyhow!("{e:?}"))?.as_bytes() != payload {
             bail!("unexpected data");
         }
         a.release();

@@ -2,9 +2,12 @@
 //! `turnutils_uclient`, `turnutils_peer`) against a real `parvis serve`.
 //! coturn's server is never started here.
 
+use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
+use netstack::stun::ChannelData;
+use parvis_e2e::turn_client::Client;
 use parvis_e2e::{Server, free_port, parvis_bin};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -184,5 +187,76 @@ async fn doctor_checks_stun_turn_and_relaying_from_the_box() -> R {
     let (code, out) = run(&mut doctor(free_port())).await?;
     assert_ne!(code, 0);
     assert!(out.contains("is `parvis serve` running?"), "{out}");
+    Ok(())
+}
+
+/// A `parvis turn` node listening on [::1] with IPv6 relays on ::1.
+async fn ipv6_node(allow_loopback: bool) -> anyhow::Result<(Child, SocketAddr, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let secret = "ipv6-test-secret".to_string();
+    std::fs::write(dir.path().join("turn-secret"), &secret)?;
+    std::fs::write(dir.path().join("parvis.toml"), "[turn]\nrelay_address_v6 = \"::1\"\n")?;
+    let (udp, tls) = (free_port(), free_port());
+    let mut cmd = Command::new(parvis_bin());
+    cmd.arg("turn").arg("--data").arg(dir.path());
+    cmd.args(["--turn", &format!("[::1]:{udp}"), "--turn-tls", &format!("[::1]:{tls}"), "--log", "warn"]);
+    if allow_loopback {
+        cmd.arg("--turn-allow-loopback-peers");
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((child, SocketAddr::from((Ipv6Addr::LOCALHOST, udp)), secret, dir))
+}
+
+fn rest(secret: &str) -> (String, String) {
+    let user = netstack::turn::auth::rest_username(netstack::driver::now().unix + 600, "v6");
+    let pass = netstack::turn::auth::rest_password(secret.as_bytes(), &user);
+    (user, pass)
+}
+
+#[tokio::test]
+async fn an_ipv6_relay_carries_channel_data_both_ways_and_never_reaches_ipv4() -> R {
+    let (_node, server, secret, _dir) = ipv6_node(true).await?;
+    let (user, pass) = rest(&secret);
+    let mut c = Client::connect(0, server, &user, &pass).await?;
+    let relayed = c.allocate().await?;
+    assert!(relayed.is_ipv6() && relayed.ip() == Ipv6Addr::LOCALHOST, "relayed {relayed}");
+
+    let peer = tokio::net::UdpSocket::bind("[::1]:0").await?;
+    c.bind(0x4000, peer.local_addr()?).await?;
+    let mut frame = Vec::new();
+    ChannelData::encode(0x4000, b"over ipv6", &mut frame);
+    c.sock.send_to(&frame, server).await?;
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), peer.recv_from(&mut buf)).await??;
+    assert_eq!((&buf[..n], from), (&b"over ipv6"[..], relayed));
+
+    peer.send_to(b"and back", relayed).await?;
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), c.sock.recv_from(&mut buf)).await??;
+    assert_eq!(ChannelData::parse(&buf[..n]).map(|d| d.data), Some(&b"and back"[..]));
+
+    // Even with loopback peers allowed (test mode), the IPv6 relay socket is
+    // IPv6-only: an IPv4-mapped peer never reaches the IPv4 loopback.
+    let v4 = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mapped = SocketAddr::new(match v4.local_addr()?.ip() { std::net::IpAddr::V4(ip) => std::net::IpAddr::V6(ip.to_ipv6_mapped()), ip => ip }, v4.local_addr()?.port());
+    let _ = c.bind(0x4001, mapped).await; // refused or not: nothing may arrive
+    let mut frame = Vec::new();
+    ChannelData::encode(0x4001, b"escape", &mut frame);
+    c.sock.send_to(&frame, server).await?;
+    assert!(tokio::time::timeout(Duration::from_millis(700), v4.recv_from(&mut buf)).await.is_err(), "reached IPv4");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipv6_spellings_of_forbidden_peers_are_refused_on_a_real_ipv6_node() -> R {
+    let (_node, server, secret, _dir) = ipv6_node(false).await?;
+    let (user, pass) = rest(&secret);
+    let mut c = Client::connect(0, server, &user, &pass).await?;
+    c.allocate().await?;
+    for peer in ["[::1]:9", "[::ffff:127.0.0.1]:9", "[::127.0.0.1]:9", "[64:ff9b::7f00:1]:9", "[2002:7f00:1::1]:9",
+        "[fe80::1]:9", "[fd00::1]:9", "[::ffff:169.254.169.254]:80", "[::]:9"] {
+        let err = c.bind(0x4000, peer.parse()?).await.expect_err(peer).to_string();
+        assert!(err.contains("403"), "{peer}: {err}");
+    }
     Ok(())
 }

@@ -5,6 +5,8 @@
 // A test harness waits on the real clock (process start-up, timeouts).
 #![allow(clippy::disallowed_methods)]
 
+pub mod turn_client;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

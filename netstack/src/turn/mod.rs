@@ -617,13 +617,15 @@ impl Server {
             return self.reply(five, m, Some(&auth), |b| b.error(400, "bad or missing XOR-PEER-ADDRESS"));
         }
         let peers: Vec<SocketAddr> = peers.into_iter().map(|p| p.expect("checked")).collect();
-        let ipv6 = self.allocs[&id].ipv6;
-        if peers.iter().any(|p| normalize(p.ip()).is_ipv6() != ipv6) {
-            return self.reply(five, m, Some(&auth), |b| b.error(443, "Peer Address Family Mismatch"));
-        }
+        // Forbidden first, whatever the family: `::ffff:127.0.0.1` is refused
+        // like 127.0.0.1, on an IPv4 and on an IPv6 relay alike.
         if peers.iter().any(|p| !self.peer_allowed(*p, false)) {
             self.metrics.refused_forbidden += 1;
             return self.reply(five, m, Some(&auth), |b| b.error(403, "Forbidden"));
+        }
+        let ipv6 = self.allocs[&id].ipv6;
+        if peers.iter().any(|p| normalize(p.ip()).is_ipv6() != ipv6) {
+            return self.reply(five, m, Some(&auth), |b| b.error(443, "Peer Address Family Mismatch"));
         }
         let a = self.allocs.get_mut(&id).expect("present");
         let new = peers.iter().filter(|p| !a.permissions.contains_key(&normalize(p.ip()))).count();
@@ -649,6 +651,10 @@ impl Server {
         let Some(Ok(peer)) = m.xor_address(attr::XOR_PEER_ADDRESS) else {
             return self.reply(five, m, Some(&auth), |b| b.error(400, "bad or missing XOR-PEER-ADDRESS"));
         };
+        if !self.peer_allowed(peer, true) {
+            self.metrics.refused_forbidden += 1;
+            return self.reply(five, m, Some(&auth), |b| b.error(403, "Forbidden"));
+        }
         let a = &self.allocs[&id];
         if normalize(peer.ip()).is_ipv6() != a.ipv6 {
             return self.reply(five, m, Some(&auth), |b| b.error(443, "Peer Address Family Mismatch"));
@@ -657,10 +663,6 @@ impl Server {
         let other_channel = a.channel_of.get(&peer).is_some_and(|c| *c != channel);
         if other_peer || other_channel {
             return self.reply(five, m, Some(&auth), |b| b.error(400, "channel or peer already bound"));
-        }
-        if !self.peer_allowed(peer, true) {
-            self.metrics.refused_forbidden += 1;
-            return self.reply(five, m, Some(&auth), |b| b.error(403, "Forbidden"));
         }
         let a = self.allocs.get_mut(&id).expect("present");
         if !a.channels.contains_key(&channel) && a.channels.len() >= self.cfg.max_channels {

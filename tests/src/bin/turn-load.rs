@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use netstack::stun::{self, Builder, ChannelData, Class, Message, attr, method};
+use netstack::stun::ChannelData;
 use netstack::turn::auth;
+use parvis_e2e::turn_client::Client;
 use tokio::net::UdpSocket;
 
 struct Args {
@@ -103,88 +104,6 @@ fn args() -> Result<Args> {
 struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
-}
-
-fn tid(i: usize, n: u32) -> [u8; 12] {
-    let mut t = [0u8; 12];
-    t[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    t[8..].copy_from_slice(&n.to_be_bytes());
-    t
-}
-
-/// One TURN client: a socket, its credentials and its relayed address.
-struct Client {
-    i: usize,
-    sock: UdpSocket,
-    server: SocketAddr,
-    user: String,
-    key: [u8; 16],
-    realm: String,
-    nonce: String,
-    n: u32,
-}
-
-impl Client {
-    async fn exchange(&mut self, req: &[u8]) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; 2048];
-        for _ in 0..6 {
-            self.sock.send_to(req, self.server).await?;
-            if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), self.sock.recv_from(&mut buf)).await {
-                let (n, _) = r?;
-                if Message::parse(&buf[..n]).is_ok_and(|m| m.transaction_id() == req[8..20]) {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-            }
-        }
-        bail!("client {}: no answer from {}", self.i, self.server)
-    }
-
-    async fn connect(i: usize, server: SocketAddr, user: &str, password: &str) -> Result<Client> {
-        let sock = UdpSocket::bind(if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }).await?;
-        let mut c = Client { i, sock, server, user: user.into(), key: [0; 16], realm: String::new(), nonce: String::new(), n: 0 };
-        let probe = Builder::new(Class::Request, method::ALLOCATE, tid(i, 0)).u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).finish();
-        let answer = c.exchange(&probe).await?;
-        let m = Message::parse(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
-        c.realm = m.text(attr::REALM, 763).context("401 without REALM")?.into();
-        c.nonce = m.text(attr::NONCE, 763).context("401 without NONCE")?.into();
-        c.key = stun::long_term_key(user, &c.realm, password);
-        Ok(c)
-    }
-
-    async fn request(&mut self, method: u16, f: impl Fn(Builder) -> Builder) -> Result<Vec<u8>> {
-        for _ in 0..2 {
-            self.n += 1;
-            let raw = f(Builder::new(Class::Request, method, tid(self.i, self.n)))
-                .attr(attr::USERNAME, self.user.as_bytes())
-                .attr(attr::REALM, self.realm.as_bytes())
-                .attr(attr::NONCE, self.nonce.as_bytes())
-                .integrity(&self.key)
-                .finish_with_fingerprint();
-            let answer = self.exchange(&raw).await?;
-            let m = Message::parse(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
-            match m.error_code() {
-                Some((438, _)) => self.nonce = m.text(attr::NONCE, 763).context("438 without NONCE")?.into(),
-                Some((code, reason)) => bail!("client {}: method {method:#x}: {code} {reason}", self.i),
-                None => return Ok(answer),
-            }
-        }
-        bail!("client {}: stale nonce twice", self.i)
-    }
-
-    async fn allocate(&mut self) -> Result<SocketAddr> {
-        let a = self.request(method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24)).await?;
-        let m = Message::parse(&a).map_err(|e| anyhow::anyhow!("{e}"))?;
-        m.xor_address(attr::XOR_RELAYED_ADDRESS).and_then(Result::ok).context("no XOR-RELAYED-ADDRESS")
-    }
-
-    async fn bind(&mut self, channel: u16, peer: SocketAddr) -> Result<()> {
-        self.request(method::CHANNEL_BIND, |b| {
-            b.u32_attr(attr::CHANNEL_NUMBER, u32::from(channel) << 16).xor_address(attr::XOR_PEER_ADDRESS, peer)
-        })
-        .await
-        .map(|_| ())
-    }
 }
 
 const CHANNEL: u16 = 0x4000;
@@ -305,7 +224,7 @@ async fn main() -> Result<()> {
         let mut frame = Vec::new();
         ChannelData::encode(CHANNEL, &payload, &mut frame);
         for c in clients {
-            let reflect = a.pairs && c.i % 2 == 1;
+            let reflect = a.pairs && c.id % 2 == 1;
                 netstack::mmsg::set_buffers(&c.sock, 1 << 20);
             flows.push((Arc::new(c.sock), c.server, frame.clone(), reflect));
         }
