@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::pem::PemObject as _;
 
 use crate::config::{Config, Overrides};
 
@@ -92,6 +94,27 @@ enum Command {
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The HTTPS certificate: status, renewal.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// What is served: issuer, names, validity, next renewal, alerts (as the
+    /// running server last wrote it; falls back to the files on disk).
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running `parvis serve` to renew the certificate now.
+    Renew {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -304,7 +327,80 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Cert(CertCommand::Status { common, json }) => match load(&common, Overrides::default()) {
+            Ok(c) => report(cert_status(&c, json)),
+            Err(code) => code,
+        },
+        Command::Cert(CertCommand::Renew { common }) => match load(&common, Overrides::default()) {
+            Ok(c) => report(cert_renew(&c)),
+            Err(code) => code,
+        },
     }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parvis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cert_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let dir = config.data.join("tls");
+    let status = crate::acme::read_status(&dir).unwrap_or_else(|| crate::acme::CertStatus {
+        mode: format!("{:?}", config.tls.mode).to_lowercase(),
+        state: "unknown".into(),
+        message: "parvis serve has not run with this data folder yet".into(),
+        ..Default::default()
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let date = |t: Option<i64>| {
+        t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("mode:          {}", status.mode);
+    println!("state:         {} — {}", status.state, status.message);
+    if !status.domains.is_empty() {
+        println!("domains:       {}", status.domains.join(", "));
+    }
+    if let Some(i) = &status.issuer {
+        println!("issuer:        {i}");
+    }
+    println!("valid:         {} → {}", date(status.not_before), date(status.not_after));
+    println!("next renewal:  {}", date(status.next_renewal));
+    for r in &status.dns_records {
+        println!("create:        {} TXT \"{}\"", r.name, r.value);
+    }
+    if let Ok(ca) = std::fs::read_to_string(dir.join("ca.pem")) {
+        if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()) {
+            use sha2::Digest;
+            let fp: Vec<String> = sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02X}")).collect();
+            println!("local CA:      {} (SHA-256 {})", dir.join("ca.pem").display(), fp.join(":"));
+        }
+    }
+    if let Some(a) = &status.alert {
+        println!("ALERT:         {a}");
+    }
+    Ok(())
+}
+
+fn cert_renew(config: &Config) -> anyhow::Result<()> {
+    let pid_file = config.data.join("parvis.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .with_context(|| format!("parvis serve is not running with {} (no {})", config.data.display(), pid_file.display()))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+        .with_context(|| format!("parvis serve (pid {pid}) is not running"))?;
+    println!("asked parvis serve (pid {pid}) to renew; `parvis cert status` shows the result");
+    Ok(())
 }
 
 fn user_add(

@@ -31,6 +31,101 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The STUN/TURN server.
     pub turn: TurnConfig,
+    /// Certificates: the local CA (default) or ACME.
+    pub tls: TlsConfig,
+    /// Announce `<name>.local` on the LAN by multicast DNS. Default: true.
+    pub mdns: bool,
+    /// Federation with other companies' boxes: `off` (default), `allowlist`
+    /// (only the boxes listed in the admin settings) or `open`.
+    pub federation: Federation,
+}
+
+/// Federation mode (used by the federation service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Federation {
+    #[default]
+    Off,
+    Allowlist,
+    Open,
+}
+
+/// Where the HTTPS certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// The box's own certificate authority (works offline; browsers trust it
+    /// once its CA certificate is installed).
+    #[default]
+    Local,
+    /// A certificate from an ACME server (Let's Encrypt or the company's CA)
+    /// for `acme_domains`; the local certificate still serves other names.
+    Acme,
+}
+
+/// ACME challenge types (RFC 8555 §8.3, §8.4; RFC 8737).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum AcmeChallenge {
+    /// Answered on the HTTP port (port 80 must be reachable from the CA).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// Answered on the HTTPS port (port 443 must be reachable from the CA).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A TXT record the admin creates; Parvis shows it and waits for it.
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+/// Certificates (`[tls]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `local` (default) or `acme`.
+    pub mode: TlsMode,
+    /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    /// Default: `letsencrypt`. Example: `"https://ca.example.com/acme/directory"`.
+    pub acme_directory: String,
+    /// Contact e-mail given to the ACME server (expiry notices). Default: none.
+    pub acme_email: String,
+    /// Domain names of the certificate; each must resolve to this box.
+    /// Example: `["chat.example.com"]`.
+    pub acme_domains: Vec<String>,
+    /// `http-01` (default), `tls-alpn-01` or `dns-01`.
+    pub acme_challenge: AcmeChallenge,
+    /// PEM file of the ACME server's own root (a company CA); empty: the
+    /// system's roots.
+    pub acme_root: String,
+    /// DNS server (`IP:port`) asked whether a DNS-01 TXT record is in place
+    /// before the CA is told to look. Default: the first `nameserver` of
+    /// /etc/resolv.conf.
+    pub acme_dns_resolver: Option<SocketAddr>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: TlsMode::Local,
+            acme_directory: "letsencrypt".into(),
+            acme_email: String::new(),
+            acme_domains: Vec::new(),
+            acme_challenge: AcmeChallenge::Http01,
+            acme_root: String::new(),
+            acme_dns_resolver: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The directory URL (`letsencrypt` and `letsencrypt-staging` expanded).
+    pub fn directory_url(&self) -> String {
+        match self.acme_directory.as_str() {
+            "letsencrypt" => "https://acme-v02.api.letsencrypt.org/directory".into(),
+            "letsencrypt-staging" => "https://acme-staging-v02.api.letsencrypt.org/directory".into(),
+            other => other.into(),
+        }
+    }
 }
 
 /// Parvis's own STUN/TURN server (netstack).
@@ -123,6 +218,9 @@ impl Default for Config {
             log: "info".into(),
             chat: ChatConfig::default(),
             turn: TurnConfig::default(),
+            tls: TlsConfig::default(),
+            mdns: true,
+            federation: Federation::Off,
         }
     }
 }
@@ -272,8 +370,51 @@ impl Config {
         if !(60..=7 * 86_400).contains(&t.credential_horizon_secs) {
             bad("turn.credential_horizon_secs", "must be between 60 and 604800".into());
         }
+        if let Some(ip) = t.external_address {
+            if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                bad("turn.external_address", format!("{ip} cannot be reached by anyone else"));
+            }
+        }
+        let tls = &self.tls;
+        if tls.mode == TlsMode::Acme {
+            if tls.acme_domains.is_empty() {
+                bad("tls.acme_domains", "give at least one domain name that points to this box".into());
+            }
+            for d in &tls.acme_domains {
+                if let Err(reason) = check_domain(d) {
+                    bad("tls.acme_domains", reason);
+                }
+            }
+            let url = tls.directory_url();
+            if !url.starts_with("https://") || url.len() < 12 {
+                bad("tls.acme_directory", format!("{url:?} is not an https:// URL"));
+            }
+        }
+        if !tls.acme_email.is_empty() {
+            let ok = tls.acme_email.split_once('@').is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
+                && !tls.acme_email.contains(char::is_whitespace);
+            if !ok {
+                bad("tls.acme_email", format!("{:?} is not an e-mail address", tls.acme_email));
+            }
+        }
+        if !tls.acme_root.is_empty() && !Path::new(&tls.acme_root).is_file() {
+            bad("tls.acme_root", format!("{} is not a file", tls.acme_root));
+        }
         errors
     }
+}
+
+/// A fully qualified domain name for a certificate: dot-separated DNS
+/// labels, at least two, no wildcard (HTTP-01 and TLS-ALPN-01 cannot prove one).
+pub fn check_domain(name: &str) -> Result<(), String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 || name.len() > 253 {
+        return Err(format!("{name:?} is not a full domain name (example: chat.example.com)"));
+    }
+    for l in labels {
+        check_dns_label(l).map_err(|r| format!("{name:?}: {r}"))?;
+    }
+    Ok(())
 }
 
 /// A host name label: 1–63 of `a-z 0-9 -`, not starting or ending with `-`.
@@ -312,6 +453,24 @@ mod tests {
         c.chat.send_rate = 0;
         let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["https", "name", "log", "chat.send_rate"]);
+    }
+
+    #[test]
+    fn acme_needs_domains_a_https_directory_and_a_real_email() {
+        let mut c = Config::default();
+        c.tls.mode = TlsMode::Acme;
+        c.tls.acme_directory = "http://ca.test/dir".into();
+        c.tls.acme_email = "not an email".into();
+        let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["tls.acme_domains", "tls.acme_directory", "tls.acme_email"]);
+        c.tls.acme_domains = vec!["chat.example.com".into()];
+        c.tls.acme_directory = "letsencrypt-staging".into();
+        c.tls.acme_email = "it@example.com".into();
+        assert!(c.check().is_empty());
+        c.tls.acme_domains = vec!["*.example.com".into(), "localhost".into()];
+        assert_eq!(c.check().len(), 2);
+        let t: Config = Config::from_toml("[tls]\nmode = \"acme\"\nacme_challenge = \"dns-01\"\nacme_domains = [\"a.b.c\"]\n").unwrap();
+        assert_eq!(t.tls.acme_challenge, AcmeChallenge::Dns01);
     }
 
     #[test]

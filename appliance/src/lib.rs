@@ -2,10 +2,12 @@
 //!
 //! `main.rs` parses arguments and calls [`run`]; everything else is here.
 
+pub mod acme;
 pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod doctor;
 pub mod net;
 pub mod server;
@@ -92,8 +94,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let addrs = net::local_addresses();
     let names = tls::names_for(&config.name, hostname.as_deref(), &addrs);
     let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).context("clock")?;
-    let tls_state = tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
-    let tls_config = tls::server_config(tls_state.resolver.clone())?;
+    let tls_dir = config.data.join("tls");
+    let tls_state = tls::ensure(&tls_dir, &config.name, &names, now).context("tls")?;
+    let resolver = Arc::new(tls::CertResolver::new(tls_state.leaf.clone()));
+    let tls_config = tls::server_config(resolver.clone())?;
+    let challenges = Arc::new(acme::Challenges::default());
+    let (tls_settings, tls_rx) = tokio::sync::watch::channel(config.tls.clone());
+    let certs = acme::Manager::new(tls_dir.clone(), tls_rx, resolver.clone(), challenges.clone(), clock.clone(), {
+        let (dir, name, clock) = (tls_dir.clone(), config.name.clone(), clock.clone());
+        Box::new(move || {
+            // the local certificate follows the box's names and addresses
+            let names = tls::names_for(&name, net::hostname().as_deref(), &net::local_addresses());
+            let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).ok()?;
+            tls::ensure(&dir, &name, &names, now).map_err(|e| tracing::warn!("local certificate: {e}")).ok().map(|t| t.leaf)
+        })
+    });
+    let (cert_status, cert_renew) = (certs.status.clone(), certs.renew.clone());
 
     let https = tokio::net::TcpListener::bind(config.https)
         .await
@@ -104,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let https_port = https.local_addr()?.port();
 
     let stop = CancellationToken::new();
-    let turn_tls = tls::turn_server_config(tls_state.resolver.clone())?;
+    let turn_tls = tls::turn_server_config(resolver.clone())?;
     let turn = turn::start(&config, Some(turn_tls), stop.clone()).await.context(
         "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
     )?;
@@ -124,6 +140,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         ca_pem: tls_state.ca_pem.clone(),
         turn: turn.clone(),
         turn_secret: if config.turn.enabled { turn::secret(&config.data)? } else { Vec::new() },
+        cert_status: cert_status.clone(),
+        cert_renew: cert_renew.clone(),
+        tls_settings,
     });
     let app = web::router(state);
 
@@ -143,12 +162,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
 
+    let pid_file = config.data.join("parvis.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).context("pid file")?;
     let servers = tokio::spawn({
         let stop = stop.clone();
         async move {
             tokio::join!(
                 server::serve_https(https, tls_config, app, turn.map(|t| t.streams), stop.clone()),
-                server::serve_http(http, https_port, tls_state.ca_pem.clone(), stop),
+                server::serve_http(http, https_port, tls_state.ca_pem.clone(), challenges, stop.clone()),
+                certs.run(stop.clone()),
+                renew_on_sighup(cert_renew, stop),
             );
         }
     });
@@ -157,5 +180,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     stop.cancel();
     let _ = servers.await;
     sweeper.abort();
+    let _ = std::fs::remove_file(pid_file);
     Ok(())
+}
+
+/// `parvis cert renew` sends SIGHUP: renew the certificate now.
+async fn renew_on_sighup(renew: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP: renewing the certificate now");
+                renew.notify_one();
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
 }

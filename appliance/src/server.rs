@@ -101,6 +101,10 @@ pub async fn serve_https(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                // a TLS-ALPN-01 validation: the handshake was the answer
+                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                    tracing::debug!(%peer, "answered a TLS-ALPN-01 validation");
+                }
                 Ok(Ok(stream)) if turn.is_some() => {
                     let mut stream = stream;
                     let mut first = [0u8; 1];
@@ -133,8 +137,28 @@ pub async fn serve_https(
 
 /// Plain HTTP: everything redirects to the same path over HTTPS, except the
 /// CA certificate, which must be downloadable before it is trusted.
-pub async fn serve_http(listener: TcpListener, https_port: u16, ca_pem: String, stop: CancellationToken) {
+pub async fn serve_http(
+    listener: TcpListener,
+    https_port: u16,
+    ca_pem: String,
+    challenges: Arc<crate::acme::Challenges>,
+    stop: CancellationToken,
+) {
     let app = Router::new()
+        // ACME HTTP-01 (RFC 8555 §8.3): the key authorization of a pending
+        // challenge, nothing else
+        .route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(move |axum::extract::Path(token): axum::extract::Path<String>| {
+                let answer = challenges.http_answer(&token);
+                async move {
+                    match answer {
+                        Some(a) => ([(header::CONTENT_TYPE, "application/octet-stream")], a).into_response(),
+                        None => (StatusCode::NOT_FOUND, "no such challenge").into_response(),
+                    }
+                }
+            }),
+        )
         .route(
             "/parvis-ca.pem",
             axum::routing::get(move || {

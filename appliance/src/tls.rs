@@ -46,24 +46,69 @@ pub struct Tls {
     pub ca_pem: String,
     /// SHA-256 of the CA certificate (DER), as `AA:BB:…`.
     pub ca_fingerprint: String,
-    pub resolver: Arc<CertResolver>,
+    /// The server certificate the local CA issued.
+    pub leaf: Arc<CertifiedKey>,
 }
 
-/// Serves the current certificate; `set` swaps it for new connections.
+/// Picks the certificate of each new connection; what it holds can be
+/// swapped at any time (hot reload: open connections keep theirs).
+/// - a TLS-ALPN-01 validation (ALPN `acme-tls/1`) gets the challenge
+///   certificate for its server name (RFC 8737);
+/// - a server name covered by the ACME certificate gets it;
+/// - everything else (addresses, `<name>.local`, no SNI) gets the local one.
 #[derive(Debug)]
 pub struct CertResolver {
-    current: RwLock<Arc<CertifiedKey>>,
+    local: RwLock<Arc<CertifiedKey>>,
+    acme: RwLock<Option<(Vec<String>, Arc<CertifiedKey>)>>,
+    alpn: RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
 }
 
+/// The ALPN protocol of TLS-ALPN-01 validations.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 impl CertResolver {
+    pub fn new(local: Arc<CertifiedKey>) -> CertResolver {
+        CertResolver { local: RwLock::new(local), acme: RwLock::default(), alpn: RwLock::default() }
+    }
+
+    /// Replaces the local CA's certificate.
     pub fn set(&self, key: Arc<CertifiedKey>) {
-        *self.current.write().expect("resolver poisoned") = key;
+        *self.local.write().expect("resolver poisoned") = key;
+    }
+
+    /// Serves `key` for `domains` (None: back to the local certificate only).
+    pub fn set_acme(&self, acme: Option<(Vec<String>, Arc<CertifiedKey>)>) {
+        *self.acme.write().expect("resolver poisoned") = acme;
+    }
+
+    /// Adds (Some) or removes (None) the TLS-ALPN-01 certificate of `domain`.
+    pub fn set_alpn_challenge(&self, domain: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut m = self.alpn.write().expect("resolver poisoned");
+        match key {
+            Some(k) => m.insert(domain.to_ascii_lowercase(), k),
+            None => m.remove(&domain.to_ascii_lowercase()),
+        };
+    }
+
+    /// What a connection to `server_name` gets (without ALPN challenge).
+    pub fn for_name(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        if let (Some(name), Some((domains, key))) = (server_name, &*self.acme.read().expect("resolver poisoned")) {
+            if domains.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                return key.clone();
+            }
+        }
+        self.local.read().expect("resolver poisoned").clone()
     }
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("resolver poisoned").clone())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme_alpn = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme_alpn {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.alpn.read().expect("resolver poisoned").get(&name).cloned();
+        }
+        Some(self.for_name(hello.server_name()))
     }
 }
 
@@ -71,8 +116,9 @@ fn read(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.display().to_string(), source })
 }
 
-/// Writes a file readable by the owner only (keys) or by all (certificates).
-fn write(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+/// Writes a file atomically, readable by the owner only (keys) or by all
+/// (certificates).
+pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -110,8 +156,8 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
         params.not_before = now - days(1);
         params.not_after = now + days(3650);
         let cert = params.self_signed(&key)?;
-        write(&ca_key_path, &key.serialize_pem(), true)?;
-        write(&ca_cert_path, &cert.pem(), false)?;
+        write_file(&ca_key_path, &key.serialize_pem(), true)?;
+        write_file(&ca_cert_path, &cert.pem(), false)?;
         tracing::info!("created the local certificate authority in {}", dir.display());
     }
     let ca_pem = read(&ca_cert_path)?;
@@ -137,10 +183,10 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
         params.not_after = now + days(LEAF_DAYS);
         let not_after = params.not_after.unix_timestamp();
         let cert = params.signed_by(&key, &issuer, &ca_key)?;
-        write(&leaf_key_path, &key.serialize_pem(), true)?;
-        write(&leaf_path, &cert.pem(), false)?;
+        write_file(&leaf_key_path, &key.serialize_pem(), true)?;
+        write_file(&leaf_path, &cert.pem(), false)?;
         let info = LeafInfo { names: names.to_vec(), not_after };
-        write(&info_path, &serde_json::to_string_pretty(&info).expect("serializes"), false)?;
+        write_file(&info_path, &serde_json::to_string_pretty(&info).expect("serializes"), false)?;
         tracing::info!(names = ?names, "issued the server certificate");
     }
     let certified = load_certified_key(&read(&leaf_path)?, &read(&leaf_key_path)?)?;
@@ -151,7 +197,7 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
     Ok(Tls {
         ca_pem,
         ca_fingerprint: fingerprint,
-        resolver: Arc::new(CertResolver { current: RwLock::new(Arc::new(certified)) }),
+        leaf: Arc::new(certified),
     })
 }
 
@@ -168,7 +214,9 @@ pub fn load_certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey
 /// The rustls server configuration (HTTP/2 and HTTP/1.1 via ALPN).
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = base_config(resolver)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 only ever gets a challenge certificate (see CertResolver),
+    // and such a connection is closed after the handshake
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -163,7 +163,7 @@ pub async fn run_standalone(config: Config, shutdown: impl std::future::Future<O
     let now = time::OffsetDateTime::from_unix_timestamp(driver::now().unix as i64).context("clock")?;
     let tls = crate::tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
     let stop = CancellationToken::new();
-    let handle = start(&config, Some(crate::tls::turn_server_config(tls.resolver.clone())?), stop.clone())
+    let handle = start(&config, Some(crate::tls::turn_server_config(Arc::new(crate::tls::CertResolver::new(tls.leaf.clone())))?), stop.clone())
         .await?
         .context("turn.enabled is false: nothing to run")?;
     println!("Parvis TURN node: udp {:?} tcp {:?} tls {:?}", handle.udp, handle.tcp, handle.tls);

@@ -5,6 +5,7 @@
 // A test harness waits on the real clock (process start-up, timeouts).
 #![allow(clippy::disallowed_methods)]
 
+pub mod pebble;
 pub mod turn_client;
 
 use std::net::TcpListener;
@@ -61,8 +62,18 @@ impl Server {
 
     /// Starts a server with extra `parvis serve` arguments.
     pub async fn start_with(extra: &[&str]) -> Result<Server> {
+        let mut s = Server::unstarted(extra)?;
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    /// Picks ports and creates the (empty, 0700) data folder without
+    /// starting: the caller may write `parvis.toml` first, then [`Server::launch`].
+    pub fn unstarted(extra: &[&str]) -> Result<Server> {
+        use std::os::unix::fs::DirBuilderExt;
         let tmp = tempfile::tempdir()?;
-        let mut s = Server {
+        std::fs::DirBuilder::new().mode(0o700).create(tmp.path().join("data"))?;
+        Ok(Server {
             data: tmp.path().join("data"),
             https_port: free_port(),
             http_port: free_port(),
@@ -71,9 +82,12 @@ impl Server {
             extra: extra.iter().map(|x| x.to_string()).collect(),
             child: None,
             _tmp: Some(tmp),
-        };
-        s.spawn().await?;
-        Ok(s)
+        })
+    }
+
+    /// Starts a server made by [`Server::unstarted`].
+    pub async fn launch(&mut self) -> Result<()> {
+        self.spawn().await
     }
 
     /// A server started by someone else (benchmarks): no process to manage.

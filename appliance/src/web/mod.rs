@@ -43,6 +43,12 @@ pub struct AppState {
     pub turn: Option<netstack::driver::Handle>,
     /// The TURN REST secret, for minting browsers' short-lived credentials.
     pub turn_secret: Vec<u8>,
+    /// What the certificate manager last did (ACME or local).
+    pub cert_status: Arc<Mutex<crate::acme::CertStatus>>,
+    /// Wakes the certificate manager for a renewal now.
+    pub cert_renew: Arc<tokio::sync::Notify>,
+    /// The certificate settings the manager follows (changed live).
+    pub tls_settings: tokio::sync::watch::Sender<crate::config::TlsConfig>,
 }
 
 pub type State = Arc<AppState>;

@@ -34,6 +34,9 @@ fn harness() -> Harness {
         ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
         turn: None,
         turn_secret: b"test-secret".to_vec(),
+        cert_status: Arc::default(),
+        cert_renew: Arc::default(),
+        tls_settings: tokio::sync::watch::channel(Default::default()).0,
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
