@@ -434,12 +434,13 @@ impl Manager {
                 // new settings deserve an attempt now
                 (self.failures, self.retry_at, self.last) = (0, None, Some(cfg.clone()));
             }
+            // the local certificate serves every other name in both modes
+            if let Some(k) = (self.local_refresh)() {
+                self.resolver.set(k);
+            }
             let wait = match cfg.mode {
                 TlsMode::Local => {
                     self.resolver.set_acme(None);
-                    if let Some(k) = (self.local_refresh)() {
-                        self.resolver.set(k);
-                    }
                     let mut s = self.status.lock().expect("poisoned");
                     *s = CertStatus { mode: "local".into(), state: "local".into(), ..CertStatus::default() };
                     s.message = "served by the box's own certificate authority".into();

@@ -38,6 +38,10 @@ pub struct Config {
     /// Federation with other companies' boxes: `off` (default), `allowlist`
     /// (only the boxes listed in the admin settings) or `open`.
     pub federation: Federation,
+    /// The file this configuration was read from (not a key): where the
+    /// wizard and the Settings page save. None: `<data>/parvis.toml`.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// Federation mode (used by the federation service).
@@ -221,6 +225,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mdns: true,
             federation: Federation::Off,
+            file: None,
         }
     }
 }
@@ -282,15 +287,16 @@ impl Config {
             None if implicit.exists() => Some(implicit),
             None => None,
         };
-        let mut config = match path {
+        let mut config = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|e| {
+                let text = std::fs::read_to_string(p).map_err(|e| {
                     vec![ConfigError { key: "config".into(), reason: format!("cannot read {}: {e}", p.display()) }]
                 })?;
                 Config::from_toml(&text).map_err(|e| vec![e])?
             }
             None => Config::default(),
         };
+        config.file = path;
         if let Some(v) = over.data {
             config.data = v;
         }
@@ -320,6 +326,11 @@ impl Config {
         }
         let errors = config.check();
         if errors.is_empty() { Ok(config) } else { Err(errors) }
+    }
+
+    /// Where settings changed at run time are saved.
+    pub fn file_to_save(&self) -> PathBuf {
+        self.file.clone().unwrap_or_else(|| self.data.join("parvis.toml"))
     }
 
     /// Validates every field; returns all problems, each naming its key.

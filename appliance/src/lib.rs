@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod doctor;
+pub mod mdns;
 pub mod net;
 pub mod server;
 pub mod store;
@@ -100,10 +101,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let tls_config = tls::server_config(resolver.clone())?;
     let challenges = Arc::new(acme::Challenges::default());
     let (tls_settings, tls_rx) = tokio::sync::watch::channel(config.tls.clone());
+    let box_name = Arc::new(std::sync::RwLock::new(config.name.clone()));
     let certs = acme::Manager::new(tls_dir.clone(), tls_rx, resolver.clone(), challenges.clone(), clock.clone(), {
-        let (dir, name, clock) = (tls_dir.clone(), config.name.clone(), clock.clone());
+        let (dir, box_name, clock) = (tls_dir.clone(), box_name.clone(), clock.clone());
         Box::new(move || {
             // the local certificate follows the box's names and addresses
+            let name = box_name.read().expect("poisoned").clone();
             let names = tls::names_for(&name, net::hostname().as_deref(), &net::local_addresses());
             let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).ok()?;
             tls::ensure(&dir, &name, &names, now).map_err(|e| tracing::warn!("local certificate: {e}")).ok().map(|t| t.leaf)
@@ -131,6 +134,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::info!(calls = restored, "calls left open by the last run wait for their participants to rejoin");
     }
     let sweeper = tokio::spawn(chat.clone().sweep_calls());
+    let (company, language) = db_settings(&chat).await?;
+    let settings = web::setup::Settings::from_config(&config, company, language);
+    let own_origins = web::setup::origins(&names, https_port);
+    let mdns = if config.mdns { mdns::Announcer::start(&config.name, https_port) } else { None };
     let state = Arc::new(web::AppState {
         chat,
         config: config.clone(),
@@ -143,6 +150,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         cert_status: cert_status.clone(),
         cert_renew: cert_renew.clone(),
         tls_settings,
+        settings: Mutex::new(settings),
+        config_file: config.file_to_save(),
+        box_name,
+        mdns,
+        ca_fingerprint: tls_state.ca_fingerprint.clone(),
+        own_origins: std::sync::RwLock::new(own_origins),
     });
     let app = web::router(state);
 
@@ -182,6 +195,19 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     sweeper.abort();
     let _ = std::fs::remove_file(pid_file);
     Ok(())
+}
+
+/// Company name and default language as stored by setup / Settings.
+async fn db_settings(chat: &chat::Chat) -> anyhow::Result<(String, String)> {
+    Ok(chat
+        .db
+        .read(|c| {
+            Ok((
+                store::get_setting(c, "company")?.unwrap_or_default(),
+                store::get_setting(c, "language")?.unwrap_or_else(|| "fr".into()),
+            ))
+        })
+        .await?)
 }
 
 /// `parvis cert renew` sends SIGHUP: renew the certificate now.

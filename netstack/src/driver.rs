@@ -58,6 +58,7 @@ pub struct Stats {
 }
 
 enum Event {
+    Reconfigure(Reconfigure),
     StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>),
     Client(FiveTuple, Vec<u8>),
     StreamClosed(FiveTuple),
@@ -282,6 +283,12 @@ impl EngineTask {
     async fn on_event(&mut self, ev: Event) {
         let t = now();
         match ev {
+            Event::Reconfigure(r) => {
+                tracing::info!(?r, "TURN settings changed");
+                self.server.set_external(r.external_v4, r.external_v6);
+                self.cfg.relay_ports = r.relay_ports;
+                self.next_port = 0;
+            }
             Event::Client(five, data) => self.server.handle_client(t, five, &data),
             Event::StreamOpened(five, tx) => {
                 self.streams.insert(five, tx);
@@ -467,6 +474,22 @@ where
     tracing::debug!(client = %five.client, pending = buf.len(), "stream closed");
     let _ = events.send(Event::StreamClosed(five)).await;
     writer.abort();
+}
+
+/// Settings changed while running (the admin's settings page).
+#[derive(Debug, Clone)]
+pub struct Reconfigure {
+    pub external_v4: Option<IpAddr>,
+    pub external_v6: Option<IpAddr>,
+    /// New relay sockets come from this range; open ones stay.
+    pub relay_ports: RangeInclusive<u16>,
+}
+
+impl Handle {
+    /// Applies `r` in the engine task (next event).
+    pub async fn reconfigure(&self, r: Reconfigure) -> io::Result<()> {
+        self.streams.0.send(Event::Reconfigure(r)).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
+    }
 }
 
 /// The engine's inbox, for streams accepted elsewhere (TLS on 443).

@@ -19,7 +19,7 @@ use crate::store::users::{self, Role, User};
 use crate::store::{self, RoomId, Seq, StoreError, UserId};
 
 /// Runs argon2 off the async threads.
-async fn hash_password(password: String) -> ApiResult<String> {
+pub(super) async fn hash_password(password: String) -> ApiResult<String> {
     tokio::task::spawn_blocking(move || auth::hash_password(&password, &mut rand::rngs::OsRng))
         .await
         .map_err(|_| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))
@@ -34,7 +34,7 @@ fn check_password(p: &str) -> ApiResult<()> {
 }
 
 /// Creates a session for `user`; returns the cookie header and the body.
-async fn start_session(state: &State, user: User) -> ApiResult<Response> {
+pub(super) async fn start_session(state: &State, user: User) -> ApiResult<Response> {
     let token = auth::new_token(&mut rand::rngs::OsRng);
     let csrf = auth::new_token(&mut rand::rngs::OsRng);
     let hash = auth::token_hash(&token);
@@ -57,7 +57,7 @@ pub async fn status(AxState(state): AxState<State>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "setup_needed": setup_needed,
         "company": company(&state).await?,
-        "name": state.config.name,
+        "name": state.settings.lock().expect("poisoned").name.clone(),
         "version": env!("CARGO_PKG_VERSION"),
     })))
 }

@@ -3,12 +3,13 @@
 
 pub mod api;
 pub mod metrics;
+pub mod setup;
 pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,18 @@ pub struct AppState {
     pub cert_renew: Arc<tokio::sync::Notify>,
     /// The certificate settings the manager follows (changed live).
     pub tls_settings: tokio::sync::watch::Sender<crate::config::TlsConfig>,
+    /// What the wizard and the Settings page edit, as applied now.
+    pub settings: Mutex<setup::Settings>,
+    /// Where those settings are persisted.
+    pub config_file: std::path::PathBuf,
+    /// The box name now (the local certificate follows it).
+    pub box_name: Arc<std::sync::RwLock<String>>,
+    pub mdns: Option<crate::mdns::Announcer>,
+    /// SHA-256 of the local CA certificate, `AA:BB:…`.
+    pub ca_fingerprint: String,
+    /// `https://<name>:<port>` for every name and address of the box: the
+    /// only other origins the UI may fetch from (the trust check).
+    pub own_origins: std::sync::RwLock<Vec<String>>,
 }
 
 pub type State = Arc<AppState>;
@@ -225,14 +238,18 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
     media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
     frame-ancestors 'none'; form-action 'self'; worker-src 'self'; manifest-src 'self'";
 
-async fn security(req: Request<axum::body::Body>, next: Next) -> Response {
+async fn security(AxState(state): AxState<State>, req: Request<axum::body::Body>, next: Next) -> Response {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method && !same_origin(req.headers(), req.uri()) {
         return AppError::forbidden("cross-origin request refused").into_response();
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    let csp = {
+        let origins = state.own_origins.read().expect("poisoned");
+        if origins.is_empty() { CSP.to_string() } else { CSP.replace("connect-src 'self'", &format!("connect-src 'self' {}", origins.join(" "))) }
+    };
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(CSP)));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -271,12 +288,18 @@ pub fn router(state: State) -> Router {
         .route("/search", get(api::search))
         .route("/ice", get(api::ice_servers))
         .route("/ws", get(api::websocket))
+        .route("/setup/unlock", post(setup::unlock))
+        .route("/setup/draft", get(setup::get_draft).put(setup::put_draft))
+        .route("/setup/finish", post(setup::finish))
+        .route("/admin/settings", get(setup::get_settings).put(setup::put_settings))
+        .route("/admin/certificate/renew", post(setup::renew_certificate))
+        .route("/trust", get(setup::trust))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()
         .nest("/api", api)
         .route("/metrics", get(metrics::metrics))
         .merge(ui::routes())
-        .layer(middleware::from_fn(security))
+        .layer(middleware::from_fn_with_state(state.clone(), security))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

@@ -37,6 +37,12 @@ fn harness() -> Harness {
         cert_status: Arc::default(),
         cert_renew: Arc::default(),
         tls_settings: tokio::sync::watch::channel(Default::default()).0,
+        settings: Mutex::new(super::setup::Settings::from_config(&Config::default(), String::new(), "fr".into())),
+        config_file: dir.path().join("parvis.toml"),
+        box_name: Arc::default(),
+        mdns: None,
+        ca_fingerprint: "AA:BB".into(),
+        own_origins: Default::default(),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -363,4 +369,95 @@ fn ports_are_stripped_from_every_host_form() {
     ] {
         assert_eq!(strip_port(given), host, "{given}");
     }
+}
+
+impl Harness {
+    async fn wizard(&self, method: &str, path: &str, body: Option<Value>, token: &str) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header(header::HOST, "parvis.test").header("x-setup-token", token);
+        req = req.header(header::CONTENT_TYPE, "application/json");
+        let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap();
+        let (st, _, v) = self.send(req).await;
+        (st, v)
+    }
+}
+
+#[tokio::test]
+async fn the_wizard_needs_the_code_validates_each_step_resumes_and_finishes_into_chat() {
+    let h = harness();
+    let (st, _, _) = h.call("POST", "/api/setup/unlock", Some(json!({"code": "NOPE-NOPE"})), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = h.wizard("GET", "/api/setup/draft", None, "made-up-token").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "no draft without the code");
+    let (st, _, b) = h.call("POST", "/api/setup/unlock", Some(json!({"code": CODE, "language": "en"})), None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let token = b["token"].as_str().unwrap().to_string();
+    let mut settings = b["draft"]["settings"].clone();
+    assert_eq!(settings["language"], "en");
+    assert_eq!(settings["name"], "parvis");
+    assert!(b["draft"]["info"]["ca_fingerprint"].is_string());
+
+    // a bad step is refused with every problem keyed like the configuration
+    settings["company"] = json!("");
+    settings["name"] = json!("Not A Label");
+    let (st, e) = h.wizard("PUT", "/api/setup/draft", Some(json!({"step": 2, "settings": settings,
+        "admin": {"username": "A", "display_name": "", "password": "short"}})), &token).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let keys: Vec<&str> = e["errors"].as_array().unwrap().iter().map(|x| x["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["company", "name", "admin.username", "admin.display_name", "admin.password"]);
+
+    settings["company"] = json!("Acme");
+    settings["name"] = json!("office");
+    let (st, d) = h.wizard("PUT", "/api/setup/draft", Some(json!({"step": 3, "settings": settings,
+        "admin": {"username": "alice", "display_name": "Alice", "password": "password-1"}})), &token).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    assert_eq!(d["admin"]["password_set"], true);
+
+    // after a reboot (new unlock), the draft is where it was; the old token is gone
+    let (_, _, b) = h.call("POST", "/api/setup/unlock", Some(json!({"code": CODE})), None).await;
+    let token2 = b["token"].as_str().unwrap().to_string();
+    assert_eq!((b["draft"]["step"].as_u64(), b["draft"]["settings"]["name"].as_str()), (Some(3), Some("office")));
+    assert_eq!(h.wizard("GET", "/api/setup/draft", None, &token).await.0, StatusCode::FORBIDDEN);
+
+    settings["turn_external_address"] = json!("203.0.113.7");
+    settings["federation"] = json!("allowlist");
+    let (st, _) = h.wizard("PUT", "/api/setup/draft", Some(json!({"step": 7, "settings": settings})), &token2).await;
+    assert_eq!(st, StatusCode::OK);
+    let req = Request::builder().method("POST").uri("/api/setup/finish").header(header::HOST, "parvis.test")
+        .header("x-setup-token", &token2).body(Body::empty()).unwrap();
+    let (st, headers, b) = h.send(req).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let admin = Harness::session_from(&headers, &b);
+    let (_, _, rooms) = h.call("GET", "/api/rooms", None, Some(&admin)).await;
+    assert_eq!(rooms[0]["name"], "General", "{rooms}");
+    let saved = Config::from_toml(&std::fs::read_to_string(h.state.config.data.join("parvis.toml")).unwrap()).unwrap();
+    assert_eq!((saved.name.as_str(), saved.federation), ("office", crate::config::Federation::Allowlist));
+    assert_eq!(saved.turn.external_address, Some("203.0.113.7".parse().unwrap()));
+    let (_, _, status) = h.call("GET", "/api/status", None, None).await;
+    assert_eq!((status["setup_needed"].as_bool(), status["company"].as_str()), (Some(false), Some("Acme")));
+    // the code stops working
+    let (st, _, _) = h.call("POST", "/api/setup/unlock", Some(json!({"code": CODE})), None).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(h.wizard("GET", "/api/setup/draft", None, &token2).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn settings_are_for_admins_and_go_through_the_same_check() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    assert_eq!(h.call("GET", "/api/admin/settings", None, Some(&bob)).await.0, StatusCode::FORBIDDEN);
+    let (st, _, v) = h.call("GET", "/api/admin/settings", None, Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut s = v["settings"].clone();
+    s["company"] = json!("Acme");
+    s["tls"]["mode"] = json!("acme");
+    let (st, _, e) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e["errors"][0]["key"], "tls.acme_domains");
+    s["tls"]["acme_domains"] = json!(["chat.example.com"]);
+    s["relay_port_max"] = json!(50100);
+    let (st, _, v) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(h.state.tls_settings.borrow().acme_domains, ["chat.example.com"], "applied live");
+    assert_eq!(v["settings"]["relay_port_max"], 50100);
 }

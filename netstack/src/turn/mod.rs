@@ -219,6 +219,16 @@ impl Server {
     }
 
     /// Replaces the peer policy (settings changed).
+    /// Changes the advertised public addresses (e.g. from the admin's
+    /// settings) without touching live allocations; the box's own-address
+    /// list follows (the old external address is no longer ours).
+    pub fn set_external(&mut self, v4: Option<IpAddr>, v6: Option<IpAddr>) {
+        let old: Vec<IpAddr> = self.cfg.external_v4.into_iter().chain(self.cfg.external_v6).collect();
+        self.cfg.policy.own.retain(|ip| !old.contains(ip));
+        self.cfg.policy.own.extend(v4.into_iter().chain(v6));
+        (self.cfg.external_v4, self.cfg.external_v6) = (v4, v6);
+    }
+
     pub fn set_policy(&mut self, policy: PeerPolicy) {
         self.cfg.policy = policy;
     }

@@ -1,0 +1,476 @@
+//! The first-boot wizard and the admin Settings page. Both edit the same
+//! [`Settings`] and validate them through [`Config::check`]; both apply
+//! without a restart (certificates, box name, TURN addresses) and persist to
+//! the configuration file.
+//!
+//! Wizard protocol: `POST /api/setup/unlock {code}` (the one-time setup
+//! code, rate limited) gives a setup token; every other wizard call carries
+//! it in `X-Setup-Token`. The draft (settings, admin account with its
+//! password already hashed, the step reached) lives in `<data>/wizard.json`,
+//! so a reboot mid-way resumes where it stopped. `POST /api/setup/finish`
+//! creates the admin, the company and the General room, applies, and logs
+//! the admin in. Once setup is done every wizard call answers 409.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::api::{hash_password, start_session};
+use super::{ApiResult, AppError, ClientIp, CurrentUser, State};
+use crate::auth::{self, check_password};
+use crate::config::{Config, ConfigError, Federation, TlsConfig};
+use crate::store::rooms::{self, Visibility};
+use crate::store::users::{self, Role};
+use crate::store::{self, StoreError};
+
+/// What the wizard and the Settings page edit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Default language of the interface: `fr` or `en`.
+    pub language: String,
+    pub company: String,
+    /// Box name (`<name>.local`, certificate).
+    pub name: String,
+    pub tls: TlsConfig,
+    /// Public address of the box for guests outside the LAN (TURN).
+    pub turn_external_address: Option<IpAddr>,
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    pub federation: Federation,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config, company: String, language: String) -> Settings {
+        Settings {
+            language,
+            company,
+            name: c.name.clone(),
+            tls: c.tls.clone(),
+            turn_external_address: c.turn.external_address,
+            relay_port_min: c.turn.relay_port_min,
+            relay_port_max: c.turn.relay_port_max,
+            federation: c.federation,
+        }
+    }
+
+    /// `base` with these settings.
+    pub fn config(&self, base: &Config) -> Config {
+        let mut c = base.clone();
+        c.name = self.name.clone();
+        c.tls = self.tls.clone();
+        c.turn.external_address = self.turn_external_address;
+        c.turn.relay_port_min = self.relay_port_min;
+        c.turn.relay_port_max = self.relay_port_max;
+        c.federation = self.federation;
+        c
+    }
+
+    /// Every problem, keyed like the configuration (`company`, `language` too).
+    pub fn check(&self, base: &Config) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !matches!(self.language.as_str(), "fr" | "en") {
+            errors.push(ConfigError { key: "language".into(), reason: "fr or en".into() });
+        }
+        let company = self.company.trim();
+        if company.is_empty() || company.chars().count() > 100 {
+            errors.push(ConfigError { key: "company".into(), reason: "1 to 100 characters".into() });
+        }
+        errors.extend(self.config(base).check());
+        errors
+    }
+}
+
+/// Writes the settings into the configuration file, keeping its other keys.
+pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut doc: toml::Table = match std::fs::read_to_string(file) {
+        Ok(text) => text.parse().with_context(|| format!("{} is not valid TOML", file.display()))?,
+        Err(_) => toml::Table::new(),
+    };
+    doc.insert("name".into(), toml::Value::String(s.name.clone()));
+    doc.insert("federation".into(), toml::Value::try_from(s.federation)?);
+    doc.insert("tls".into(), toml::Value::try_from(&s.tls)?);
+    let turn = doc.entry("turn").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let turn = turn.as_table_mut().context("turn is not a table")?;
+    match s.turn_external_address {
+        Some(ip) => turn.insert("external_address".into(), toml::Value::String(ip.to_string())),
+        None => turn.remove("external_address"),
+    };
+    turn.insert("relay_port_min".into(), toml::Value::Integer(s.relay_port_min.into()));
+    turn.insert("relay_port_max".into(), toml::Value::Integer(s.relay_port_max.into()));
+    crate::tls::write_file(file, &toml::to_string_pretty(&doc)?, true)?;
+    Ok(())
+}
+
+/// `https://<name>[:port]` for each name or address.
+pub fn origins(names: &[String], https_port: u16) -> Vec<String> {
+    let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+    names.iter().map(|n| if n.contains(':') { format!("https://[{n}]{port}") } else { format!("https://{n}{port}") }).collect()
+}
+
+/// Makes `new` the live settings: stored, persisted, applied.
+pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
+    let old = state.settings.lock().expect("poisoned").clone();
+    persist(&state.config_file, &new)?;
+    let (company, language) = (new.company.trim().to_string(), new.language.clone());
+    state
+        .chat
+        .db
+        .write(move |ctx| {
+            store::set_setting(ctx.conn, "company", &company)?;
+            store::set_setting(ctx.conn, "language", &language)
+        })
+        .await?;
+    *state.settings.lock().expect("poisoned") = new.clone();
+    if old.name != new.name || old.tls != new.tls {
+        *state.box_name.write().expect("poisoned") = new.name.clone();
+        // the certificate manager reissues the local certificate for the new
+        // name and follows the new ACME settings
+        state.tls_settings.send_replace(new.tls.clone());
+    }
+    if old.name != new.name {
+        if let Some(m) = &state.mdns {
+            m.announce(&new.name);
+        }
+        let names = crate::tls::names_for(&new.name, crate::net::hostname().as_deref(), &crate::net::local_addresses());
+        *state.own_origins.write().expect("poisoned") = origins(&names, state.config.https.port());
+    }
+    if (old.turn_external_address, old.relay_port_min, old.relay_port_max)
+        != (new.turn_external_address, new.relay_port_min, new.relay_port_max)
+    {
+        if let Some(t) = &state.turn {
+            let (v4, v6) = match new.turn_external_address {
+                Some(ip @ IpAddr::V4(_)) => (Some(ip), None),
+                Some(ip @ IpAddr::V6(_)) => (None, Some(ip)),
+                None => (None, None),
+            };
+            t.reconfigure(netstack::driver::Reconfigure {
+                external_v4: v4,
+                external_v6: v6,
+                relay_ports: new.relay_port_min..=new.relay_port_max,
+            })
+            .await?;
+        }
+    }
+    tracing::info!(name = %new.name, tls = ?new.tls.mode, "settings applied");
+    Ok(())
+}
+
+fn invalid(errors: Vec<ConfigError>) -> Response {
+    let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "invalid", "message": msg, "errors": errors}))).into_response()
+}
+
+/// What the admin needs to decide: addresses, certificate, ports to forward.
+fn info(state: &State, s: &Settings) -> Value {
+    let addrs = crate::net::local_addresses();
+    let https_port = state.config.https.port();
+    let mut forward = vec![json!({"port": https_port, "proto": "tcp", "what": "HTTPS and TURN over TLS"})];
+    if state.config.turn.enabled {
+        for l in &state.config.turn.listen {
+            forward.push(json!({"port": l.port(), "proto": "udp+tcp", "what": "STUN/TURN"}));
+        }
+        forward.push(json!({"port": format!("{}-{}", s.relay_port_min, s.relay_port_max), "proto": "udp", "what": "TURN relays"}));
+    }
+    if s.tls.mode == crate::config::TlsMode::Acme && s.tls.acme_challenge == crate::config::AcmeChallenge::Http01 {
+        forward.push(json!({"port": state.config.http.port(), "proto": "tcp", "what": "ACME HTTP-01 (the CA connects to port 80)"}));
+    }
+    let detected = addrs.iter().copied().find(|ip| ip.is_ipv4());
+    json!({
+        "hostname": crate::net::hostname(),
+        "addresses": addrs,
+        "network": "configured by the system (DHCP or static)",
+        "https_port": https_port,
+        "http_port": state.config.http.port(),
+        "ca_fingerprint": state.ca_fingerprint,
+        "ca_url": "/parvis-ca.pem",
+        "detected_address": detected,
+        "forward": forward,
+    })
+}
+
+// ---- the wizard ------------------------------------------------------------
+
+/// The wizard's progress, kept in `<data>/wizard.json` (mode 0600).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Draft {
+    token_hash: String,
+    step: u32,
+    settings: Settings,
+    username: String,
+    display_name: String,
+    password_hash: String,
+}
+
+fn draft_path(data: &Path) -> PathBuf {
+    data.join("wizard.json")
+}
+
+fn load_draft(data: &Path) -> Option<Draft> {
+    serde_json::from_str(&std::fs::read_to_string(draft_path(data)).ok()?).ok()
+}
+
+fn save_draft(data: &Path, d: &Draft) -> ApiResult<()> {
+    let text = serde_json::to_string_pretty(d).expect("serializes");
+    crate::tls::write_file(&draft_path(data), &text, true).map_err(|e| {
+        tracing::error!("wizard: {e}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot save the wizard's progress")
+    })
+}
+
+fn setup_pending(state: &State) -> ApiResult<()> {
+    match state.setup_code.lock().expect("poisoned").is_some() {
+        true => Ok(()),
+        false => Err(AppError::new(StatusCode::CONFLICT, "already_setup", "this box is already set up")),
+    }
+}
+
+/// The draft of the caller's setup token.
+fn authorized_draft(state: &State, headers: &HeaderMap) -> ApiResult<Draft> {
+    setup_pending(state)?;
+    let token = headers.get("x-setup-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let draft = load_draft(&state.config.data).ok_or_else(|| AppError::forbidden("enter the setup code first"))?;
+    let given = hex::encode(auth::token_hash(token));
+    use subtle::ConstantTimeEq;
+    if token.is_empty() || !bool::from(given.as_bytes().ct_eq(draft.token_hash.as_bytes())) {
+        return Err(AppError::forbidden("setup session expired: enter the setup code again"));
+    }
+    Ok(draft)
+}
+
+fn draft_view(state: &State, d: &Draft) -> Value {
+    json!({
+        "step": d.step,
+        "settings": d.settings,
+        "admin": {"username": d.username, "display_name": d.display_name, "password_set": !d.password_hash.is_empty()},
+        "info": info(state, &d.settings),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockReq {
+    code: String,
+    #[serde(default)]
+    language: Option<String>,
+}
+
+pub async fn unlock(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json<UnlockReq>) -> ApiResult<Json<Value>> {
+    let now = state.chat.clock.now_ms();
+    for key in [ip.0.as_str(), "*"] {
+        state.setup_limiter.check(key, now).map_err(AppError::too_many)?;
+    }
+    setup_pending(&state)?;
+    let code = state.setup_code.lock().expect("poisoned").clone().unwrap_or_default();
+    if !auth::setup_code_matches(&req.code, &code) {
+        state.setup_limiter.fail(&ip.0, now);
+        state.setup_limiter.fail("*", now);
+        return Err(AppError::forbidden("wrong setup code (it is printed on the box's console and in its log)"));
+    }
+    let token = auth::new_token(&mut rand::rngs::OsRng);
+    let mut draft = load_draft(&state.config.data).unwrap_or_else(|| Draft {
+        settings: state.settings.lock().expect("poisoned").clone(),
+        ..Draft::default()
+    });
+    if draft.step == 0 {
+        if let Some(l) = req.language.filter(|l| l == "fr" || l == "en") {
+            draft.settings.language = l;
+        }
+    }
+    draft.token_hash = hex::encode(auth::token_hash(&token));
+    save_draft(&state.config.data, &draft)?;
+    Ok(Json(json!({"token": token, "draft": draft_view(&state, &draft)})))
+}
+
+pub async fn get_draft(AxState(state): AxState<State>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let d = authorized_draft(&state, &headers)?;
+    Ok(Json(draft_view(&state, &d)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminReq {
+    username: String,
+    display_name: String,
+    /// Empty keeps the password given earlier.
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepReq {
+    /// The step the wizard moves to once this one is saved.
+    step: u32,
+    settings: Settings,
+    #[serde(default)]
+    admin: Option<AdminReq>,
+}
+
+/// Problems of the admin account part, keyed `admin.*`.
+fn check_admin(a: &AdminReq, have_password: bool) -> Vec<ConfigError> {
+    let mut e = Vec::new();
+    let mut bad = |key: &str, reason: String| e.push(ConfigError { key: key.into(), reason });
+    if let Err(StoreError::Invalid(why)) = users::check_username(&a.username) {
+        bad("admin.username", why);
+    }
+    if let Err(StoreError::Invalid(why)) = users::check_display_name(&a.display_name) {
+        bad("admin.display_name", why);
+    }
+    if !(a.password.is_empty() && have_password) {
+        if let Err(why) = check_password(&a.password) {
+            bad("admin.password", why.into());
+        }
+    }
+    e
+}
+
+pub async fn put_draft(AxState(state): AxState<State>, headers: HeaderMap, Json(req): Json<StepReq>) -> ApiResult<Response> {
+    let mut d = authorized_draft(&state, &headers)?;
+    let mut errors = req.settings.check(&state.config);
+    if let Some(a) = &req.admin {
+        errors.extend(check_admin(a, !d.password_hash.is_empty()));
+    }
+    if !errors.is_empty() {
+        return Ok(invalid(errors));
+    }
+    if let Some(a) = req.admin {
+        d.username = a.username;
+        d.display_name = a.display_name.trim().to_string();
+        if !a.password.is_empty() {
+            d.password_hash = hash_password(a.password).await?;
+        }
+    }
+    d.settings = req.settings;
+    d.step = req.step.min(20);
+    save_draft(&state.config.data, &d)?;
+    Ok(Json(draft_view(&state, &d)).into_response())
+}
+
+pub async fn finish(AxState(state): AxState<State>, headers: HeaderMap) -> ApiResult<Response> {
+    let d = authorized_draft(&state, &headers)?;
+    let mut errors = d.settings.check(&state.config);
+    if d.username.is_empty() || d.password_hash.is_empty() {
+        errors.push(ConfigError { key: "admin.username".into(), reason: "create the admin account first".into() });
+    }
+    if !errors.is_empty() {
+        return Ok(invalid(errors));
+    }
+    let (company, username, display, hash) =
+        (d.settings.company.trim().to_string(), d.username.clone(), d.display_name.clone(), d.password_hash.clone());
+    let user = state
+        .chat
+        .write(move |c, now| {
+            if users::admin_exists(c)? {
+                return Err(StoreError::Conflict("this box is already set up"));
+            }
+            store::set_setting(c, "company", &company)?;
+            let admin = users::create_user(c, &username, &display, &hash, Role::Admin, now)?;
+            let (_, published) = rooms::create_group(c, admin.id, "General", "", Visibility::Open, &[], now)?;
+            Ok((admin, published))
+        })
+        .await?;
+    if let Err(e) = apply(&state, d.settings.clone()).await {
+        tracing::error!("setup: applying the settings: {e:#}");
+        return Err(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the settings could not be applied: {e}")));
+    }
+    *state.setup_code.lock().expect("poisoned") = None;
+    let _ = std::fs::remove_file(state.config.data.join("setup-code"));
+    let _ = std::fs::remove_file(draft_path(&state.config.data));
+    tracing::info!(admin = %user.username, name = %d.settings.name, "setup complete");
+    start_session(&state, user).await
+}
+
+// ---- Settings (admins, after setup) ----------------------------------------
+
+fn settings_view(state: &State) -> Value {
+    let s = state.settings.lock().expect("poisoned").clone();
+    let cert = state.cert_status.lock().expect("poisoned").clone();
+    json!({"settings": s, "info": info(state, &s), "certificate": cert})
+}
+
+pub async fn get_settings(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<Json<Value>> {
+    me.require_admin()?;
+    Ok(Json(settings_view(&state)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsReq {
+    settings: Settings,
+}
+
+pub async fn put_settings(AxState(state): AxState<State>, me: CurrentUser, Json(req): Json<SettingsReq>) -> ApiResult<Response> {
+    me.require_admin()?;
+    let errors = req.settings.check(&state.config);
+    if !errors.is_empty() {
+        return Ok(invalid(errors));
+    }
+    apply(&state, req.settings).await.map_err(|e| {
+        tracing::error!("settings: {e:#}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the settings could not be applied: {e}"))
+    })?;
+    Ok(Json(settings_view(&state)).into_response())
+}
+
+pub async fn renew_certificate(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<Json<Value>> {
+    me.require_admin()?;
+    state.cert_renew.notify_one();
+    Ok(Json(json!({"ok": true})))
+}
+
+/// For the wizard's "does this browser trust the box?" check: a page on
+/// one of the box's names fetches this from another of its names. Public,
+/// says nothing; readable cross-origin only by the box's own origins.
+pub async fn trust(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+    let mut res = Json(json!({"trusted": true})).into_response();
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if state.own_origins.read().expect("poisoned").iter().any(|o| o == origin) {
+            if let Ok(v) = HeaderValue::from_str(origin) {
+                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
+            }
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisting_keeps_the_files_other_keys_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("parvis.toml");
+        std::fs::write(&file, "https = \"0.0.0.0:443\"\n[chat]\nsend_rate = 30\n[turn]\nuser_quota = 10\n").unwrap();
+        let mut s = Settings::from_config(&Config::default(), "Acme".into(), "fr".into());
+        s.name = "office".into();
+        s.turn_external_address = Some("203.0.113.9".parse().unwrap());
+        s.tls.mode = crate::config::TlsMode::Acme;
+        s.tls.acme_domains = vec!["chat.example.com".into()];
+        persist(&file, &s).unwrap();
+        let c = Config::from_toml(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!((c.name.as_str(), c.https.port(), c.chat.send_rate, c.turn.user_quota), ("office", 443, 30, 10));
+        assert_eq!(Settings::from_config(&c, "Acme".into(), "fr".into()), s);
+        assert!(s.check(&c).is_empty());
+    }
+
+    #[test]
+    fn settings_are_checked_like_the_configuration() {
+        let base = Config::default();
+        let mut s = Settings::from_config(&base, String::new(), "de".into());
+        s.name = "Bad Name".into();
+        s.relay_port_min = 60000;
+        let keys: Vec<String> = s.check(&base).into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["language", "company", "name", "turn.relay_port_min"]);
+    }
+}
