@@ -2,11 +2,15 @@
 
 let csrf = '';
 export function setCsrf(token) { csrf = token || ''; }
+// The first-boot wizard's token (from the setup code), sent while set.
+let setupToken = '';
+export function setSetupToken(token) { setupToken = token || ''; }
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter) {
+  constructor(status, code, message, retryAfter, errors) {
     super(message || code);
     this.status = status; this.code = code; this.retryAfter = retryAfter;
+    this.errors = errors || []; // [{key, reason}] of a 422
   }
 }
 
@@ -14,6 +18,7 @@ export async function api(method, path, body) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET') headers['x-csrf-token'] = csrf;
+  if (setupToken) headers['x-setup-token'] = setupToken;
   let res;
   try {
     res = await fetch('/api' + path, {
@@ -28,7 +33,7 @@ export async function api(method, path, body) {
   try { data = await res.json(); } catch { /* not JSON */ }
   if (!res.ok) {
     throw new ApiError(res.status, data?.error || 'http_' + res.status, data?.message || res.statusText,
-      Number(res.headers.get('retry-after')) || 0);
+      Number(res.headers.get('retry-after')) || 0, data?.errors);
   }
   return data;
 }
@@ -36,4 +41,5 @@ export async function api(method, path, body) {
 export const get = (p) => api('GET', p);
 export const post = (p, b = {}) => api('POST', p, b);
 export const patch = (p, b) => api('PATCH', p, b);
+export const put = (p, b) => api('PUT', p, b);
 export const del = (p) => api('DELETE', p);

@@ -5,6 +5,8 @@ import { Conn, newId } from './conn.js';
 import { Calls } from './call.js';
 import { renderBody, renderSnippet } from './format.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
+import { errorText, field, formError, showFormError } from './forms.js';
+import { wizardView, boxSettingsSection, certificateAlert } from './wizard.js';
 
 const root = document.getElementById('app');
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
@@ -51,15 +53,6 @@ function initials(name) {
   return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
 }
 
-function errorText(e) {
-  if (e instanceof ApiError) {
-    const key = 'err_' + e.code;
-    const local = t(key);
-    return local !== key ? local : e.message;
-  }
-  return String(e?.message || e);
-}
-
 let toastTimer;
 function toast(text, kind = 'info') {
   let el = $('#toast');
@@ -70,13 +63,6 @@ function toast(text, kind = 'info') {
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
 }
-
-function field(label, input, hint) {
-  return h('label', { class: 'field' }, h('span', {}, label), input, hint ? h('small', {}, hint) : null);
-}
-
-function formError() { return h('p', { class: 'form-error', role: 'alert', hidden: true }); }
-function showFormError(el, e) { el.textContent = errorText(e); el.hidden = false; }
 
 function langPicker() {
   const sel = h('select', { 'aria-label': t('language'), onchange: () => { setLang(sel.value); boot(); } },
@@ -94,31 +80,6 @@ function centered(...children) {
 }
 
 // ------------------------------------------------------- setup and login --
-
-function setupView() {
-  const err = formError();
-  const code = h('input', { name: 'code', required: true, autocomplete: 'off', placeholder: 'XXXX-XXXX', autocapitalize: 'characters' });
-  const company = h('input', { name: 'company', required: true, maxlength: 100 });
-  const display = h('input', { name: 'display_name', required: true, maxlength: 64, autocomplete: 'name' });
-  const username = h('input', { name: 'username', required: true, pattern: '[a-z0-9][a-z0-9._\\-]{1,31}', autocomplete: 'username' });
-  const pw = h('input', { name: 'password', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
-  const pw2 = h('input', { name: 'password2', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' });
-  const form = h('form', { class: 'stack', onsubmit: async (ev) => {
-    ev.preventDefault();
-    if (pw.value !== pw2.value) { showFormError(err, t('passwords_differ')); return; }
-    try {
-      const me = await post('/setup', { code: code.value, company: company.value, username: username.value.trim().toLowerCase(),
-        display_name: display.value, password: pw.value });
-      startChat(me);
-    } catch (e) { showFormError(err, e); }
-  } },
-  h('h1', {}, t('setup_title')), h('p', {}, t('setup_intro')),
-  field(t('setup_code'), code, t('setup_code_hint')),
-  field(t('company'), company), field(t('display_name'), display), field(t('username'), username, t('username_hint')),
-  field(t('password'), pw, t('password_hint')), field(t('password_again'), pw2),
-  err, h('button', { type: 'submit', class: 'primary' }, t('setup_finish')));
-  centered(form);
-}
 
 function loginView(status) {
   const err = formError();
@@ -202,6 +163,16 @@ async function startChat(me) {
   const first = S.rooms.has(fromHash) ? fromHash : sortedRooms()[0]?.id;
   if (first) openRoom(first); else renderEmpty();
   maybeAskNotifications();
+  if (S.me.role === 'admin') showCertificateAlert();
+}
+
+/** Admins see a failed certificate renewal until it is fixed. */
+async function showCertificateAlert() {
+  const alert = await certificateAlert();
+  if (!alert || document.getElementById('admin-alert')) return;
+  const bar = h('div', { id: 'admin-alert', class: 'admin-alert', role: 'alert' }, alert,
+    h('button', { class: 'link', onclick: () => bar.remove() }, t('close')));
+  document.body.prepend(bar);
 }
 
 function sortedRooms() {
@@ -1117,7 +1088,7 @@ function settingsDialog() {
       perm === 'default' ? h('button', { class: 'secondary', onclick: async () => { await Notification.requestPermission(); d.close(); settingsDialog(); } }, t('notify_enable')) : null),
     err,
   ];
-  if (S.me.role === 'admin') sections.push(adminSection());
+  if (S.me.role === 'admin') sections.push(adminSection(), boxSettingsSection(toast));
   const d = dialogShell(t('settings'), ...sections);
   d.classList.add('wide');
   showDialog(d);
@@ -1212,7 +1183,7 @@ async function boot() {
   }
   const invite = location.pathname.match(/^\/invite\/([A-Za-z0-9_-]+)$/);
   if (invite) { inviteView(invite[1]); return; }
-  if (status.setup_needed) { setupView(status); return; }
+  if (status.setup_needed) { wizardView(root, startChat); return; }
   try {
     startChat(await get('/me'));
   } catch (e) {

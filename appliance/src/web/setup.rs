@@ -110,9 +110,10 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
 }
 
 /// `https://<name>[:port]` for each name or address.
+/// IPv6 literals are left out: CSP source lists cannot name them.
 pub fn origins(names: &[String], https_port: u16) -> Vec<String> {
     let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
-    names.iter().map(|n| if n.contains(':') { format!("https://[{n}]{port}") } else { format!("https://{n}{port}") }).collect()
+    names.iter().filter(|n| !n.contains(':')).map(|n| format!("https://{n}{port}")).collect()
 }
 
 /// Makes `new` the live settings: stored, persisted, applied.
@@ -193,6 +194,7 @@ fn info(state: &State, s: &Settings) -> Value {
         "ca_url": "/parvis-ca.pem",
         "detected_address": detected,
         "forward": forward,
+        "trust_origins": *state.own_origins.read().expect("poisoned"),
     })
 }
 
@@ -333,9 +335,24 @@ fn check_admin(a: &AdminReq, have_password: bool) -> Vec<ConfigError> {
     e
 }
 
+/// The wizard step where a setting is asked (1-based).
+fn step_of(key: &str) -> u32 {
+    match key.split('.').next().unwrap_or("") {
+        "language" => 1,
+        "company" | "admin" => 2,
+        "name" | "mdns" => 3,
+        "tls" => 4,
+        "turn" => 5,
+        "federation" => 6,
+        _ => 7,
+    }
+}
+
 pub async fn put_draft(AxState(state): AxState<State>, headers: HeaderMap, Json(req): Json<StepReq>) -> ApiResult<Response> {
     let mut d = authorized_draft(&state, &headers)?;
-    let mut errors = req.settings.check(&state.config);
+    // only what the steps up to this one asked for: later ones come later
+    let mut errors: Vec<ConfigError> =
+        req.settings.check(&state.config).into_iter().filter(|e| step_of(&e.key) < req.step.max(2)).collect();
     if let Some(a) = &req.admin {
         errors.extend(check_admin(a, !d.password_hash.is_empty()));
     }

@@ -18,6 +18,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("format.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/format.js")),
     ("i18n.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/i18n.js")),
     ("dom.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/dom.js")),
+    ("forms.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/forms.js")),
+    ("wizard.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/wizard.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../../ui/style.css")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../ui/icon.svg")),
 ];
