@@ -52,6 +52,9 @@ enum Command {
         /// Log filter, e.g. "info" or "parvis=debug". Default: info.
         #[arg(long, env = "PARVIS_LOG", value_name = "FILTER")]
         log: Option<String>,
+        /// Do not announce <name>.local by multicast DNS (config key `mdns`).
+        #[arg(long, env = "PARVIS_NO_MDNS")]
+        no_mdns: bool,
         #[command(flatten)]
         turn: TurnFlags,
     },
@@ -217,8 +220,8 @@ pub fn main() -> ExitCode {
     crate::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, https, http, name, log, turn } => {
-            let over = turn.apply(Overrides { https, http, name, log, ..Overrides::default() });
+        Command::Serve { common, https, http, name, log, no_mdns, turn } => {
+            let over = turn.apply(Overrides { https, http, name, log, no_mdns, ..Overrides::default() });
             let config = match load(&common, over) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -261,6 +261,7 @@ pub struct Overrides {
     pub turn_tls: Option<SocketAddr>,
     pub turn_external: Option<std::net::IpAddr>,
     pub turn_allow_loopback_peers: bool,
+    pub no_mdns: bool,
 }
 
 impl Config {
@@ -323,6 +324,9 @@ impl Config {
         }
         if over.turn_allow_loopback_peers {
             config.turn.allow_loopback_peers = true;
+        }
+        if over.no_mdns {
+            config.mdns = false;
         }
         let errors = config.check();
         if errors.is_empty() { Ok(config) } else { Err(errors) }

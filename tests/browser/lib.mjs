@@ -38,9 +38,11 @@ async function waitForPort(port, ms = 20000) {
 
 /** A running parvis on a fresh data folder. */
 export class Server {
-  static async start() {
+  /** `mdns`: announce <name>.local (only inside the test network namespace). */
+  static async start({ mdns = false } = {}) {
     if (!existsSync(PARVIS_BIN)) throw new Error(`${PARVIS_BIN} missing: run cargo build --release`);
     const s = new Server();
+    s.mdns = mdns;
     s.data = join(mkdtempSync(join(tmpdir(), 'parvis-browser-')), 'data');
     s.httpsPort = await freePort();
     s.httpPort = await freePort();
@@ -55,7 +57,7 @@ export class Server {
     const log = openSync(this.data + '.log', 'a');
     this.proc = spawn(PARVIS_BIN, ['serve', '--log', process.env.PARVIS_LOG || 'warn', '--data', this.data,
       '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`,
-      '--turn', `127.0.0.1:${this.turnPort}`, '--turn-tls', `127.0.0.1:${this.turnTlsPort}`],
+      '--turn', `127.0.0.1:${this.turnPort}`, '--turn-tls', `127.0.0.1:${this.turnTlsPort}`, ...(this.mdns ? [] : ['--no-mdns'])],
     { stdio: ['ignore', log, log] });
     await waitForPort(this.httpsPort);
   }
@@ -175,4 +177,56 @@ export async function sendVia(page, room, body) {
 export async function openRoomByName(page, name) {
   await page.click(`#room-list a.room:has(.room-name:text-matches("${name}$"))`);
   await page.waitForFunction((n) => document.getElementById('room-title').textContent.startsWith(n), name);
+}
+
+/**
+ * Asks multicast DNS (RFC 6762) for the IPv4 address of `host` (e.g.
+ * "office.local") on the interface of `ifaceAddr`, the way a colleague's
+ * computer does. Resolves to `ifaceAddr` once an answer gives it (the
+ * box's LAN address), else after `ms` to the addresses seen (a list).
+ */
+export async function mdnsLookup(host, ifaceAddr, ms = 5000) {
+  const dgram = await import('node:dgram');
+  const sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  await new Promise((r) => sock.bind(5353, r));
+  sock.addMembership('224.0.0.251', ifaceAddr);
+  sock.setMulticastInterface(ifaceAddr);
+  const labels = host.split('.').flatMap((l) => [Buffer.from([l.length]), Buffer.from(l)]);
+  const query = Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels, Buffer.from([0, 0, 1, 0, 1])]);
+  const name = (buf, at) => { // → [name, next offset]
+    const parts = [];
+    let jumped = false, next = at;
+    for (let i = 0; i < 64; i++) {
+      const len = buf[at];
+      if (len === 0) { if (!jumped) next = at + 1; break; }
+      if ((len & 0xc0) === 0xc0) { if (!jumped) next = at + 2; at = ((len & 0x3f) << 8) | buf[at + 1]; jumped = true; continue; }
+      parts.push(buf.subarray(at + 1, at + 1 + len).toString());
+      at += 1 + len;
+    }
+    return [parts.join('.'), next];
+  };
+  return new Promise((resolve) => {
+    const seen = [];
+    const timer = setTimeout(() => { clearInterval(again); sock.close(); resolve(seen); }, ms);
+    const again = setInterval(() => sock.send(query, 5353, '224.0.0.251'), 1000);
+    sock.on('message', (buf) => {
+      try {
+        if (!(buf[2] & 0x80)) return; // a query, maybe our own
+        let at = 12;
+        for (let q = buf.readUInt16BE(4); q > 0; q--) at = name(buf, at)[1] + 4;
+        const records = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+        for (let i = 0; i < records; i++) {
+          const [n, next] = name(buf, at);
+          const type = buf.readUInt16BE(next), len = buf.readUInt16BE(next + 8);
+          const addr = [...buf.subarray(next + 10, next + 14)].join('.');
+          if (type === 1 && n.toLowerCase() === host.toLowerCase()) {
+            seen.push(addr);
+            if (addr === ifaceAddr) { clearTimeout(timer); clearInterval(again); sock.close(); resolve(addr); return; }
+          }
+          at = next + 10 + len;
+        }
+      } catch { /* not for us */ }
+    });
+    sock.send(query, 5353, '224.0.0.251');
+  });
 }

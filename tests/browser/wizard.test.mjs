@@ -2,14 +2,14 @@
 // every step (with the server's validation shown beside the field), resume
 // after a server restart, finish lands in the chat; then the chosen box name
 // is a secure context for a browser that trusts the box's CA (no
-// certificate-error flag anywhere), and a second start skips the wizard and
-// keeps the CA.
+// certificate-error flag anywhere) announced as <name>.local by multicast
+// DNS, and a second start skips the wizard and keeps the CA.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { Server, trustingBrowser, waitConnected } from './lib.mjs';
+import { Server, trustingBrowser, waitConnected, mdnsLookup } from './lib.mjs';
 
 let browser;
 after(async () => { await browser?.close(); });
@@ -24,7 +24,7 @@ async function step(page, n) {
 }
 
 test('the wizard claims the box step by step, resumes after a restart and lands in the chat; the box name is then a secure context', async () => {
-  const server = await Server.start();
+  const server = await Server.start({ mdns: true });
   try {
     // the browser trusts the box's CA like a user's would after installing it
     browser = await trustingBrowser(server, ['--host-resolver-rules=MAP office 127.0.0.1']);
@@ -116,6 +116,9 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     const saved = readFileSync(join(server.data, 'parvis.toml'), 'utf8');
     assert.match(saved, /name = "office"/);
     assert.match(saved, /external_address = "203.0.113.7"/);
+
+    // the new name is announced on the LAN by multicast DNS
+    assert.equal(await mdnsLookup('office.local', '10.99.0.1'), '10.99.0.1');
 
     // applied without a restart: the certificate now names the box, and a
     // browser that trusts the CA gets a secure context there

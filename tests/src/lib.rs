@@ -98,7 +98,8 @@ impl Server {
     async fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log"))?;
         let child = Command::new(parvis_bin())
-            .args(["serve", "--log", "warn"])
+            // multicast DNS would leave the machine: off in tests
+            .args(["serve", "--log", "warn", "--no-mdns"])
             .arg("--data")
             .arg(&self.data)
             .arg("--https")
