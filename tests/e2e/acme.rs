@@ -77,6 +77,9 @@ async fn http_01_issuance_is_answered_by_parvis_and_served_without_restart() -> 
     let leaf1 = check_served(&s, &p).await?;
     // the web keeps working on the same port
     assert_eq!(s.http("GET", "/api/status", None, None).await?.status, 200);
+    // TURN over TLS (its own port) presents the same certificate for the domain
+    let turn_leaf = served_chain(s.turn_tls_port, DOMAIN, &p.root_pem().await?).await?;
+    assert_eq!(turn_leaf[0].to_vec(), leaf1);
 
     // `parvis cert status` tells what is served; `parvis cert renew` renews now
     let out = std::process::Command::new(parvis_bin()).args(["cert", "status", "--data"]).arg(&s.data).output()?;
