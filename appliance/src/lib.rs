@@ -71,16 +71,7 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
         }
     }
     let code = auth::new_setup_code(&mut rand::rngs::OsRng);
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(f, "{code}")?;
+    tls::write_file(&path, &format!("{code}\n"), true).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(code)
 }
 

@@ -25,21 +25,18 @@ pub fn secret(data: &Path) -> anyhow::Result<Vec<u8>> {
         if text.len() >= 16 && !text.contains(char::is_whitespace) {
             return Ok(text.as_bytes().to_vec());
         }
-        anyhow::bail!("{} must hold one secret of at least 16 characters", path.display());
+        // empty: an older version lost power while writing it; nobody can
+        // have used it, so a new one is made below
+        if !text.is_empty() {
+            anyhow::bail!("{} must hold one secret of at least 16 characters", path.display());
+        }
     }
     let mut bytes = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     let text = hex::encode(&bytes);
-    writeln!(f, "{text}")?;
+    // atomic and durable: a power cut leaves no file or the whole secret
+    crate::tls::write_file(&path, &format!("{text}\n"), true)?;
     Ok(text.into_bytes())
 }
 

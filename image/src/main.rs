@@ -1,0 +1,263 @@
+//! `parvis-image`: builds the box's flashable x86_64 disk image from the
+//! static `parvis` binary, `firmware/` and Debian packages (downloaded with
+//! apt-get, unpacked, never installed; cached under `target/image-cache`).
+//! No root, loop devices or mounts: partitions are made as files
+//! (`mkfs.vfat` + mtools, `mkfs.ext4 -d`) and placed by [`gpt::Layout`].
+//!
+//! Usage: parvis-image --binary PATH --out DIR [--cache DIR] [--version V]
+
+mod gpt;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Modules of the box: storage, network, filesystems, watchdogs (with
+/// their dependencies, resolved against the unpacked kernel).
+const MODULES: &[&str] = &[
+    // virtual machines
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_rng",
+    // storage
+    "ahci", "nvme", "xhci_pci", "ehci_pci", "usb_storage", "uas", "sd_mod", "sr_mod", "sdhci_pci", "sdhci_acpi", "mmc_block",
+    // network: common mini-PC NICs and USB adapters
+    "e1000e", "e1000", "igb", "igc", "r8169", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm",
+    // filesystems
+    "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "isofs", "squashfs", "efivarfs", "crc32c_intel",
+    // watchdogs
+    "i6300esb", "iTCO_wdt", "sp5100_tco",
+];
+
+const ESP_SIZE: u64 = 64 << 20;
+const DATA_SIZE: u64 = 256 << 20;
+/// A fixed date for every timestamp we control (reproducible output).
+const EPOCH: &str = "2026-01-01 00:00:00";
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn step(what: &str) {
+    println!("image: {what}");
+}
+
+/// Downloads (once) and unpacks (once) a Debian package; returns its tree.
+fn package(cache: &Path, name: &str) -> Result<PathBuf> {
+    let tree = cache.join(format!("{name}.d"));
+    if tree.is_dir() {
+        return Ok(tree);
+    }
+    let find = || -> Result<Option<PathBuf>> {
+        Ok(fs::read_dir(cache)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+            p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&format!("{name}_")) && f.ends_with(".deb"))
+        }))
+    };
+    let deb = match find()? {
+        Some(d) => d,
+        None => {
+            step(&format!("downloading {name}"));
+            run(Command::new("apt-get").arg("download").arg(name).current_dir(cache))?;
+            find()?.with_context(|| format!("apt-get download {name} left no .deb"))?
+        }
+    };
+    let tmp = cache.join(format!("{name}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    fs::rename(&tmp, &tree)?;
+    Ok(tree)
+}
+
+/// The kernel package Debian's `linux-image-amd64` points at now.
+fn kernel_package() -> Result<String> {
+    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    deps.lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|d| d.starts_with("linux-image-")).map(str::to_string))
+        .context("apt-cache knows no linux-image-amd64: run apt-get update")
+}
+
+/// Copies the modules (and what they depend on) into the initramfs tree,
+/// then lets depmod index them there (modules.dep, modules.alias).
+fn modules(kernel: &Path, version: &str, root: &Path) -> Result<usize> {
+    run(Command::new("depmod").arg("-b").arg(kernel).arg(version))?;
+    let mut files = std::collections::BTreeSet::new();
+    for m in MODULES {
+        let out = Command::new("modprobe").arg("-d").arg(kernel).args(["-S", version, "--show-depends", m]).output()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(path) = line.strip_prefix("insmod ") {
+                files.insert(path.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    }
+    let base = kernel.join("lib/modules").join(version);
+    for f in &files {
+        let rel = Path::new(f).strip_prefix(&base).with_context(|| format!("{f} is outside {}", base.display()))?;
+        let dest = root.join("lib/modules").join(version).join(rel);
+        fs::create_dir_all(dest.parent().expect("has parent"))?;
+        fs::copy(f, &dest)?;
+    }
+    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+        let _ = fs::copy(base.join(f), root.join("lib/modules").join(version).join(f));
+    }
+    run(Command::new("depmod").arg("-b").arg(root).arg(version))?;
+    Ok(files.len())
+}
+
+/// A newc cpio of `root`, sorted, with fixed times and owners, gzipped.
+fn initramfs(root: &Path, out: &Path) -> Result<()> {
+    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(root))?;
+    let script = format!(
+        "cd {} && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible | gzip -n -9 > {}",
+        root.display(),
+        out.display()
+    );
+    run(Command::new("sh").arg("-c").arg(script))?;
+    Ok(())
+}
+
+/// The unified kernel image: systemd's EFI stub with the kernel, initramfs,
+/// command line and os-release as PE sections after the stub's own.
+fn uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, osrel: &str, work: &Path, out: &Path) -> Result<()> {
+    let headers = run(Command::new("objdump").arg("-h").arg(stub))?;
+    let mut end = 0u64;
+    for l in headers.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 4 && f[0].parse::<u32>().is_ok() {
+            let size = u64::from_str_radix(f[2], 16)?;
+            let vma = u64::from_str_radix(f[3], 16)?;
+            end = end.max(vma + size);
+        }
+    }
+    let align = |x: u64| x.div_ceil(0x1000) * 0x1000;
+    let (cmd_file, os_file) = (work.join("cmdline"), work.join("os-release"));
+    fs::write(&cmd_file, cmdline)?;
+    fs::write(&os_file, osrel)?;
+    let mut at = align(end);
+    let mut c = Command::new("objcopy");
+    for (name, file) in [(".osrel", &os_file), (".cmdline", &cmd_file), (".linux", &kernel.to_path_buf()), (".initrd", &initrd.to_path_buf())] {
+        c.arg("--add-section").arg(format!("{name}={}", file.display()));
+        c.arg("--change-section-vma").arg(format!("{name}={at:#x}"));
+        at = align(at + fs::metadata(file)?.len());
+    }
+    c.arg(stub).arg(out);
+    run(&mut c)?;
+    Ok(())
+}
+
+fn esp(out: &Path, boot_efi: &Path, uki: &Path, entry: &str) -> Result<()> {
+    let _ = fs::remove_file(out);
+    run(Command::new("mkfs.vfat").args(["-C", "-n", "PARVIS-ESP", "-i", "50415256"]).arg(out).arg((ESP_SIZE / 1024).to_string()))?;
+    let m = |args: &[&str]| run(Command::new(args[0]).args(&args[1..]).env("MTOOLS_SKIP_CHECK", "1"));
+    let img = out.to_str().context("path")?;
+    m(&["mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/EFI/Linux", "::/loader", "::/loader/entries"])?;
+    m(&["mcopy", "-i", img, boot_efi.to_str().context("path")?, "::/EFI/BOOT/BOOTX64.EFI"])?;
+    // boot counting: systemd-boot tries an entry named NAME+3 three times
+    m(&["mcopy", "-i", img, uki.to_str().context("path")?, &format!("::/EFI/Linux/{entry}+3.efi")])?;
+    let conf = out.with_extension("loader.conf");
+    fs::write(&conf, "timeout 0\neditor no\nconsole-mode keep\n")?;
+    m(&["mcopy", "-i", img, conf.to_str().context("path")?, "::/loader/loader.conf"])?;
+    Ok(())
+}
+
+fn data(out: &Path, work: &Path) -> Result<()> {
+    let _ = fs::remove_file(out);
+    let tree = work.join("data-tree");
+    fs::create_dir_all(tree.join("parvis"))?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "parvis-data", "-U", "50415256-4953-4d44-8000-000000000001", "-E", "root_owner=0:0", "-d"])
+        .arg(&tree)
+        .arg(out)
+        .arg(format!("{}k", DATA_SIZE / 1024))
+        .env("E2FSPROGS_FAKE_TIME", "1767225600"))?;
+    Ok(())
+}
+
+fn assemble(layout: &gpt::Layout, parts: &[&Path], out: &Path) -> Result<()> {
+    let mut f = fs::File::create(out)?;
+    f.set_len(layout.size)?;
+    layout.write_primary(&mut f)?;
+    for (p, file) in layout.partitions.iter().zip(parts) {
+        let mut src = fs::File::open(file)?;
+        if src.metadata()?.len() > p.size {
+            bail!("{} does not fit its partition", file.display());
+        }
+        f.seek(SeekFrom::Start(p.start))?;
+        std::io::copy(&mut src, &mut f)?;
+    }
+    f.seek(SeekFrom::Start(layout.backup_offset()))?;
+    layout.write_backup(&mut f)?;
+    f.flush()?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut binary = None;
+    let mut out = PathBuf::from("target/images");
+    let mut cache = PathBuf::from("target/image-cache");
+    let mut version = env!("CARGO_PKG_VERSION").to_string();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
+        match k.as_str() {
+            "--binary" => binary = Some(PathBuf::from(v)),
+            "--out" => out = v.into(),
+            "--cache" => cache = v.into(),
+            "--version" => version = v,
+            _ => bail!("unknown option {k}"),
+        }
+    }
+    let binary = binary.context("--binary PATH (the static parvis)")?;
+    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware");
+    fs::create_dir_all(&out)?;
+    fs::create_dir_all(&cache)?;
+    let (out, cache) = (out.canonicalize()?, cache.canonicalize()?);
+    let work = out.join("work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+
+    let kpkg = kernel_package()?;
+    let kernel = package(&cache, &kpkg)?;
+    let busybox = package(&cache, "busybox-static")?;
+    let sdboot = package(&cache, "systemd-boot-efi")?;
+    let kver = kpkg.trim_start_matches("linux-image-").to_string();
+
+    step(&format!("initramfs (kernel {kver})"));
+    let root = work.join("initramfs");
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "perm", "tmp", "run", "usr/bin", "usr/sbin"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy(busybox.join("bin/busybox"), root.join("bin/busybox"))?;
+    fs::copy(&binary, root.join("bin/parvis"))?;
+    fs::copy(firmware.join("init"), root.join("init"))?;
+    fs::copy(firmware.join("udhcpc.script"), root.join("etc/udhcpc.script"))?;
+    let osrel = format!("NAME=Parvis\nID=parvis\nVERSION_ID={version}\nPRETTY_NAME=\"Parvis {version}\"\n");
+    fs::write(root.join("etc/os-release"), &osrel)?;
+    let n = modules(&kernel, &kver, &root)?;
+    let initrd = work.join("initrd.img");
+    initramfs(&root, &initrd)?;
+    step(&format!("initramfs: {n} modules, {} KiB", fs::metadata(&initrd)?.len() / 1024));
+
+    step("unified kernel image");
+    let uki_file = work.join("parvis.efi");
+    let stub = sdboot.join("usr/lib/systemd/boot/efi/linuxx64.efi.stub");
+    let cmdline = "console=tty0 console=ttyS0,115200 panic=10 loglevel=4";
+    uki(&stub, &kernel.join(format!("boot/vmlinuz-{kver}")), &initrd, cmdline, &osrel, &work, &uki_file)?;
+
+    step("partitions");
+    let esp_img = work.join("esp.img");
+    esp(&esp_img, &sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"), &uki_file, &format!("parvis-{version}"))?;
+    let data_img = work.join("data.img");
+    data(&data_img, &work)?;
+    let layout = gpt::Layout::appliance(ESP_SIZE, DATA_SIZE, 0x5041_5256_4953);
+    let img = out.join("parvis-x86_64.img");
+    assemble(&layout, &[&esp_img, &data_img], &img)?;
+    let uki_kib = fs::metadata(&uki_file)?.len() / 1024;
+    let _ = fs::remove_dir_all(&work);
+    println!("image: {} ({} MiB; unified kernel image {uki_kib} KiB)", img.display(), layout.size >> 20);
+    Ok(())
+}
