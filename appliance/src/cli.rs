@@ -55,6 +55,9 @@ enum Command {
         /// Do not announce <name>.local by multicast DNS (config key `mdns`).
         #[arg(long, env = "PARVIS_NO_MDNS")]
         no_mdns: bool,
+        /// Once the ports are bound, run as this UID:GID (config key `run_as`).
+        #[arg(long, env = "PARVIS_RUN_AS", value_name = "UID:GID")]
+        run_as: Option<String>,
         #[command(flatten)]
         turn: TurnFlags,
     },
@@ -220,8 +223,8 @@ pub fn main() -> ExitCode {
     crate::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, https, http, name, log, no_mdns, turn } => {
-            let over = turn.apply(Overrides { https, http, name, log, no_mdns, ..Overrides::default() });
+        Command::Serve { common, https, http, name, log, no_mdns, run_as, turn } => {
+            let over = turn.apply(Overrides { https, http, name, log, no_mdns, run_as, ..Overrides::default() });
             let config = match load(&common, over) {
                 Ok(c) => c,
                 Err(code) => return code,

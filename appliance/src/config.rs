@@ -38,6 +38,9 @@ pub struct Config {
     /// Federation with other companies' boxes: `off` (default), `allowlist`
     /// (only the boxes listed in the admin settings) or `open`.
     pub federation: Federation,
+    /// `UID:GID` to run as once the listening ports are bound (the box binds
+    /// 80 and 443 as root, then drops to an unprivileged user). Default: none.
+    pub run_as: Option<String>,
     /// The file this configuration was read from (not a key): where the
     /// wizard and the Settings page save. None: `<data>/parvis.toml`.
     #[serde(skip)]
@@ -225,6 +228,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mdns: true,
             federation: Federation::Off,
+            run_as: None,
             file: None,
         }
     }
@@ -262,6 +266,7 @@ pub struct Overrides {
     pub turn_external: Option<std::net::IpAddr>,
     pub turn_allow_loopback_peers: bool,
     pub no_mdns: bool,
+    pub run_as: Option<String>,
 }
 
 impl Config {
@@ -327,6 +332,9 @@ impl Config {
         }
         if over.no_mdns {
             config.mdns = false;
+        }
+        if over.run_as.is_some() {
+            config.run_as = over.run_as;
         }
         let errors = config.check();
         if errors.is_empty() { Ok(config) } else { Err(errors) }
@@ -412,11 +420,23 @@ impl Config {
                 bad("tls.acme_email", format!("{:?} is not an e-mail address", tls.acme_email));
             }
         }
+        if let Some(ids) = &self.run_as {
+            if parse_ids(ids).is_none() {
+                bad("run_as", format!("{ids:?} is not UID:GID (numbers, e.g. \"1000:1000\"), and not root"));
+            }
+        }
         if !tls.acme_root.is_empty() && !Path::new(&tls.acme_root).is_file() {
             bad("tls.acme_root", format!("{} is not a file", tls.acme_root));
         }
         errors
     }
+}
+
+/// `UID:GID`, both numbers, neither 0.
+pub fn parse_ids(s: &str) -> Option<(u32, u32)> {
+    let (u, g) = s.split_once(':')?;
+    let (u, g) = (u.parse().ok()?, g.parse().ok()?);
+    (u != 0 && g != 0).then_some((u, g))
 }
 
 /// A fully qualified domain name for a certificate: dot-separated DNS
@@ -468,6 +488,16 @@ mod tests {
         c.chat.send_rate = 0;
         let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["https", "name", "log", "chat.send_rate"]);
+    }
+
+    #[test]
+    fn run_as_is_two_numbers_and_never_root() {
+        assert_eq!(parse_ids("1000:1000"), Some((1000, 1000)));
+        for bad in ["0:0", "1000:0", "parvis", "1000", "a:b", ""] {
+            assert_eq!(parse_ids(bad), None, "{bad}");
+        }
+        let c = Config { run_as: Some("0:0".into()), ..Config::default() };
+        assert_eq!(c.check()[0].key, "run_as");
     }
 
     #[test]

@@ -77,6 +77,18 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
 
 /// Runs `parvis serve` until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    // The privileged ports first (80 and 443 on the box), then, with
+    // `run_as`, nothing more as root: every file is created by the user
+    // Parvis runs as.
+    let https = tokio::net::TcpListener::bind(config.https)
+        .await
+        .with_context(|| format!("https: cannot listen on {}", config.https))?;
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("http: cannot listen on {}", config.http))?;
+    if let Some(ids) = &config.run_as {
+        sys::drop_privileges(ids)?;
+    }
     let db = open_db(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let needs_setup = !db.read(store::users::admin_exists).await?;
@@ -105,12 +117,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     });
     let (cert_status, cert_renew) = (certs.status.clone(), certs.renew.clone());
 
-    let https = tokio::net::TcpListener::bind(config.https)
-        .await
-        .with_context(|| format!("https: cannot listen on {}", config.https))?;
-    let http = tokio::net::TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("http: cannot listen on {}", config.http))?;
     let https_port = https.local_addr()?.port();
 
     let stop = CancellationToken::new();

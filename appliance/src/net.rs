@@ -6,7 +6,8 @@ use std::net::IpAddr;
 pub fn hostname() -> Option<String> {
     let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
     let name = name.trim().to_lowercase();
-    (!name.is_empty() && name != "localhost").then_some(name)
+    // "(none)" is what a kernel says before anyone set the name
+    (!name.is_empty() && name != "localhost" && name != "(none)").then_some(name)
 }
 
 /// Addresses of the machine's interfaces that a browser could use to reach

@@ -149,18 +149,41 @@ fn uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, osrel: &str, wo
     Ok(())
 }
 
-fn esp(out: &Path, boot_efi: &Path, uki: &Path, entry: &str) -> Result<()> {
+/// The EFI system partition image, `size` bytes. `counting`: name the entry
+/// for boot counting (not on read-only media: nothing could be renamed).
+fn esp(out: &Path, size: u64, boot_efi: &Path, uki: &Path, entry: &str, counting: bool) -> Result<()> {
     let _ = fs::remove_file(out);
-    run(Command::new("mkfs.vfat").args(["-C", "-n", "PARVIS-ESP", "-i", "50415256"]).arg(out).arg((ESP_SIZE / 1024).to_string()))?;
+    run(Command::new("mkfs.vfat").args(["-C", "-n", "PARVIS-ESP", "-i", "50415256"]).arg(out).arg((size / 1024).to_string()))?;
     let m = |args: &[&str]| run(Command::new(args[0]).args(&args[1..]).env("MTOOLS_SKIP_CHECK", "1"));
     let img = out.to_str().context("path")?;
     m(&["mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/EFI/Linux", "::/loader", "::/loader/entries"])?;
     m(&["mcopy", "-i", img, boot_efi.to_str().context("path")?, "::/EFI/BOOT/BOOTX64.EFI"])?;
     // boot counting: systemd-boot tries an entry named NAME+3 three times
-    m(&["mcopy", "-i", img, uki.to_str().context("path")?, &format!("::/EFI/Linux/{entry}+3.efi")])?;
+    let name = if counting { format!("{entry}+3.efi") } else { format!("{entry}.efi") };
+    m(&["mcopy", "-i", img, uki.to_str().context("path")?, &format!("::/EFI/Linux/{name}")])?;
     let conf = out.with_extension("loader.conf");
     fs::write(&conf, "timeout 0\neditor no\nconsole-mode keep\n")?;
     m(&["mcopy", "-i", img, conf.to_str().context("path")?, "::/loader/loader.conf"])?;
+    Ok(())
+}
+
+/// A hybrid ISO (boots as a CD and as a USB stick): the ESP image appended
+/// as a GPT partition and used as the UEFI El Torito boot image. It runs
+/// live: without a `data` partition nothing is kept.
+fn iso(esp: &Path, work: &Path, out: &Path, version: &str) -> Result<()> {
+    let root = work.join("iso-root");
+    fs::create_dir_all(&root)?;
+    fs::write(root.join("README.TXT"), format!("Parvis {version}: boot this disc or stick on a UEFI PC, then open the address it shows.\n"))?;
+    let _ = fs::remove_file(out);
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-V", "PARVIS", "-J", "-R"])
+        .args(["-append_partition", "2", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"])
+        .arg(esp)
+        .args(["-appended_part_as_gpt", "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"])
+        .arg("-o")
+        .arg(out)
+        .arg(&root)
+        .env("SOURCE_DATE_EPOCH", "1767225600"))?;
     Ok(())
 }
 
@@ -250,14 +273,26 @@ fn main() -> Result<()> {
 
     step("partitions");
     let esp_img = work.join("esp.img");
-    esp(&esp_img, &sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"), &uki_file, &format!("parvis-{version}"))?;
+    let boot_efi = sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    esp(&esp_img, ESP_SIZE, &boot_efi, &uki_file, &format!("parvis-{version}"), true)?;
     let data_img = work.join("data.img");
     data(&data_img, &work)?;
     let layout = gpt::Layout::appliance(ESP_SIZE, DATA_SIZE, 0x5041_5256_4953);
     let img = out.join("parvis-x86_64.img");
     assemble(&layout, &[&esp_img, &data_img], &img)?;
+    step("hybrid ISO");
+    // El Torito counts the boot image in 16-bit sectors: keep it under 32 MiB
+    let iso_esp = work.join("esp-iso.img");
+    let need = (fs::metadata(&uki_file)?.len() + fs::metadata(&boot_efi)?.len()).div_ceil(1 << 20) + 2;
+    if need > 31 {
+        bail!("the unified kernel image is too large for an El Torito boot image ({need} MiB)");
+    }
+    esp(&iso_esp, need << 20, &boot_efi, &uki_file, &format!("parvis-{version}"), false)?;
+    let iso_file = out.join("parvis-x86_64.iso");
+    iso(&iso_esp, &work, &iso_file, &version)?;
     let uki_kib = fs::metadata(&uki_file)?.len() / 1024;
     let _ = fs::remove_dir_all(&work);
     println!("image: {} ({} MiB; unified kernel image {uki_kib} KiB)", img.display(), layout.size >> 20);
+    println!("image: {} ({} MiB)", iso_file.display(), fs::metadata(&iso_file)?.len() >> 20);
     Ok(())
 }
