@@ -349,16 +349,17 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> anyhow::Result<rustls::sign:
 
 /// Owns the certificate lifecycle while `parvis serve` runs.
 pub struct Manager {
-    pub tls_dir: PathBuf,
-    pub config: watch::Receiver<TlsConfig>,
-    pub resolver: Arc<CertResolver>,
-    pub challenges: Arc<Challenges>,
+    tls_dir: PathBuf,
+    config: watch::Receiver<TlsConfig>,
+    resolver: Arc<CertResolver>,
+    challenges: Arc<Challenges>,
+    /// What the manager last did, for the web side.
     pub status: Arc<Mutex<CertStatus>>,
-    pub clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     /// Notified by `parvis cert renew` (SIGHUP) and the admin page.
     pub renew: Arc<Notify>,
     /// Reissues the local certificate when due (names, expiry).
-    pub local_refresh: Box<dyn Fn() -> Option<Arc<rustls::sign::CertifiedKey>> + Send + Sync>,
+    local_refresh: Box<dyn Fn() -> Option<Arc<rustls::sign::CertifiedKey>> + Send + Sync>,
     force: bool,
     failures: u32,
     retry_at: Option<i64>,
