@@ -103,6 +103,13 @@ enum Command {
     /// The HTTPS certificate: status, renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// On the box: verify a signed update bundle and install it as the next
+    /// boot entry (reboot to use it; a version that never gets healthy is
+    /// rolled back by the boot loader).
+    Update {
+        /// The bundle (`parvis-x86_64-<version>.update`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,7 +238,8 @@ pub fn main() -> ExitCode {
             };
             init_logging(&config.log);
             match runtime().block_on(crate::run(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(crate::Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(crate::Exit::Reboot) => ExitCode::from(75),
                 Err(e) => {
                     eprintln!("parvis: {e:#}");
                     ExitCode::FAILURE
@@ -341,6 +349,12 @@ pub fn main() -> ExitCode {
             Ok(c) => report(cert_renew(&c)),
             Err(code) => code,
         },
+        Command::Update { file } => report((|| {
+            let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let path = crate::update::install(&crate::update::BoxPaths::default(), &raw, &crate::update::running_version())?;
+            println!("installed {}: reboot to use it", path.display());
+            Ok(())
+        })()),
     }
 }
 

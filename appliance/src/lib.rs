@@ -16,6 +16,7 @@ pub mod store;
 pub mod sys;
 pub mod tls;
 pub mod turn;
+pub mod update;
 pub mod web;
 
 use std::sync::{Arc, Mutex};
@@ -75,8 +76,19 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
     Ok(code)
 }
 
-/// Runs `parvis serve` until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// Why `parvis serve` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (signal).
+    Stopped,
+    /// An update was installed: the box must reboot into it (exit code 75,
+    /// which `firmware/init` turns into a reboot).
+    Reboot,
+}
+
+/// Runs `parvis serve` until `shutdown` completes (or an update asks for a
+/// reboot).
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Exit> {
     // The privileged ports first (80 and 443 on the box), then, with
     // `run_as`, nothing more as root: every file is created by the user
     // Parvis runs as.
@@ -135,6 +147,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let settings = web::setup::Settings::from_config(&config, company, language);
     let own_origins = web::setup::origins(&names, https_port);
     let mdns = if config.mdns { mdns::Announcer::start(&config.name, https_port) } else { None };
+    let reboot = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(web::AppState {
         chat,
         config: config.clone(),
@@ -153,6 +166,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         mdns,
         ca_fingerprint: tls_state.ca_fingerprint.clone(),
         own_origins: std::sync::RwLock::new(own_origins),
+        reboot: reboot.clone(),
     });
     let app = web::router(state);
 
@@ -185,13 +199,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             );
         }
     });
-    shutdown.await;
-    tracing::info!("shutting down");
+    // healthy: the boot entry this system came from is good (on the box)
+    match update::bless(&update::BoxPaths::default()) {
+        Ok(Some(entry)) => tracing::info!("boot entry blessed: {entry}"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot bless the boot entry: {e}"),
+    }
+    let exit = tokio::select! {
+        _ = shutdown => Exit::Stopped,
+        _ = reboot.notified() => Exit::Reboot,
+    };
+    tracing::info!(?exit, "shutting down");
     stop.cancel();
     let _ = servers.await;
     sweeper.abort();
     let _ = std::fs::remove_file(pid_file);
-    Ok(())
+    Ok(exit)
 }
 
 /// Company name and default language as stored by setup / Settings.

@@ -4,7 +4,14 @@
 //! No root, loop devices or mounts: partitions are made as files
 //! (`mkfs.vfat` + mtools, `mkfs.ext4 -d`) and placed by [`gpt::Layout`].
 //!
+//! Updates are signed with `<cache>/update-signing.pk8` (Ed25519, made on
+//! first use: keep it, it is what the boxes trust); its public key goes into
+//! the image (`/etc/parvis/update.pub`). `--bundle` writes only a signed
+//! update bundle, `parvis-x86_64-<version>.update`.
+//!
 //! Usage: parvis-image --binary PATH --out DIR [--cache DIR] [--version V]
+//!                     [--bundle] [--broken]   (--broken: a Parvis that
+//!                     never starts, to test rollback)
 
 mod gpt;
 
@@ -218,13 +225,33 @@ fn assemble(layout: &gpt::Layout, parts: &[&Path], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The update signing key (made once) and its public half.
+fn signing_key(cache: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let path = cache.join("update-signing.pk8");
+    if !path.exists() {
+        step("making the update signing key (keep it: boxes trust it)");
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|_| anyhow::anyhow!("key generation"))?;
+        fs::write(&path, pkcs8.as_ref())?;
+    }
+    let pkcs8 = fs::read(&path)?;
+    let public = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", path.display()))?.public_key().as_ref().to_vec();
+    Ok((pkcs8, public))
+}
+
 fn main() -> Result<()> {
     let mut binary = None;
+    let (mut bundle_only, mut broken) = (false, false);
     let mut out = PathBuf::from("target/images");
     let mut cache = PathBuf::from("target/image-cache");
     let mut version = env!("CARGO_PKG_VERSION").to_string();
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        match k.as_str() {
+            "--bundle" => { bundle_only = true; continue }
+            "--broken" => { broken = true; continue }
+            _ => {}
+        }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
             "--binary" => binary = Some(PathBuf::from(v)),
@@ -255,7 +282,15 @@ fn main() -> Result<()> {
         fs::create_dir_all(root.join(d))?;
     }
     fs::copy(busybox.join("bin/busybox"), root.join("bin/busybox"))?;
-    fs::copy(&binary, root.join("bin/parvis"))?;
+    if broken {
+        fs::write(root.join("bin/parvis"), "#!/bin/sh\necho 'parvis: this build is broken on purpose (rollback test)'\nexit 1\n")?;
+        run(Command::new("chmod").arg("755").arg(root.join("bin/parvis")))?;
+    } else {
+        fs::copy(&binary, root.join("bin/parvis"))?;
+    }
+    let (signing, public) = signing_key(&cache)?;
+    fs::create_dir_all(root.join("etc/parvis"))?;
+    fs::write(root.join("etc/parvis/update.pub"), &public)?;
     fs::copy(firmware.join("init"), root.join("init"))?;
     fs::copy(firmware.join("udhcpc.script"), root.join("etc/udhcpc.script"))?;
     let osrel = format!("NAME=Parvis\nID=parvis\nVERSION_ID={version}\nPRETTY_NAME=\"Parvis {version}\"\n");
@@ -271,6 +306,14 @@ fn main() -> Result<()> {
     let cmdline = "console=tty0 console=ttyS0,115200 panic=10 loglevel=4";
     uki(&stub, &kernel.join(format!("boot/vmlinuz-{kver}")), &initrd, cmdline, &osrel, &work, &uki_file)?;
 
+    if bundle_only {
+        let bundle = parvis::update::sign(&version, &fs::read(&uki_file)?, &signing).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let file = out.join(format!("parvis-x86_64-{version}.update"));
+        fs::write(&file, bundle)?;
+        let _ = fs::remove_dir_all(&work);
+        println!("image: {} (signed update bundle)", file.display());
+        return Ok(());
+    }
     step("partitions");
     let esp_img = work.join("esp.img");
     let boot_efi = sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");

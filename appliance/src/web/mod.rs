@@ -62,6 +62,8 @@ pub struct AppState {
     /// `https://<name>:<port>` for every name and address of the box: the
     /// only other origins the UI may fetch from (the trust check).
     pub own_origins: std::sync::RwLock<Vec<String>>,
+    /// Ends `parvis serve` with a reboot request (an update was installed).
+    pub reboot: Arc<tokio::sync::Notify>,
 }
 
 pub type State = Arc<AppState>;
@@ -294,6 +296,7 @@ pub fn router(state: State) -> Router {
         .route("/admin/settings", get(setup::get_settings).put(setup::put_settings))
         .route("/admin/certificate/renew", post(setup::renew_certificate))
         .route("/trust", get(setup::trust))
+        .route("/admin/update", post(setup::upload_update).layer(axum::extract::DefaultBodyLimit::max(128 << 20)))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()
         .nest("/api", api)

@@ -444,6 +444,33 @@ pub async fn renew_certificate(AxState(state): AxState<State>, me: CurrentUser) 
     Ok(Json(json!({"ok": true})))
 }
 
+/// An admin uploads a signed update bundle: verified, installed as the next
+/// boot entry, then the box reboots into it (202 first).
+pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body: axum::body::Bytes) -> ApiResult<Response> {
+    me.require_admin()?;
+    let running = crate::update::running_version();
+    let installed = tokio::task::spawn_blocking(move || crate::update::install(&crate::update::BoxPaths::default(), &body, &running))
+        .await
+        .map_err(|_| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
+    match installed {
+        Ok(path) => {
+            tracing::warn!(by = %me.user.username, "update {} installed; rebooting", path.display());
+            let reboot = state.reboot.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                reboot.notify_one();
+            });
+            Ok((StatusCode::ACCEPTED, Json(json!({"installed": path.file_name().and_then(|n| n.to_str()), "rebooting": true}))).into_response())
+        }
+        Err(e @ crate::update::UpdateError::NoBox(_)) => Err(AppError::new(StatusCode::CONFLICT, "not_a_box", e.to_string())),
+        Err(crate::update::UpdateError::Io(e)) => {
+            tracing::error!("update: {e}");
+            Err(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the update could not be written"))
+        }
+        Err(e) => Err(AppError::new(StatusCode::BAD_REQUEST, "bad_update", e.to_string())),
+    }
+}
+
 /// For the wizard's "does this browser trust the box?" check: a page on
 /// one of the box's names fetches this from another of its names. Public,
 /// says nothing; readable cross-origin only by the box's own origins.

@@ -43,6 +43,7 @@ fn harness() -> Harness {
         mdns: None,
         ca_fingerprint: "AA:BB".into(),
         own_origins: Default::default(),
+        reboot: Arc::default(),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
