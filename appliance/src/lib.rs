@@ -89,15 +89,12 @@ pub enum Exit {
 /// Runs `parvis serve` until `shutdown` completes (or an update asks for a
 /// reboot).
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Exit> {
-    // The privileged ports first (80 and 443 on the box), then, with
-    // `run_as`, nothing more as root: every file is created by the user
-    // Parvis runs as.
-    let https = tokio::net::TcpListener::bind(config.https)
-        .await
-        .with_context(|| format!("https: cannot listen on {}", config.https))?;
-    let http = tokio::net::TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("http: cannot listen on {}", config.http))?;
+    // The privileged ports are bound first (80 and 443 on the box), then,
+    // with `run_as`, nothing more runs as root: every file is created by the
+    // user Parvis runs as. They listen only once everything is ready, so an
+    // open port means a working server.
+    let https = net::bind_tcp(config.https).with_context(|| format!("https: cannot listen on {}", config.https))?;
+    let http = net::bind_tcp(config.http).with_context(|| format!("http: cannot listen on {}", config.http))?;
     if let Some(ids) = &config.run_as {
         sys::drop_privileges(ids)?;
     }
@@ -129,7 +126,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     });
     let (cert_status, cert_renew) = (certs.status.clone(), certs.renew.clone());
 
-    let https_port = https.local_addr()?.port();
+    let https_port = https.local_addr()?.as_socket().context("https address")?.port();
 
     let stop = CancellationToken::new();
     let turn_tls = tls::turn_server_config(resolver.clone())?;
@@ -186,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
 
+    let (https, http) = (net::listen(https)?, net::listen(http)?);
     let pid_file = config.data.join("parvis.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).context("pid file")?;
     let servers = tokio::spawn({

@@ -34,3 +34,23 @@ pub fn local_addresses() -> Vec<IpAddr> {
     }
     out
 }
+
+/// A TCP socket bound to `addr` (privileged ports need root here) but not
+/// listening yet: connections are refused until [`listen`].
+pub fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Starts accepting on a socket from [`bind_tcp`] (no privilege needed).
+pub fn listen(s: socket2::Socket) -> std::io::Result<tokio::net::TcpListener> {
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(s.into())
+}

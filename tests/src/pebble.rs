@@ -115,6 +115,8 @@ impl Pebble {
                 .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
+                // every order validates for real (renewal and failure tests)
+                .env("PEBBLE_AUTHZREUSE", "0")
                 .stdout(log("pebble.log")?)
                 .stderr(log("pebble.err")?)
                 .spawn()
