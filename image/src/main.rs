@@ -1,19 +1,28 @@
-//! `parvis-image`: builds the box's flashable x86_64 disk image from the
-//! static `parvis` binary, `firmware/` and Debian packages (downloaded with
-//! apt-get, unpacked, never installed; cached under `target/image-cache`).
-//! No root, loop devices or mounts: partitions are made as files
-//! (`mkfs.vfat` + mtools, `mkfs.ext4 -d`) and placed by [`gpt::Layout`].
+//! `parvis-image`: builds the box's flashable images from the static
+//! `parvis` binary, `firmware/` and Debian packages (downloaded with a
+//! private apt state, unpacked, never installed; cached under
+//! `target/image-cache`): for x86_64 a GPT disk image and a hybrid ISO, for
+//! aarch64 a Raspberry Pi SD card image. No root, loop devices or mounts:
+//! partitions are made as files (`mkfs.vfat` + mtools, `mkfs.ext4 -d`) and
+//! placed by [`gpt::Layout`] or [`mbr::Layout`].
 //!
 //! Updates are signed with `<cache>/update-signing.pk8` (Ed25519, made on
 //! first use: keep it, it is what the boxes trust); its public key goes into
 //! the image (`/etc/parvis/update.pub`). `--bundle` writes only a signed
 //! update bundle, `parvis-x86_64-<version>.update`.
 //!
-//! Usage: parvis-image --binary PATH --out DIR [--cache DIR] [--version V]
-//!                     [--bundle] [--broken]   (--broken: a Parvis that
+//! Usage: parvis-image --binary PATH --out DIR [--arch x86_64|aarch64]
+//!                     [--cache DIR] [--version V] [--bundle] [--broken]
+//!        parvis-image --fetch PACKAGE [--arch A] [--cache DIR]: unpacks a
+//!                     package of that architecture (e.g. the arm64 Rust
+//!                     standard library for scripts/build-static), prints
+//!                     where   (--broken: a Parvis that
 //!                     never starts, to test rollback)
 
+mod debian;
 mod gpt;
+mod mbr;
+mod rpi;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -24,7 +33,7 @@ use anyhow::{Context, Result, bail};
 
 /// Modules of the box: storage, network, filesystems, watchdogs (with
 /// their dependencies, resolved against the unpacked kernel).
-const MODULES: &[&str] = &[
+const MODULES_X86_64: &[&str] = &[
     // virtual machines
     "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_rng",
     // storage
@@ -37,12 +46,27 @@ const MODULES: &[&str] = &[
     "i6300esb", "iTCO_wdt", "sp5100_tco",
 ];
 
+/// The Raspberry Pi's (and the same for arm64 virtual machines).
+const MODULES_AARCH64: &[&str] = &[
+    // virtual machines
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng",
+    // storage: the SD card (sdhost on Pi 3, emmc2 on Pi 4), USB disks
+    "bcm2835", "sdhci_iproc", "dwc2", "xhci_pci", "usb_storage", "uas", "sd_mod",
+    // network: Pi 3 (smsc95xx), Pi 3+ (lan78xx), Pi 4 (genet), USB adapters
+    "smsc95xx", "lan78xx", "genet", "broadcom", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm", "rndis_host",
+    // filesystems
+    "ext4", "crc32c_generic", "vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "isofs", "squashfs",
+    // watchdog, entropy (no RTC: the clock comes from the network)
+    "bcm2835_wdt", "bcm2835_rng", "reset_raspberrypi",
+];
+
 const ESP_SIZE: u64 = 64 << 20;
 const DATA_SIZE: u64 = 256 << 20;
 /// A fixed date for every timestamp we control (reproducible output).
 const EPOCH: &str = "2026-01-01 00:00:00";
+const EPOCH_SECS: u64 = 1_767_225_600;
 
-fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -50,69 +74,8 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     println!("image: {what}");
-}
-
-/// Downloads (once) and unpacks (once) a Debian package; returns its tree.
-fn package(cache: &Path, name: &str) -> Result<PathBuf> {
-    let tree = cache.join(format!("{name}.d"));
-    if tree.is_dir() {
-        return Ok(tree);
-    }
-    let find = || -> Result<Option<PathBuf>> {
-        Ok(fs::read_dir(cache)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-            p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&format!("{name}_")) && f.ends_with(".deb"))
-        }))
-    };
-    let deb = match find()? {
-        Some(d) => d,
-        None => {
-            step(&format!("downloading {name}"));
-            run(Command::new("apt-get").arg("download").arg(name).current_dir(cache))?;
-            find()?.with_context(|| format!("apt-get download {name} left no .deb"))?
-        }
-    };
-    let tmp = cache.join(format!("{name}.tmp"));
-    let _ = fs::remove_dir_all(&tmp);
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
-    fs::rename(&tmp, &tree)?;
-    Ok(tree)
-}
-
-/// The kernel package Debian's `linux-image-amd64` points at now.
-fn kernel_package() -> Result<String> {
-    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
-    deps.lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|d| d.starts_with("linux-image-")).map(str::to_string))
-        .context("apt-cache knows no linux-image-amd64: run apt-get update")
-}
-
-/// Copies the modules (and what they depend on) into the initramfs tree,
-/// then lets depmod index them there (modules.dep, modules.alias).
-fn modules(kernel: &Path, version: &str, root: &Path) -> Result<usize> {
-    run(Command::new("depmod").arg("-b").arg(kernel).arg(version))?;
-    let mut files = std::collections::BTreeSet::new();
-    for m in MODULES {
-        let out = Command::new("modprobe").arg("-d").arg(kernel).args(["-S", version, "--show-depends", m]).output()?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(path) = line.strip_prefix("insmod ") {
-                files.insert(path.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    }
-    let base = kernel.join("lib/modules").join(version);
-    for f in &files {
-        let rel = Path::new(f).strip_prefix(&base).with_context(|| format!("{f} is outside {}", base.display()))?;
-        let dest = root.join("lib/modules").join(version).join(rel);
-        fs::create_dir_all(dest.parent().expect("has parent"))?;
-        fs::copy(f, &dest)?;
-    }
-    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
-        let _ = fs::copy(base.join(f), root.join("lib/modules").join(version).join(f));
-    }
-    run(Command::new("depmod").arg("-b").arg(root).arg(version))?;
-    Ok(files.len())
 }
 
 /// A newc cpio of `root`, sorted, with fixed times and owners, gzipped.
@@ -190,7 +153,7 @@ fn iso(esp: &Path, work: &Path, out: &Path, version: &str) -> Result<()> {
         .arg("-o")
         .arg(out)
         .arg(&root)
-        .env("SOURCE_DATE_EPOCH", "1767225600"))?;
+        .env("SOURCE_DATE_EPOCH", EPOCH_SECS.to_string()))?;
     Ok(())
 }
 
@@ -203,7 +166,7 @@ fn data(out: &Path, work: &Path) -> Result<()> {
         .arg(&tree)
         .arg(out)
         .arg(format!("{}k", DATA_SIZE / 1024))
-        .env("E2FSPROGS_FAKE_TIME", "1767225600"))?;
+        .env("E2FSPROGS_FAKE_TIME", EPOCH_SECS.to_string()))?;
     Ok(())
 }
 
@@ -239,9 +202,26 @@ fn signing_key(cache: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((pkcs8, public))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let mut binary = None;
+    let mut fetch = None;
     let (mut bundle_only, mut broken) = (false, false);
+    let mut arch = Arch::X86_64;
     let mut out = PathBuf::from("target/images");
     let mut cache = PathBuf::from("target/image-cache");
     let mut version = env!("CARGO_PKG_VERSION").to_string();
@@ -255,25 +235,40 @@ fn main() -> Result<()> {
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
             "--binary" => binary = Some(PathBuf::from(v)),
+            "--fetch" => fetch = Some(v),
             "--out" => out = v.into(),
             "--cache" => cache = v.into(),
             "--version" => version = v,
+            "--arch" => arch = match v.as_str() {
+                "x86_64" => Arch::X86_64,
+                "aarch64" => Arch::Aarch64,
+                _ => bail!("--arch x86_64 or aarch64, not {v}"),
+            },
             _ => bail!("unknown option {k}"),
         }
     }
+    if let Some(name) = fetch {
+        fs::create_dir_all(&cache)?;
+        let tree = debian::Apt::new(&cache.canonicalize()?, arch.debian())?.package(&name)?;
+        println!("{}", tree.display());
+        return Ok(());
+    }
     let binary = binary.context("--binary PATH (the static parvis)")?;
+    if bundle_only && arch != Arch::X86_64 {
+        bail!("update bundles are for the x86_64 box (UEFI boot counting); the Raspberry Pi is updated by writing a new card");
+    }
     let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware");
     fs::create_dir_all(&out)?;
     fs::create_dir_all(&cache)?;
     let (out, cache) = (out.canonicalize()?, cache.canonicalize()?);
-    let work = out.join("work");
+    let work = out.join(format!("work-{}", arch.debian()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
 
-    let kpkg = kernel_package()?;
-    let kernel = package(&cache, &kpkg)?;
-    let busybox = package(&cache, "busybox-static")?;
-    let sdboot = package(&cache, "systemd-boot-efi")?;
+    let apt = debian::Apt::new(&cache, arch.debian())?;
+    let kpkg = apt.kernel_package()?;
+    let kernel = apt.package(&kpkg)?;
+    let busybox = apt.package("busybox-static")?;
     let kver = kpkg.trim_start_matches("linux-image-").to_string();
 
     step(&format!("initramfs (kernel {kver})"));
@@ -291,15 +286,38 @@ fn main() -> Result<()> {
     let (signing, public) = signing_key(&cache)?;
     fs::create_dir_all(root.join("etc/parvis"))?;
     fs::write(root.join("etc/parvis/update.pub"), &public)?;
+    // the earliest time the box may believe (boards without a clock)
+    fs::write(root.join("etc/parvis/build-time"), format!("{EPOCH_SECS}\n"))?;
     fs::copy(firmware.join("init"), root.join("init"))?;
     fs::copy(firmware.join("udhcpc.script"), root.join("etc/udhcpc.script"))?;
     let osrel = format!("NAME=Parvis\nID=parvis\nVERSION_ID={version}\nPRETTY_NAME=\"Parvis {version}\"\n");
     fs::write(root.join("etc/os-release"), &osrel)?;
-    let n = modules(&kernel, &kver, &root)?;
+    let wanted = if arch == Arch::X86_64 { MODULES_X86_64 } else { MODULES_AARCH64 };
+    let n = debian::modules(&kernel, &kver, wanted, &root)?;
     let initrd = work.join("initrd.img");
     initramfs(&root, &initrd)?;
     step(&format!("initramfs: {n} modules, {} KiB", fs::metadata(&initrd)?.len() / 1024));
+    let data_img = work.join("data.img");
 
+    if arch == Arch::Aarch64 {
+        let pi_firmware = apt.package("raspi-firmware")?;
+        step("partitions");
+        data(&data_img, &work)?;
+        let img = out.join("parvis-aarch64-rpi.img");
+        let parts = rpi::Parts {
+            kernel: &kernel.join(format!("boot/vmlinuz-{kver}")),
+            dtbs: &kernel.join(format!("usr/lib/linux-image-{kver}")),
+            firmware: &pi_firmware,
+            initrd: &initrd,
+            data: &data_img,
+        };
+        let layout = rpi::card(&parts, &version, &work, &img)?;
+        let _ = fs::remove_dir_all(&work);
+        println!("image: {} ({} MiB: boot {} MiB, data {} MiB, grows to the card)", img.display(), layout.size >> 20, layout.partitions[0].size >> 20, layout.partitions[1].size >> 20);
+        return Ok(());
+    }
+
+    let sdboot = apt.package("systemd-boot-efi")?;
     step("unified kernel image");
     let uki_file = work.join("parvis.efi");
     let stub = sdboot.join("usr/lib/systemd/boot/efi/linuxx64.efi.stub");
@@ -318,7 +336,6 @@ fn main() -> Result<()> {
     let esp_img = work.join("esp.img");
     let boot_efi = sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
     esp(&esp_img, ESP_SIZE, &boot_efi, &uki_file, &format!("parvis-{version}"), true)?;
-    let data_img = work.join("data.img");
     data(&data_img, &work)?;
     let layout = gpt::Layout::appliance(ESP_SIZE, DATA_SIZE, 0x5041_5256_4953);
     let img = out.join("parvis-x86_64.img");

@@ -41,6 +41,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` distinct free loopback TCP ports: all are held until the last is
+/// bound, so two of them cannot be the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// A running `parvis serve`.
 pub struct Server {
     pub data: PathBuf,
@@ -73,12 +80,13 @@ impl Server {
         use std::os::unix::fs::DirBuilderExt;
         let tmp = tempfile::tempdir()?;
         std::fs::DirBuilder::new().mode(0o700).create(tmp.path().join("data"))?;
+        let [https_port, http_port, turn_port, turn_tls_port] = free_ports();
         Ok(Server {
             data: tmp.path().join("data"),
-            https_port: free_port(),
-            http_port: free_port(),
-            turn_port: free_port(),
-            turn_tls_port: free_port(),
+            https_port,
+            http_port,
+            turn_port,
+            turn_tls_port,
             extra: extra.iter().map(|x| x.to_string()).collect(),
             child: None,
             _tmp: Some(tmp),
