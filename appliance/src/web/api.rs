@@ -75,19 +75,7 @@ pub struct SetupReq {
 
 /// First start: whoever knows the setup code creates the admin account.
 pub async fn setup(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json<SetupReq>) -> ApiResult<Response> {
-    let now = state.chat.clock.now_ms();
-    for key in [ip.0.as_str(), "*"] {
-        state.setup_limiter.check(key, now).map_err(AppError::too_many)?;
-    }
-    let code = state.setup_code.lock().expect("poisoned").clone();
-    let Some(code) = code else {
-        return Err(AppError::new(StatusCode::CONFLICT, "already_setup", "this box is already set up"));
-    };
-    if !auth::setup_code_matches(&req.code, &code) {
-        state.setup_limiter.fail(&ip.0, now);
-        state.setup_limiter.fail("*", now);
-        return Err(AppError::forbidden("wrong setup code (it is printed on the box's console and in its log)"));
-    }
+    super::setup::check_setup_code(&state, &ip, &req.code)?;
     let company = req.company.trim().to_string();
     if company.is_empty() || company.chars().count() > 100 {
         return Err(AppError::bad_request("company: 1 to 100 characters"));
@@ -96,20 +84,8 @@ pub async fn setup(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json
     users::check_display_name(&req.display_name)?;
     check_password(&req.password)?;
     let hash = hash_password(req.password).await?;
-    let user = state
-        .chat
-        .write(move |c, now| {
-            if users::admin_exists(c)? {
-                return Err(StoreError::Conflict("this box is already set up"));
-            }
-            store::set_setting(c, "company", &company)?;
-            let admin = users::create_user(c, &req.username, &req.display_name, &hash, Role::Admin, now)?;
-            let (_, published) = rooms::create_group(c, admin.id, "General", "", Visibility::Open, &[], now)?;
-            Ok((admin, published))
-        })
-        .await?;
-    *state.setup_code.lock().expect("poisoned") = None;
-    let _ = std::fs::remove_file(state.config.data.join("setup-code"));
+    let user = super::setup::claim(&state, company, req.username, req.display_name, hash).await?;
+    super::setup::end_setup(&state);
     tracing::info!(admin = %user.username, "setup complete");
     start_session(&state, user).await
 }

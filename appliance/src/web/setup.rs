@@ -26,7 +26,7 @@ use super::{ApiResult, AppError, ClientIp, CurrentUser, State};
 use crate::auth::{self, check_password};
 use crate::config::{Config, ConfigError, Federation, TlsConfig};
 use crate::store::rooms::{self, Visibility};
-use crate::store::users::{self, Role};
+use crate::store::users::{self, Role, User};
 use crate::store::{self, StoreError};
 
 /// What the wizard and the Settings page edit.
@@ -235,6 +235,48 @@ fn setup_pending(state: &State) -> ApiResult<()> {
     }
 }
 
+/// The setup code check shared by the wizard and `POST /api/setup`: rate
+/// limited per address and overall, 409 once the box is set up.
+pub(super) fn check_setup_code(state: &State, ip: &ClientIp, given: &str) -> ApiResult<()> {
+    let now = state.chat.clock.now_ms();
+    for key in [ip.0.as_str(), "*"] {
+        state.setup_limiter.check(key, now).map_err(AppError::too_many)?;
+    }
+    setup_pending(state)?;
+    let code = state.setup_code.lock().expect("poisoned").clone().unwrap_or_default();
+    if !auth::setup_code_matches(given, &code) {
+        state.setup_limiter.fail(&ip.0, now);
+        state.setup_limiter.fail("*", now);
+        return Err(AppError::forbidden("wrong setup code (it is printed on the box's console and in its log)"));
+    }
+    Ok(())
+}
+
+/// Claims the box in one transaction: the company, the first admin (its
+/// password already hashed) and the General group. Refused if an admin
+/// exists (two setups racing).
+pub(super) async fn claim(state: &State, company: String, username: String, display_name: String, hash: String) -> ApiResult<User> {
+    let user = state
+        .chat
+        .write(move |c, now| {
+            if users::admin_exists(c)? {
+                return Err(StoreError::Conflict("this box is already set up"));
+            }
+            store::set_setting(c, "company", &company)?;
+            let admin = users::create_user(c, &username, &display_name, &hash, Role::Admin, now)?;
+            let (_, published) = rooms::create_group(c, admin.id, "General", "", Visibility::Open, &[], now)?;
+            Ok((admin, published))
+        })
+        .await?;
+    Ok(user)
+}
+
+/// Setup is over: the code is forgotten (memory and disk).
+pub(super) fn end_setup(state: &State) {
+    *state.setup_code.lock().expect("poisoned") = None;
+    let _ = std::fs::remove_file(state.config.data.join("setup-code"));
+}
+
 /// The draft of the caller's setup token.
 fn authorized_draft(state: &State, headers: &HeaderMap) -> ApiResult<Draft> {
     setup_pending(state)?;
@@ -266,17 +308,7 @@ pub struct UnlockReq {
 }
 
 pub async fn unlock(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json<UnlockReq>) -> ApiResult<Json<Value>> {
-    let now = state.chat.clock.now_ms();
-    for key in [ip.0.as_str(), "*"] {
-        state.setup_limiter.check(key, now).map_err(AppError::too_many)?;
-    }
-    setup_pending(&state)?;
-    let code = state.setup_code.lock().expect("poisoned").clone().unwrap_or_default();
-    if !auth::setup_code_matches(&req.code, &code) {
-        state.setup_limiter.fail(&ip.0, now);
-        state.setup_limiter.fail("*", now);
-        return Err(AppError::forbidden("wrong setup code (it is printed on the box's console and in its log)"));
-    }
+    check_setup_code(&state, &ip, &req.code)?;
     let token = auth::new_token(&mut rand::rngs::OsRng);
     let mut draft = load_draft(&state.config.data).unwrap_or_else(|| Draft {
         settings: state.settings.lock().expect("poisoned").clone(),
@@ -383,24 +415,12 @@ pub async fn finish(AxState(state): AxState<State>, headers: HeaderMap) -> ApiRe
     }
     let (company, username, display, hash) =
         (d.settings.company.trim().to_string(), d.username.clone(), d.display_name.clone(), d.password_hash.clone());
-    let user = state
-        .chat
-        .write(move |c, now| {
-            if users::admin_exists(c)? {
-                return Err(StoreError::Conflict("this box is already set up"));
-            }
-            store::set_setting(c, "company", &company)?;
-            let admin = users::create_user(c, &username, &display, &hash, Role::Admin, now)?;
-            let (_, published) = rooms::create_group(c, admin.id, "General", "", Visibility::Open, &[], now)?;
-            Ok((admin, published))
-        })
-        .await?;
+    let user = claim(&state, company, username, display, hash).await?;
     if let Err(e) = apply(&state, d.settings.clone()).await {
         tracing::error!("setup: applying the settings: {e:#}");
         return Err(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the settings could not be applied: {e}")));
     }
-    *state.setup_code.lock().expect("poisoned") = None;
-    let _ = std::fs::remove_file(state.config.data.join("setup-code"));
+    end_setup(&state);
     let _ = std::fs::remove_file(draft_path(&state.config.data));
     tracing::info!(admin = %user.username, name = %d.settings.name, "setup complete");
     start_session(&state, user).await
