@@ -110,6 +110,14 @@ enum Command {
         /// The bundle (`parvis-x86_64-<version>.update`).
         file: PathBuf,
     },
+    /// On the box (run by init at boot): grow the data partition to the
+    /// end of its disk or SD card, and its mounted ext4 to the partition.
+    GrowData {
+        /// The data partition's device, e.g. /dev/mmcblk0p2.
+        device: PathBuf,
+        /// Where it is mounted.
+        mount: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +201,12 @@ enum ConfigCommand {
     },
     /// Print the effective configuration as TOML.
     Show {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the box's network settings as `key=value` lines, for its init
+    /// (mode, address, gateway, dns): checked, so safe to use as arguments.
+    Network {
         #[command(flatten)]
         common: Common,
     },
@@ -341,6 +355,15 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Config(ConfigCommand::Network { common }) => match load(&common, Overrides::default()) {
+            Ok(c) => {
+                let n = &c.network;
+                let mode = if n.mode == crate::config::NetworkMode::Static { "static" } else { "dhcp" };
+                println!("mode={mode}\naddress={}\ngateway={}\ndns={}", n.address.trim(), n.gateway, n.dns.join(" "));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
         Command::Cert(CertCommand::Status { common, json }) => match load(&common, Overrides::default()) {
             Ok(c) => report(cert_status(&c, json)),
             Err(code) => code,
@@ -353,6 +376,22 @@ pub fn main() -> ExitCode {
             let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let path = crate::update::install(&crate::update::BoxPaths::default(), &raw, &crate::update::running_version())?;
             println!("installed {}: reboot to use it", path.display());
+            Ok(())
+        })()),
+        Command::GrowData { device, mount } => report((|| {
+            let g = crate::disk::grow_data(&device, &mount)?;
+            let mib = |b: u64| b >> 20;
+            if g.partition_after != g.partition_before || g.filesystem_after != g.filesystem_before {
+                println!(
+                    "data grown: partition {} → {} MiB, filesystem {} → {} MiB",
+                    mib(g.partition_before),
+                    mib(g.partition_after),
+                    mib(g.filesystem_before),
+                    mib(g.filesystem_after)
+                );
+            } else {
+                println!("data: {} MiB, the whole disk", mib(g.filesystem_after));
+            }
             Ok(())
         })()),
     }

@@ -38,6 +38,9 @@ pub struct Config {
     /// Federation with other companies' boxes: `off` (default), `allowlist`
     /// (only the boxes listed in the admin settings) or `open`.
     pub federation: Federation,
+    /// The box's network, applied by its init at boot (elsewhere the
+    /// system's own network settings rule and this is ignored).
+    pub network: NetworkConfig,
     /// `UID:GID` to run as once the listening ports are bound (the box binds
     /// 80 and 443 as root, then drops to an unprivileged user). Default: none.
     pub run_as: Option<String>,
@@ -45,6 +48,90 @@ pub struct Config {
     /// wizard and the Settings page save. None: `<data>/parvis.toml`.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// How the box gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// From the LAN's DHCP server; a link-local address when none answers.
+    #[default]
+    Dhcp,
+    /// The address, gateway and DNS servers below.
+    Static,
+}
+
+/// `[network]`: the box's IPv4 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `dhcp` (default) or `static`.
+    pub mode: NetworkMode,
+    /// Static: the address and prefix length. Example: `"192.168.1.20/24"`.
+    pub address: String,
+    /// Static: the router. Example: `"192.168.1.1"`. Empty: none (LAN only).
+    pub gateway: String,
+    /// Static: DNS servers (for ACME and federation). Example: `["192.168.1.1"]`.
+    pub dns: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// Every problem of a static setting, keyed `network.*`.
+    pub fn check(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.mode == NetworkMode::Dhcp {
+            return errors;
+        }
+        let mut bad = |key: &str, reason: String| errors.push(ConfigError { key: format!("network.{key}"), reason });
+        let net = match parse_cidr4(&self.address) {
+            Ok(n) => Some(n),
+            Err(reason) => {
+                bad("address", reason);
+                None
+            }
+        };
+        if !self.gateway.is_empty() {
+            match self.gateway.parse::<std::net::Ipv4Addr>() {
+                Ok(gw) => {
+                    if let Some((ip, prefix)) = net {
+                        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                        if u32::from(gw) & mask != u32::from(ip) & mask {
+                            bad("gateway", format!("{gw} is not in {}", self.address));
+                        } else if gw == ip {
+                            bad("gateway", "is the box's own address".into());
+                        }
+                    }
+                }
+                Err(_) => bad("gateway", format!("{:?} is not an IPv4 address (example: 192.168.1.1)", self.gateway)),
+            }
+        }
+        if self.dns.len() > 3 {
+            bad("dns", "at most 3 servers".into());
+        }
+        for d in &self.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                bad("dns", format!("{d:?} is not an IP address"));
+            }
+        }
+        errors
+    }
+}
+
+/// `a.b.c.d/n`: a usable host address (not the network or broadcast
+/// address of its subnet, not loopback, multicast or 0.0.0.0), n in 8..=30.
+pub fn parse_cidr4(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let example = "(example: 192.168.1.20/24)";
+    let (ip, prefix) = s.trim().split_once('/').ok_or_else(|| format!("{s:?} needs a prefix length {example}"))?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address {example}"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| format!("/{prefix}: the prefix length must be 8 to 30"))?;
+    if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast() {
+        return Err(format!("{ip} cannot be the box's address"));
+    }
+    let host = u32::from(ip) & (u32::MAX >> prefix);
+    if host == 0 || host == u32::MAX >> prefix {
+        return Err(format!("{ip} is the network or broadcast address of /{prefix}"));
+    }
+    Ok((ip, prefix))
 }
 
 /// Federation mode (used by the federation service).
@@ -228,6 +315,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mdns: true,
             federation: Federation::Off,
+            network: NetworkConfig::default(),
             run_as: None,
             file: None,
         }
@@ -420,6 +508,9 @@ impl Config {
                 bad("tls.acme_email", format!("{:?} is not an e-mail address", tls.acme_email));
             }
         }
+        for e in self.network.check() {
+            bad(&e.key, e.reason);
+        }
         if let Some(ids) = &self.run_as {
             if parse_ids(ids).is_none() {
                 bad("run_as", format!("{ids:?} is not UID:GID (numbers, e.g. \"1000:1000\"), and not root"));
@@ -488,6 +579,34 @@ mod tests {
         c.chat.send_rate = 0;
         let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["https", "name", "log", "chat.send_rate"]);
+    }
+
+    #[test]
+    fn a_static_network_needs_a_usable_address_and_a_gateway_in_its_subnet() {
+        let from = |text: &str| -> Vec<String> {
+            let c: Config = toml::from_str(text).unwrap();
+            c.check().into_iter().map(|e| e.key).collect()
+        };
+        assert!(from("[network]\nmode = \"dhcp\"\naddress = \"junk\"").is_empty(), "DHCP ignores the static fields");
+        let good = "[network]\nmode = \"static\"\naddress = \"192.168.1.20/24\"\ngateway = \"192.168.1.1\"\ndns = [\"192.168.1.1\", \"2001:db8::53\"]";
+        assert!(from(good).is_empty(), "{:?}", from(good));
+        assert!(from("[network]\nmode = \"static\"\naddress = \"10.0.0.5/8\"").is_empty(), "no gateway: LAN only");
+        for (text, key) in [
+            ("address = \"\"", "network.address"),
+            ("address = \"192.168.1.20\"", "network.address"),
+            ("address = \"192.168.1.300/24\"", "network.address"),
+            ("address = \"192.168.1.0/24\"", "network.address"),
+            ("address = \"192.168.1.255/24\"", "network.address"),
+            ("address = \"127.0.0.2/8\"", "network.address"),
+            ("address = \"192.168.1.20/31\"", "network.address"),
+            ("address = \"192.168.1.20/24\"\ngateway = \"192.168.2.1\"", "network.gateway"),
+            ("address = \"192.168.1.20/24\"\ngateway = \"192.168.1.20\"", "network.gateway"),
+            ("address = \"192.168.1.20/24\"\ngateway = \"router\"", "network.gateway"),
+            ("address = \"192.168.1.20/24\"\ndns = [\"dns.example\"]", "network.dns"),
+        ] {
+            assert_eq!(from(&format!("[network]\nmode = \"static\"\n{text}")), vec![key.to_string()], "{text}");
+        }
+        assert!(toml::from_str::<Config>("[network]\nmode = \"manual\"").is_err());
     }
 
     #[test]

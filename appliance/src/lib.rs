@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod dns;
 pub mod doctor;
 pub mod mdns;

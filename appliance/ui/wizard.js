@@ -76,8 +76,26 @@ function boxPanel(s, info) {
     h('h3', {}, t('wiz_network')),
     h('p', {}, t('wiz_network_intro', { host: info.hostname || '—' })),
     h('ul', { class: 'addresses' }, addrs.length ? addrs : h('li', {}, t('wiz_no_address'))),
-    h('p', { class: 'muted' }, t('wiz_network_dhcp')),
+    ...networkFields(s.network),
   ];
+}
+
+/** DHCP or a static IPv4 address, used from the box's next start. */
+function networkFields(net) {
+  const fixed = h('div', { class: 'stack' },
+    field(t('wiz_net_address'), bound(net, 'address', { placeholder: '192.168.1.20/24', spellcheck: 'false', 'data-key': 'network.address' }, (v) => v.trim()), t('wiz_net_address_hint')),
+    field(t('wiz_net_gateway'), bound(net, 'gateway', { placeholder: '192.168.1.1', spellcheck: 'false', 'data-key': 'network.gateway' }, (v) => v.trim())),
+    field(t('wiz_net_dns'), (() => {
+      const el = bound(net, 'dns', { placeholder: '192.168.1.1', spellcheck: 'false', 'data-key': 'network.dns' },
+        (v) => v.split(/[\s,]+/).filter(Boolean));
+      el.value = (net.dns || []).join(', ');
+      return el;
+    })()));
+  const show = () => { fixed.hidden = net.mode !== 'static'; };
+  const modes = choice(net, 'mode', ['dhcp', 'static'], (m) => t('wiz_net_' + m));
+  modes.addEventListener('chosen', show);
+  show();
+  return [modes, fixed, h('p', { class: 'muted' }, t('wiz_net_next_start'))];
 }
 
 /** The box's other origins (names and addresses its certificate covers)
@@ -184,6 +202,8 @@ function reviewPanel(s, admin) {
     row(t('language'), LANGS.find(([c]) => c === s.language)?.[1] || s.language),
     row(t('company'), s.company), row(t('wiz_admin'), `${admin.display_name} (${admin.username})`),
     row(t('wiz_box_name'), `${s.name}.local`),
+    row(t('wiz_network'), s.network.mode === 'static'
+      ? `${s.network.address}${s.network.gateway ? ' · ' + s.network.gateway : ''}` : t('wiz_net_dhcp')),
     row(t('wiz_certs'), s.tls.mode === 'acme' ? `ACME · ${(s.tls.acme_domains || []).join(', ')} · ${s.tls.acme_challenge}` : t('wiz_mode_local')),
     row(t('wiz_external'), s.turn_external_address || '—'), row(t('wiz_relay_range'), `${s.relay_port_min}–${s.relay_port_max}`),
     row(t('wiz_federation'), t('wiz_fed_' + s.federation))),

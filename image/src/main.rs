@@ -20,8 +20,6 @@
 //!                     never starts, to test rollback)
 
 mod debian;
-mod gpt;
-mod mbr;
 mod rpi;
 
 use std::fs;
@@ -30,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use parvis::disk::gpt;
 
 /// Modules of the box: storage, network, filesystems, watchdogs (with
 /// their dependencies, resolved against the unpacked kernel).
@@ -162,7 +161,9 @@ fn data(out: &Path, work: &Path) -> Result<()> {
     let tree = work.join("data-tree");
     fs::create_dir_all(tree.join("parvis"))?;
     run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "parvis-data", "-U", "50415256-4953-4d44-8000-000000000001", "-E", "root_owner=0:0", "-d"])
+        // 4 KiB blocks and the default inode ratio whatever the image's size:
+        // the filesystem grows to the whole disk on first boot
+        .args(["-q", "-F", "-b", "4096", "-T", "default", "-L", "parvis-data", "-U", "50415256-4953-4d44-8000-000000000001", "-E", "root_owner=0:0", "-d"])
         .arg(&tree)
         .arg(out)
         .arg(format!("{}k", DATA_SIZE / 1024))

@@ -12,7 +12,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{mbr, run};
+use parvis::disk::mbr;
+
+use crate::run;
 
 /// Room for the firmware (~20 MB), the kernel (~33 MB), the initramfs and
 /// a second kernel + initramfs later.

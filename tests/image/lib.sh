@@ -35,3 +35,32 @@ finish() {
   echo "# fail $fail"
   [ "$fail" = 0 ]
 }
+
+# Size in MiB of the ext4 filesystem at byte $2 of image $1 (superblock).
+ext4_mib() {
+  python3 - "$1" "$2" <<'PY'
+import struct, sys
+with open(sys.argv[1], 'rb') as f:
+    f.seek(int(sys.argv[2]) + 1024)
+    sb = f.read(1024)
+assert sb[0x38:0x3A] == b'\x53\xef', 'no ext4 superblock'
+lo, log = struct.unpack_from('<I', sb, 4)[0], struct.unpack_from('<I', sb, 0x18)[0]
+hi = struct.unpack_from('<I', sb, 0x150)[0] if struct.unpack_from('<I', sb, 0x60)[0] & 0x80 else 0
+print(((hi << 32) | lo) * (1024 << log) >> 20)
+PY
+}
+
+# "start size" in MiB of partition $2 of image $1.
+part_mib() { sfdisk -J "$1" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$2-1]; print(p['start']*512>>20, p['size']*512>>20)"; }
+
+# Checks, after a first boot on a disk of $3 MiB made from a smaller image:
+# partition $2 of $1 and its filesystem fill the disk ($4: MiB left at the end).
+check_grown() {
+  local sm fs
+  sm=$(part_mib "$1" "$2"); fs=$(ext4_mib "$1" $(( ${sm% *} << 20 )))
+  if [ $(( ${sm% *} + ${sm#* } )) = $(( $3 - $4 )) ] && [ "$fs" = "${sm#* }" ] && sfdisk -V "$1" >/dev/null 2>&1; then
+    ok "first boot grew the data partition and its filesystem to the disk: ${sm#* } MiB ($(grep -aho 'data grown.*MiB' "$work"/console*.log | head -1 | tr -d '\r'))"
+  else
+    not_ok "data partition after first boot: start/size ${sm} MiB, filesystem ${fs} MiB, disk $3 MiB; $(sfdisk -V "$1" 2>&1 | tr '\n' ' ')"
+  fi
+}

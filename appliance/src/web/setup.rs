@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use super::api::{hash_password, start_session};
 use super::{ApiResult, AppError, ClientIp, CurrentUser, State};
 use crate::auth::{self, check_password};
-use crate::config::{Config, ConfigError, Federation, TlsConfig};
+use crate::config::{Config, ConfigError, Federation, NetworkConfig, TlsConfig};
 use crate::store::rooms::{self, Visibility};
 use crate::store::users::{self, Role, User};
 use crate::store::{self, StoreError};
@@ -44,6 +44,8 @@ pub struct Settings {
     pub relay_port_min: u16,
     pub relay_port_max: u16,
     pub federation: Federation,
+    /// The box's address (DHCP or static), used from its next start.
+    pub network: NetworkConfig,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             relay_port_min: c.turn.relay_port_min,
             relay_port_max: c.turn.relay_port_max,
             federation: c.federation,
+            network: c.network.clone(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Settings {
         c.turn.relay_port_min = self.relay_port_min;
         c.turn.relay_port_max = self.relay_port_max;
         c.federation = self.federation;
+        c.network = self.network.clone();
         c
     }
 
@@ -97,6 +101,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     doc.insert("name".into(), toml::Value::String(s.name.clone()));
     doc.insert("federation".into(), toml::Value::try_from(s.federation)?);
     doc.insert("tls".into(), toml::Value::try_from(&s.tls)?);
+    doc.insert("network".into(), toml::Value::try_from(&s.network)?);
     let turn = doc.entry("turn").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let turn = turn.as_table_mut().context("turn is not a table")?;
     match s.turn_external_address {
@@ -256,6 +261,7 @@ pub(super) fn check_setup_code(state: &State, ip: &ClientIp, given: &str) -> Api
 /// password already hashed) and the General group. Refused if an admin
 /// exists (two setups racing).
 pub(super) async fn claim(state: &State, company: String, username: String, display_name: String, hash: String) -> ApiResult<User> {
+    let name = company.clone();
     let user = state
         .chat
         .write(move |c, now| {
@@ -268,6 +274,7 @@ pub(super) async fn claim(state: &State, company: String, username: String, disp
             Ok((admin, published))
         })
         .await?;
+    state.settings.lock().expect("poisoned").company = name;
     Ok(user)
 }
 

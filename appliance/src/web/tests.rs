@@ -453,7 +453,8 @@ async fn settings_are_for_admins_and_go_through_the_same_check() {
     let (st, _, v) = h.call("GET", "/api/admin/settings", None, Some(&admin)).await;
     assert_eq!(st, StatusCode::OK);
     let mut s = v["settings"].clone();
-    s["company"] = json!("Acme");
+    assert_eq!(s["company"], "Acme", "the company given at setup");
+    assert_eq!(s["network"]["mode"], "dhcp");
     s["tls"]["mode"] = json!("acme");
     let (st, _, e) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
@@ -464,4 +465,13 @@ async fn settings_are_for_admins_and_go_through_the_same_check() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(h.state.tls_settings.borrow().acme_domains, ["chat.example.com"], "applied live");
     assert_eq!(v["settings"]["relay_port_max"], 50100);
+    // a static address: checked, then kept for the box's next start
+    s["network"] = json!({"mode": "static", "address": "192.168.1.20/24", "gateway": "10.0.0.1", "dns": []});
+    let (st, _, e) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
+    assert_eq!((st, e["errors"][0]["key"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("network.gateway")));
+    s["network"]["gateway"] = json!("192.168.1.1");
+    let (st, _, v) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let saved = std::fs::read_to_string(&h.state.config_file).unwrap();
+    assert!(saved.contains("[network]") && saved.contains("192.168.1.20/24"), "{saved}");
 }

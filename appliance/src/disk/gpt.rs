@@ -1,7 +1,8 @@
 //! The disk layout, defined once: a GUID partition table (UEFI 2.10 §5.3)
 //! with an EFI system partition and the `data` partition, written through
 //! `impl Write`. No loop devices, no root: partition contents are made as
-//! files and copied to their offsets by the builder.
+//! files and copied to their offsets by the image builder. The box reads it
+//! back and grows `data` to the disk on first boot ([`super::grow_data`]).
 
 use std::io::{self, Write};
 
@@ -159,6 +160,65 @@ impl Layout {
     pub fn backup_offset(&self) -> u64 {
         self.size - (ENTRY_SECTORS + 1) * SECTOR
     }
+
+    /// Bytes [`Layout::read`] needs from the start of the disk.
+    pub const HEAD: usize = ((2 + ENTRY_SECTORS) * SECTOR) as usize;
+
+    /// Reads the primary table (the disk's first [`Layout::HEAD`] bytes),
+    /// checking both checksums.
+    pub fn read(head: &[u8], disk_size: u64) -> Result<Layout, String> {
+        if head.len() < Self::HEAD || &head[512..520] != b"EFI PART" {
+            return Err("no GUID partition table".into());
+        }
+        let h = &head[512..1024];
+        let u32_at = |r: std::ops::Range<usize>| u32::from_le_bytes(h[r].try_into().expect("4 bytes"));
+        let u64_at = |b: &[u8], r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
+        let mut check = h[..92].to_vec();
+        check[16..20].fill(0);
+        if crc32fast::hash(&check) != u32_at(16..20) {
+            return Err("the partition table header is damaged (checksum)".into());
+        }
+        if u64_at(h, 72..80) != 2 || u64::from(u32_at(80..84)) != ENTRIES || u64::from(u32_at(84..88)) != ENTRY_SIZE {
+            return Err("a partition table not laid out as Parvis writes it".into());
+        }
+        let entries = &head[1024..Self::HEAD];
+        if crc32fast::hash(entries) != u32_at(88..92) {
+            return Err("the partition entries are damaged (checksum)".into());
+        }
+        let mut partitions = Vec::new();
+        for e in entries.chunks_exact(ENTRY_SIZE as usize) {
+            if e[..16].iter().all(|&b| b == 0) {
+                continue;
+            }
+            let units: Vec<u16> = e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+            let (first, last) = (u64_at(e, 32..40), u64_at(e, 40..48));
+            partitions.push(Partition {
+                type_guid: e[0..16].try_into().expect("16 bytes"),
+                unique_guid: e[16..32].try_into().expect("16 bytes"),
+                name: String::from_utf16_lossy(&units),
+                start: first * SECTOR,
+                size: (last + 1 - first) * SECTOR,
+            });
+        }
+        Ok(Layout { disk_guid: h[56..72].try_into().expect("16 bytes"), size: disk_size, partitions })
+    }
+
+    /// The layout on a disk of `disk_size` bytes, with its last partition,
+    /// `data`, grown to the end (whole MiB, leaving the last MiB to the
+    /// backup table as [`Layout::appliance`] does); None when it would not
+    /// grow by at least 1 MiB.
+    pub fn grown(&self, disk_size: u64) -> Option<Layout> {
+        let last = self.partitions.last().filter(|p| p.name == "data" && p.type_guid == LINUX_DATA_TYPE)?;
+        let end = (disk_size.saturating_sub(ALIGN) / ALIGN) * ALIGN;
+        if end < last.start + last.size + ALIGN {
+            return None;
+        }
+        let mut l = self.clone();
+        l.size = disk_size / SECTOR * SECTOR;
+        let p = l.partitions.last_mut().expect("has a last");
+        p.size = end - p.start;
+        Some(l)
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +240,41 @@ mod tests {
         assert!(data.start >= esp.start + esp.size);
         assert!(data.start + data.size <= l.backup_offset());
         assert_eq!(l, Layout::appliance(64 << 20, 300 << 20, 7), "reproducible");
+    }
+
+    #[test]
+    fn it_reads_back_what_it_wrote_and_grows_data_to_the_disk() {
+        let l = Layout::appliance(64 << 20, 256 << 20, 3);
+        let mut head = Vec::new();
+        l.write_primary(&mut head).unwrap();
+        let back = Layout::read(&head, l.size).unwrap();
+        assert_eq!(back, l);
+        assert_eq!(back.grown(l.size), None, "nothing to grow");
+        let disk = (8 << 30) + 777;
+        let g = back.grown(disk).unwrap();
+        assert_eq!(g.partitions[0], l.partitions[0]);
+        let data = &g.partitions[1];
+        assert_eq!(data.start, l.partitions[1].start);
+        assert_eq!(data.start + data.size, (8 << 30) - ALIGN);
+        assert!(data.start + data.size <= g.backup_offset());
+        assert_eq!(g.backup_offset() + (ENTRY_SECTORS + 1) * SECTOR, (8 << 30) + 512, "backup in the last sectors");
+        let mut again = Vec::new();
+        g.write_primary(&mut again).unwrap();
+        assert_eq!(Layout::read(&again, g.size).unwrap().grown(g.size), None);
+    }
+
+    #[test]
+    fn damaged_or_foreign_tables_are_refused() {
+        let l = Layout::appliance(8 << 20, 16 << 20, 1);
+        let mut head = Vec::new();
+        l.write_primary(&mut head).unwrap();
+        let mut bad = head.clone();
+        bad[1024 + 130] ^= 1;
+        assert!(Layout::read(&bad, l.size).unwrap_err().contains("checksum"));
+        assert!(Layout::read(&head[..1024], l.size).is_err());
+        let mut no_data = l.clone();
+        no_data.partitions.pop();
+        assert_eq!(no_data.grown(1 << 30), None);
     }
 
     #[test]

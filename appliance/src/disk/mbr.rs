@@ -1,11 +1,12 @@
 //! The Raspberry Pi's disk layout, defined once: a classic MBR partition
 //! table (the Pi's boot ROM reads only that) with a FAT32 boot partition
 //! (firmware, kernel, device trees) and the ext4 `data` partition, written
-//! through `impl Write` like [`crate::gpt`].
+//! through `impl Write` like [`super::gpt`], read back and grown to the
+//! card on the box's first boot.
 
 use std::io::{self, Write};
 
-use crate::gpt::{ALIGN, SECTOR};
+use super::gpt::{ALIGN, SECTOR};
 
 /// FAT32 with LBA addressing: what the Pi's firmware looks for.
 pub const FAT32_LBA: u8 = 0x0C;
@@ -59,6 +60,38 @@ impl Layout {
         mbr[511] = 0xAA;
         w.write_all(&mbr)
     }
+
+    /// Reads the table from the disk's first sector.
+    pub fn read(sector: &[u8], disk_size: u64) -> Result<Layout, String> {
+        if sector.len() < SECTOR as usize || sector[510..512] != [0x55, 0xAA] {
+            return Err("no MBR partition table".into());
+        }
+        let mut partitions = Vec::new();
+        for i in 0..4 {
+            let e = &sector[446 + 16 * i..462 + 16 * i];
+            let at = |r: std::ops::Range<usize>| u64::from(u32::from_le_bytes(e[r].try_into().expect("4 bytes")));
+            if e[4] != 0 {
+                partitions.push(Partition { kind: e[4], start: at(8..12) * SECTOR, size: at(12..16) * SECTOR });
+            }
+        }
+        Ok(Layout { disk_id: u32::from_le_bytes(sector[440..444].try_into().expect("4 bytes")), size: disk_size, partitions })
+    }
+
+    /// The layout with its last partition, a Linux one, grown to the end of
+    /// a disk of `disk_size` bytes (whole MiB, at most 2 TiB); None when it
+    /// would not grow by at least 1 MiB.
+    pub fn grown(&self, disk_size: u64) -> Option<Layout> {
+        let last = self.partitions.last().filter(|p| p.kind == LINUX)?;
+        let end = (disk_size.min(u64::from(u32::MAX) * SECTOR) / ALIGN) * ALIGN;
+        if end < last.start + last.size + ALIGN {
+            return None;
+        }
+        let mut l = self.clone();
+        l.size = disk_size;
+        let p = l.partitions.last_mut().expect("has a last");
+        p.size = end - p.start;
+        Some(l)
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +125,35 @@ mod tests {
         assert_eq!(u32::from_le_bytes(entry(1)[8..12].try_into().unwrap()), 65 * 2048);
         assert_eq!(u32::from_le_bytes(entry(1)[12..16].try_into().unwrap()), (256 - 65) * 2048);
         assert!(entry(2).iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn it_reads_back_and_grows_the_data_partition_to_the_card() {
+        let l = Layout::raspberry_pi(255 << 20, 512 << 20, 9);
+        let mut s = Vec::new();
+        l.write(&mut s).unwrap();
+        let back = Layout::read(&s, 512 << 20).unwrap();
+        assert_eq!(back, l);
+        assert_eq!(back.grown(512 << 20), None, "nothing to grow");
+        assert_eq!(back.grown((512 << 20) + 4096), None, "less than 1 MiB more");
+        let g = back.grown((32 << 30) + 12345).unwrap();
+        assert_eq!(g.partitions[0], l.partitions[0]);
+        assert_eq!(g.partitions[1].start, l.partitions[1].start);
+        assert_eq!(g.partitions[1].start + g.partitions[1].size, 32 << 30);
+        let mut again = Vec::new();
+        g.write(&mut again).unwrap();
+        assert_eq!(Layout::read(&again, 32 << 30).unwrap().grown(32 << 30), None);
+        // an MBR says at most 2 TiB
+        let huge = back.grown(3 << 40).unwrap();
+        assert!(huge.write(&mut Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn only_a_linux_last_partition_grows() {
+        let mut l = Layout::raspberry_pi(64 << 20, 256 << 20, 1);
+        l.partitions.pop();
+        assert_eq!(l.grown(1 << 30), None);
+        assert!(Layout::read(&[0u8; 512], 1 << 30).is_err());
     }
 
     #[test]
