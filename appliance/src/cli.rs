@@ -110,6 +110,19 @@ enum Command {
         /// The bundle (`parvis-x86_64-<version>.update`).
         file: PathBuf,
     },
+    /// On the live box (run by init as root when the admin chose a disk):
+    /// write the box's disk image onto DISK, then copy the live data there.
+    InstallDisk {
+        /// The gzipped disk image (on the ISO).
+        #[arg(long)]
+        image: PathBuf,
+        /// The whole disk, e.g. /dev/nvme0n1. Everything on it is erased.
+        #[arg(long)]
+        disk: PathBuf,
+        /// The live data folder to carry over (accounts, certificates).
+        #[arg(long)]
+        copy_data: Option<PathBuf>,
+    },
     /// On the box (run by init at boot): grow the data partition to the
     /// end of its disk or SD card, and its mounted ext4 to the partition.
     GrowData {
@@ -254,6 +267,7 @@ pub fn main() -> ExitCode {
             match runtime().block_on(crate::run(config, shutdown_signal())) {
                 Ok(crate::Exit::Stopped) => ExitCode::SUCCESS,
                 Ok(crate::Exit::Reboot) => ExitCode::from(75),
+                Ok(crate::Exit::Install) => ExitCode::from(76),
                 Err(e) => {
                     eprintln!("parvis: {e:#}");
                     ExitCode::FAILURE
@@ -376,6 +390,22 @@ pub fn main() -> ExitCode {
             let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let path = crate::update::install(&crate::update::BoxPaths::default(), &raw, &crate::update::running_version())?;
             println!("installed {}: reboot to use it", path.display());
+            Ok(())
+        })()),
+        Command::InstallDisk { image, disk, copy_data } => report((|| {
+            let mut last = 0;
+            crate::install::write_image(&image, &disk, |done, total| {
+                let pct = done * 100 / total.max(1);
+                if pct >= last + 10 || done == total {
+                    println!("installing on {}: {pct} % ({} of {} MiB)", disk.display(), done >> 20, total >> 20);
+                    last = pct;
+                }
+            })?;
+            if let Some(from) = copy_data {
+                let part = crate::install::partition(&disk, 2);
+                let bytes = crate::install::copy_data(&from, &part, (1000, 1000))?;
+                println!("data carried over to {} ({} KiB)", part.display(), bytes >> 10);
+            }
             Ok(())
         })()),
         Command::GrowData { device, mount } => report((|| {

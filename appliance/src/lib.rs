@@ -10,6 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod dns;
 pub mod doctor;
+pub mod install;
 pub mod mdns;
 pub mod net;
 pub mod server;
@@ -85,6 +86,9 @@ pub enum Exit {
     /// An update was installed: the box must reboot into it (exit code 75,
     /// which `firmware/init` turns into a reboot).
     Reboot,
+    /// The admin chose a disk to install the live system on (exit code 76:
+    /// `firmware/init` installs, as root, then turns the box off).
+    Install,
 }
 
 /// Runs `parvis serve` until `shutdown` completes (or an update asks for a
@@ -165,7 +169,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         ca_fingerprint: tls_state.ca_fingerprint.clone(),
         own_origins: std::sync::RwLock::new(own_origins),
         reboot: reboot.clone(),
+        end_as: Mutex::new(Exit::Reboot),
     });
+    let ending = state.clone();
     let app = web::router(state);
 
     let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
@@ -206,7 +212,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     let exit = tokio::select! {
         _ = shutdown => Exit::Stopped,
-        _ = reboot.notified() => Exit::Reboot,
+        _ = reboot.notified() => *ending.end_as.lock().expect("poisoned"),
     };
     tracing::info!(?exit, "shutting down");
     stop.cancel();

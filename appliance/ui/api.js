@@ -16,14 +16,16 @@ export class ApiError extends Error {
 
 export async function api(method, path, body) {
   const headers = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  // a File or Blob goes as it is (update bundles), anything else as JSON
+  const raw = typeof Blob !== 'undefined' && body instanceof Blob;
+  if (body !== undefined) headers['content-type'] = raw ? 'application/octet-stream' : 'application/json';
   if (method !== 'GET') headers['x-csrf-token'] = csrf;
   if (setupToken) headers['x-setup-token'] = setupToken;
   let res;
   try {
     res = await fetch('/api' + path, {
       method, headers, credentials: 'same-origin',
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || raw ? body : JSON.stringify(body),
     });
   } catch (e) {
     throw new ApiError(0, 'network', e.message);

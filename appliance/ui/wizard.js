@@ -313,10 +313,65 @@ export function boxSettingsSection(toast) {
     h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now')),
     h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s),
     err, h('button', { type: 'submit', class: 'primary' }, t('save')));
-    clear(body).append(form);
+    clear(body).append(...[form, await installBlock(), await updateBlock()].filter(Boolean));
   };
   render();
   return section;
+}
+
+const mib = (bytes) => (bytes >= 10 * 2 ** 30 ? `${Math.round(bytes / 2 ** 30)} GiB` : `${Math.round(bytes / 2 ** 20)} MiB`);
+
+/** Live system (CD or USB stick): install on one of this computer's disks.
+ *  The box erases it, carries its data over and turns off. */
+async function installBlock() {
+  let v;
+  try { v = await get('/admin/install'); } catch { return null; }
+  if (!v.live) return null;
+  const choice = { disk: v.disks.length === 1 ? v.disks[0].name : null };
+  const confirm = h('input', { autocapitalize: 'none', spellcheck: 'false', autocomplete: 'off', 'data-key': 'install.confirm' });
+  const err = formError();
+  const disks = h('div', { class: 'choices', role: 'radiogroup' }, v.disks.map((d) => {
+    const r = h('input', { type: 'radio', name: 'install-disk', value: d.name, checked: choice.disk === d.name });
+    r.addEventListener('change', () => { if (r.checked) choice.disk = d.name; });
+    return h('label', { class: 'check' }, r, ' ', h('code', {}, d.name), ` — ${mib(d.size)}${d.model ? ' · ' + d.model : ''}${d.removable ? ' · ' + t('install_removable') : ''}`);
+  }));
+  const form = h('form', { class: 'stack install', novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!choice.disk) { showFormError(err, new Error(t('install_pick'))); return; }
+    try {
+      await post('/admin/install', { disk: choice.disk, confirm: confirm.value.trim() });
+      clear(form).append(h('h3', {}, t('install_title')), h('p', { role: 'status' }, t('install_started', { disk: choice.disk })));
+    } catch (e) { showFormError(err, e); }
+  } },
+  h('h3', {}, t('install_title')), h('p', {}, t('install_intro')),
+  v.disks.length ? disks : h('p', { class: 'muted' }, t('install_no_disk')),
+  v.disks.length ? field(t('install_confirm'), confirm) : null, err,
+  v.disks.length ? h('button', { type: 'submit', class: 'danger' }, t('install_go')) : null);
+  return form;
+}
+
+/** A signed update bundle (parvis-x86_64-<version>.update): verified by
+ *  the box, which restarts into it and falls back if it never gets healthy. */
+async function updateBlock() {
+  let status;
+  try { status = await get('/status'); } catch { status = {}; }
+  const file = h('input', { type: 'file', accept: '.update', 'data-key': 'update.file' });
+  const err = formError();
+  const out = h('p', { role: 'status' });
+  const form = h('form', { class: 'stack', novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    const f = file.files[0];
+    if (!f) { showFormError(err, new Error(t('update_choose'))); return; }
+    out.textContent = t('update_sending');
+    try {
+      const r = await post('/admin/update', f);
+      out.textContent = t('update_installed', { entry: r.installed });
+    } catch (e) { out.textContent = ''; showFormError(err, e); }
+  } },
+  h('h3', {}, t('update_title')), h('p', {}, t('update_intro', { version: status.image_version || status.version || '?' })),
+  field(t('update_file'), file), err, out, h('button', { type: 'submit', class: 'secondary' }, t('update_go')));
+  return form;
 }
 
 /** For admins: the certificate alert, if any (shown as a banner). */

@@ -48,7 +48,7 @@ impl Apt {
             fs::write(dir.join("status"), "")?;
         }
         let apt = Apt { dir, cache: cache.to_path_buf(), arch };
-        let has_lists = fs::read_dir(apt.dir.join("lists"))?.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with("_Packages")));
+        let has_lists = fs::read_dir(apt.dir.join("lists"))?.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("_Packages")));
         if !has_lists {
             apt.update()?;
         }

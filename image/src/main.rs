@@ -138,11 +138,14 @@ fn esp(out: &Path, size: u64, boot_efi: &Path, uki: &Path, entry: &str, counting
 
 /// A hybrid ISO (boots as a CD and as a USB stick): the ESP image appended
 /// as a GPT partition and used as the UEFI El Torito boot image. It runs
-/// live: without a `data` partition nothing is kept.
-fn iso(esp: &Path, work: &Path, out: &Path, version: &str) -> Result<()> {
+/// live: without a `data` partition nothing is kept. It carries the disk
+/// image, gzipped, for "install on this computer" (Settings → Box).
+fn iso(esp: &Path, disk_image: &Path, work: &Path, out: &Path, version: &str) -> Result<()> {
     let root = work.join("iso-root");
     fs::create_dir_all(&root)?;
     fs::write(root.join("README.TXT"), format!("Parvis {version}: boot this disc or stick on a UEFI PC, then open the address it shows.\n"))?;
+    let gz = root.join(format!("{}.gz", disk_image.file_name().context("name")?.to_string_lossy()));
+    run(Command::new("sh").arg("-c").arg(format!("gzip -n -6 -c '{}' > '{}'", disk_image.display(), gz.display())))?;
     let _ = fs::remove_file(out);
     run(Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-V", "PARVIS", "-J", "-R"])
@@ -350,7 +353,7 @@ fn main() -> Result<()> {
     }
     esp(&iso_esp, need << 20, &boot_efi, &uki_file, &format!("parvis-{version}"), false)?;
     let iso_file = out.join("parvis-x86_64.iso");
-    iso(&iso_esp, &work, &iso_file, &version)?;
+    iso(&iso_esp, &img, &work, &iso_file, &version)?;
     let uki_kib = fs::metadata(&uki_file)?.len() / 1024;
     let _ = fs::remove_dir_all(&work);
     println!("image: {} ({} MiB; unified kernel image {uki_kib} KiB)", img.display(), layout.size >> 20);

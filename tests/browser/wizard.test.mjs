@@ -64,6 +64,15 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     await page.waitForSelector('[data-key=name][aria-invalid=true]');
     assert.match(await page.textContent('.field-error'), /lowercase letters/);
     await page.fill('[data-key=name]', 'office');
+    // a static address: the gateway must be in its subnet
+    await page.check('input[type=radio][value=static]');
+    await page.fill('[data-key="network.address"]', '10.99.0.1/24');
+    await page.fill('[data-key="network.gateway"]', '10.98.0.254');
+    await next(page);
+    await page.waitForSelector('[data-key="network.gateway"][aria-invalid=true]');
+    assert.match(await page.textContent('.field-error'), /is not in 10.99.0.1\/24/);
+    await page.fill('[data-key="network.gateway"]', '10.99.0.254');
+    await page.fill('[data-key="network.dns"]', '10.99.0.254, 10.99.0.253');
     await next(page);
 
     await step(page, 4); // certificates: local CA, its fingerprint, download, trust check
@@ -100,7 +109,7 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     await page.reload();
     await step(page, 7);
     const review = await page.textContent('table.review');
-    for (const s of ['Acme', 'Alice (alice)', 'office.local', '203.0.113.7', '50000–50199', 'Only boxes I list']) {
+    for (const s of ['Acme', 'Alice (alice)', 'office.local', '10.99.0.1/24 · 10.99.0.254', '203.0.113.7', '50000–50199', 'Only boxes I list']) {
       assert.ok(review.includes(s), `review lacks ${s}: ${review}`);
     }
     // earlier steps can be revisited
@@ -116,9 +125,27 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     const saved = readFileSync(join(server.data, 'parvis.toml'), 'utf8');
     assert.match(saved, /name = "office"/);
     assert.match(saved, /external_address = "203.0.113.7"/);
+    const network = saved.slice(saved.indexOf('[network]')).split(/\n\[/)[0];
+    for (const line of ['mode = "static"', 'address = "10.99.0.1/24"', 'gateway = "10.99.0.254"', '"10.99.0.253"']) {
+      assert.ok(network.includes(line), `[network] lacks ${line}: ${network}`);
+    }
 
     // the new name is announced on the LAN by multicast DNS
     assert.equal(await mdnsLookup('office.local', '10.99.0.1'), '10.99.0.1');
+
+    // Settings → Box: the same panels; updates are uploaded there (this
+    // server is no box: the error says why); no install offer off a live system
+    await page.click('button[aria-label=Settings]');
+    await page.waitForSelector('[data-key="update.file"]');
+    assert.equal(await page.isChecked('input[type=radio][value=static]'), true);
+    assert.equal(await page.inputValue('[data-key="network.address"]'), '10.99.0.1/24');
+    assert.equal(await page.locator('form.install').count(), 0);
+    await page.setInputFiles('[data-key="update.file"]', { name: 'parvis-x86_64-9.9.9.update', mimeType: 'application/octet-stream', buffer: Buffer.from('not a bundle') });
+    await page.click('button:text("Install the update")');
+    const updateError = page.locator('form:has([data-key="update.file"]) .form-error');
+    await updateError.waitFor({ state: 'visible' });
+    assert.match(await updateError.textContent(), /update key/);
+    await page.keyboard.press('Escape');
 
     // applied without a restart: the certificate now names the box, and a
     // browser that trusts the CA gets a secure context there

@@ -2,6 +2,7 @@
 //! WebSocket. `router(state)` is tested without sockets (tower `oneshot`).
 
 pub mod api;
+pub mod install;
 pub mod metrics;
 pub mod setup;
 pub mod ui;
@@ -64,6 +65,9 @@ pub struct AppState {
     pub own_origins: std::sync::RwLock<Vec<String>>,
     /// Ends `parvis serve` with a reboot request (an update was installed).
     pub reboot: Arc<tokio::sync::Notify>,
+    /// How `parvis serve` ends when `reboot` is notified: a reboot (update)
+    /// or an installation (live system).
+    pub end_as: Mutex<crate::Exit>,
 }
 
 pub type State = Arc<AppState>;
@@ -296,6 +300,7 @@ pub fn router(state: State) -> Router {
         .route("/admin/settings", get(setup::get_settings).put(setup::put_settings))
         .route("/admin/certificate/renew", post(setup::renew_certificate))
         .route("/trust", get(setup::trust))
+        .route("/admin/install", get(install::get_install).post(install::post_install))
         .route("/admin/update", post(setup::upload_update).layer(axum::extract::DefaultBodyLimit::max(128 << 20)))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()

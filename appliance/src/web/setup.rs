@@ -379,7 +379,7 @@ fn step_of(key: &str) -> u32 {
     match key.split('.').next().unwrap_or("") {
         "language" => 1,
         "company" | "admin" => 2,
-        "name" | "mdns" => 3,
+        "name" | "mdns" | "network" => 3,
         "tls" => 4,
         "turn" => 5,
         "federation" => 6,

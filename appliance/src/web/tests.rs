@@ -44,6 +44,7 @@ fn harness() -> Harness {
         ca_fingerprint: "AA:BB".into(),
         own_origins: Default::default(),
         reboot: Arc::default(),
+        end_as: Mutex::new(crate::Exit::Reboot),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -474,4 +475,17 @@ async fn settings_are_for_admins_and_go_through_the_same_check() {
     assert_eq!(st, StatusCode::OK, "{v}");
     let saved = std::fs::read_to_string(&h.state.config_file).unwrap();
     assert!(saved.contains("[network]") && saved.contains("192.168.1.20/24"), "{saved}");
+}
+
+#[tokio::test]
+async fn installing_is_for_admins_of_a_live_box_only() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    assert_eq!(h.call("GET", "/api/admin/install", None, Some(&bob)).await.0, StatusCode::FORBIDDEN);
+    let (st, _, v) = h.call("GET", "/api/admin/install", None, Some(&admin)).await;
+    assert_eq!((st, v["live"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
+    let (st, _, e) = h.call("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&admin)).await;
+    assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_live")), "{e}");
+    assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
 }
