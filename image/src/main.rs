@@ -115,25 +115,96 @@ fn uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, osrel: &str, wo
     }
     c.arg(stub).arg(out);
     run(&mut c)?;
+    // objcopy dates the PE header now: date it EPOCH, and checksum it again
+    let mut pe = fs::read(out)?;
+    let at = u32::from_le_bytes(pe[0x3C..0x40].try_into().expect("4 bytes")) as usize;
+    if pe.get(at..at + 4) != Some(b"PE\0\0".as_slice()) {
+        bail!("{} is not a PE image", out.display());
+    }
+    pe[at + 8..at + 12].copy_from_slice(&(EPOCH_SECS as u32).to_le_bytes());
+    let sum_at = at + 24 + 64;
+    pe[sum_at..sum_at + 4].fill(0);
+    let mut sum: u64 = 0;
+    for (i, w) in pe.chunks(2).enumerate() {
+        if i * 2 < sum_at || i * 2 >= sum_at + 4 {
+            sum += u64::from(u16::from_le_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+    }
+    let sum = (sum & 0xFFFF) as u32 + pe.len() as u32;
+    pe[sum_at..sum_at + 4].copy_from_slice(&sum.to_le_bytes());
+    fs::write(out, pe)?;
+    Ok(())
+}
+
+/// A FAT filesystem image of `size` bytes holding the tree `staged`, with
+/// every timestamp at [`EPOCH`] (reproducible): the files are dated, then
+/// copied with their dates (`mcopy -s -m`); the volume label's entry, which
+/// mkfs.vfat dates now, is set right afterwards.
+pub(crate) fn fat(out: &Path, size: u64, label: &str, id: &str, fat32: bool, staged: &Path) -> Result<()> {
+    let _ = fs::remove_file(out);
+    let mut mkfs = Command::new("mkfs.vfat");
+    if fat32 {
+        mkfs.args(["-F", "32"]);
+    }
+    run(mkfs.args(["-C", "-n", label, "-i", id]).arg(out).arg((size / 1024).to_string()))?;
+    fix_label_time(out)?;
+    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(staged))?;
+    let mut entries: Vec<PathBuf> = fs::read_dir(staged)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    let mut copy = Command::new("mcopy");
+    copy.args(["-s", "-m", "-i"]).arg(out).args(&entries).arg("::/").env("MTOOLS_SKIP_CHECK", "1");
+    run(&mut copy)?;
+    Ok(())
+}
+
+/// mkfs.vfat dates the volume label's directory entry with the current
+/// time (it ignores SOURCE_DATE_EPOCH): set it to [`EPOCH`].
+fn fix_label_time(fat: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(fat)?;
+    let mut bpb = [0u8; 512];
+    f.read_exact(&mut bpb)?;
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bpb[o], bpb[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes(bpb[o..o + 4].try_into().expect("4 bytes")));
+    let (bps, spc, reserved, fats) = (u16_at(11), u64::from(bpb[13]), u16_at(14), u64::from(bpb[16]));
+    let fat_size = if u16_at(22) != 0 { u16_at(22) } else { u32_at(36) };
+    let fat_end = (reserved + fats * fat_size) * bps;
+    // FAT12/16: the root directory follows the FATs; FAT32: it is a cluster
+    let root = if u16_at(17) != 0 { fat_end } else { fat_end + (u32_at(44) - 2) * spc * bps };
+    let mut dir = vec![0u8; 32 * 16];
+    f.seek(SeekFrom::Start(root))?;
+    f.read_exact(&mut dir)?;
+    // EPOCH, 2026-01-01 00:00:00, as a DOS date ((year - 1980) << 9 | month << 5 | day) and time
+    let date = ((2026u16 - 1980) << 9 | 1 << 5 | 1).to_le_bytes();
+    for (i, e) in dir.chunks_exact_mut(32).enumerate() {
+        if e[0] != 0 && e[0] != 0xE5 && e[11] == 0x08 {
+            e[13..16].fill(0);
+            e[16..18].copy_from_slice(&date);
+            e[18..20].copy_from_slice(&date);
+            e[22..24].fill(0);
+            e[24..26].copy_from_slice(&date);
+            f.seek(SeekFrom::Start(root + 32 * i as u64))?;
+            f.write_all(e)?;
+        }
+    }
     Ok(())
 }
 
 /// The EFI system partition image, `size` bytes. `counting`: name the entry
 /// for boot counting (not on read-only media: nothing could be renamed).
 fn esp(out: &Path, size: u64, boot_efi: &Path, uki: &Path, entry: &str, counting: bool) -> Result<()> {
-    let _ = fs::remove_file(out);
-    run(Command::new("mkfs.vfat").args(["-C", "-n", "PARVIS-ESP", "-i", "50415256"]).arg(out).arg((size / 1024).to_string()))?;
-    let m = |args: &[&str]| run(Command::new(args[0]).args(&args[1..]).env("MTOOLS_SKIP_CHECK", "1"));
-    let img = out.to_str().context("path")?;
-    m(&["mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/EFI/Linux", "::/loader", "::/loader/entries"])?;
-    m(&["mcopy", "-i", img, boot_efi.to_str().context("path")?, "::/EFI/BOOT/BOOTX64.EFI"])?;
+    let staged = out.with_extension("tree");
+    let _ = fs::remove_dir_all(&staged);
+    for d in ["EFI/BOOT", "EFI/Linux", "loader/entries"] {
+        fs::create_dir_all(staged.join(d))?;
+    }
+    fs::copy(boot_efi, staged.join("EFI/BOOT/BOOTX64.EFI"))?;
     // boot counting: systemd-boot tries an entry named NAME+3 three times
     let name = if counting { format!("{entry}+3.efi") } else { format!("{entry}.efi") };
-    m(&["mcopy", "-i", img, uki.to_str().context("path")?, &format!("::/EFI/Linux/{name}")])?;
-    let conf = out.with_extension("loader.conf");
-    fs::write(&conf, "timeout 0\neditor no\nconsole-mode keep\n")?;
-    m(&["mcopy", "-i", img, conf.to_str().context("path")?, "::/loader/loader.conf"])?;
-    Ok(())
+    fs::copy(uki, staged.join("EFI/Linux").join(name))?;
+    fs::write(staged.join("loader/loader.conf"), "timeout 0\neditor no\nconsole-mode keep\n")?;
+    fat(out, size, "PARVIS-ESP", "50415256", false, &staged)
 }
 
 /// A hybrid ISO (boots as a CD and as a USB stick): the ESP image appended
@@ -146,6 +217,7 @@ fn iso(esp: &Path, disk_image: &Path, work: &Path, out: &Path, version: &str) ->
     fs::write(root.join("README.TXT"), format!("Parvis {version}: boot this disc or stick on a UEFI PC, then open the address it shows.\n"))?;
     let gz = root.join(format!("{}.gz", disk_image.file_name().context("name")?.to_string_lossy()));
     run(Command::new("sh").arg("-c").arg(format!("gzip -n -6 -c '{}' > '{}'", disk_image.display(), gz.display())))?;
+    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(&root))?;
     let _ = fs::remove_file(out);
     run(Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-V", "PARVIS", "-J", "-R"])
@@ -159,15 +231,12 @@ fn iso(esp: &Path, disk_image: &Path, work: &Path, out: &Path, version: &str) ->
     Ok(())
 }
 
-fn data(out: &Path, work: &Path) -> Result<()> {
+fn data(out: &Path) -> Result<()> {
     let _ = fs::remove_file(out);
-    let tree = work.join("data-tree");
-    fs::create_dir_all(tree.join("parvis"))?;
     run(Command::new("mkfs.ext4")
         // 4 KiB blocks and the default inode ratio whatever the image's size:
         // the filesystem grows to the whole disk on first boot
-        .args(["-q", "-F", "-b", "4096", "-T", "default", "-L", "parvis-data", "-U", "50415256-4953-4d44-8000-000000000001", "-E", "root_owner=0:0", "-d"])
-        .arg(&tree)
+        .args(["-q", "-F", "-b", "4096", "-T", "default", "-L", "parvis-data", "-U", "50415256-4953-4d44-8000-000000000001", "-E", "root_owner=0:0,hash_seed=50415256-4953-4d44-8000-000000000002"])
         .arg(out)
         .arg(format!("{}k", DATA_SIZE / 1024))
         .env("E2FSPROGS_FAKE_TIME", EPOCH_SECS.to_string()))?;
@@ -306,7 +375,7 @@ fn main() -> Result<()> {
     if arch == Arch::Aarch64 {
         let pi_firmware = apt.package("raspi-firmware")?;
         step("partitions");
-        data(&data_img, &work)?;
+        data(&data_img)?;
         let img = out.join("parvis-aarch64-rpi.img");
         let parts = rpi::Parts {
             kernel: &kernel.join(format!("boot/vmlinuz-{kver}")),
@@ -340,7 +409,7 @@ fn main() -> Result<()> {
     let esp_img = work.join("esp.img");
     let boot_efi = sdboot.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
     esp(&esp_img, ESP_SIZE, &boot_efi, &uki_file, &format!("parvis-{version}"), true)?;
-    data(&data_img, &work)?;
+    data(&data_img)?;
     let layout = gpt::Layout::appliance(ESP_SIZE, DATA_SIZE, 0x5041_5256_4953);
     let img = out.join("parvis-x86_64.img");
     assemble(&layout, &[&esp_img, &data_img], &img)?;

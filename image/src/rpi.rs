@@ -8,13 +8,11 @@
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use parvis::disk::mbr;
 
-use crate::run;
 
 /// Room for the firmware (~20 MB), the kernel (~33 MB), the initramfs and
 /// a second kernel + initramfs later.
@@ -78,14 +76,8 @@ pub struct Parts<'a> {
 pub fn card(parts: &Parts, version: &str, work: &Path, out: &Path) -> Result<mbr::Layout> {
     let layout = mbr::Layout::raspberry_pi(BOOT_SIZE, CARD_SIZE, 0x5041_5256);
     let boot = work.join("boot.img");
-    let _ = fs::remove_file(&boot);
-    let size = layout.partitions[0].size;
-    run(Command::new("mkfs.vfat").args(["-C", "-F", "32", "-n", "PARVIS-BOOT", "-i", "50415257"]).arg(&boot).arg((size / 1024).to_string()))?;
-    let img = boot.to_str().context("path")?;
-    let copy = |from: &Path, to: &str| -> Result<()> {
-        run(Command::new("mcopy").args(["-i", img, "-o"]).arg(from).arg(format!("::/{to}")).env("MTOOLS_SKIP_CHECK", "1"))?;
-        Ok(())
-    };
+    let staged = work.join("boot-tree");
+    fs::create_dir_all(&staged)?;
     let fw = parts.firmware.join("usr/lib/raspi-firmware");
     let mut names: Vec<_> = fs::read_dir(&fw)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -93,18 +85,16 @@ pub fn card(parts: &Parts, version: &str, work: &Path, out: &Path) -> Result<mbr
         bail!("{} lacks the Pi's boot firmware", fw.display());
     }
     for n in &names {
-        copy(&fw.join(n), n)?;
+        fs::copy(fw.join(n), staged.join(n))?;
     }
     for dtb in device_trees(parts.dtbs)? {
-        copy(&dtb, &dtb.file_name().context("name")?.to_string_lossy())?;
+        fs::copy(&dtb, staged.join(dtb.file_name().context("name")?))?;
     }
-    copy(parts.kernel, "vmlinuz")?;
-    copy(parts.initrd, "initrd.img")?;
-    let (config, cmdline) = (work.join("config.txt"), work.join("cmdline.txt"));
-    fs::write(&config, config_txt(version))?;
-    fs::write(&cmdline, format!("{CMDLINE}\n"))?;
-    copy(&config, "config.txt")?;
-    copy(&cmdline, "cmdline.txt")?;
+    fs::copy(parts.kernel, staged.join("vmlinuz"))?;
+    fs::copy(parts.initrd, staged.join("initrd.img"))?;
+    fs::write(staged.join("config.txt"), config_txt(version))?;
+    fs::write(staged.join("cmdline.txt"), format!("{CMDLINE}\n"))?;
+    crate::fat(&boot, layout.partitions[0].size, "PARVIS-BOOT", "50415257", true, &staged)?;
 
     let mut f = fs::File::create(out)?;
     f.set_len(layout.size)?;
