@@ -218,7 +218,7 @@ enum ConfigCommand {
         common: Common,
     },
     /// Print the box's network settings as `key=value` lines, for its init
-    /// (mode, address, gateway, dns): checked, so safe to use as arguments.
+    /// (mode, address, gateway, dns, ntp): checked, so safe to use as arguments.
     Network {
         #[command(flatten)]
         common: Common,
@@ -373,7 +373,7 @@ pub fn main() -> ExitCode {
             Ok(c) => {
                 let n = &c.network;
                 let mode = if n.mode == crate::config::NetworkMode::Static { "static" } else { "dhcp" };
-                println!("mode={mode}\naddress={}\ngateway={}\ndns={}", n.address.trim(), n.gateway, n.dns.join(" "));
+                println!("mode={mode}\naddress={}\ngateway={}\ndns={}\nntp={}", n.address.trim(), n.gateway, n.dns.join(" "), n.ntp.join(" "));
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -73,16 +73,28 @@ pub struct NetworkConfig {
     pub gateway: String,
     /// Static: DNS servers (for ACME and federation). Example: `["192.168.1.1"]`.
     pub dns: Vec<String>,
+    /// Time servers (any mode, besides those DHCP offers): a box without a
+    /// clock (Raspberry Pi) needs one. Example: `["192.168.1.1"]`.
+    pub ntp: Vec<String>,
 }
 
 impl NetworkConfig {
     /// Every problem of a static setting, keyed `network.*`.
     pub fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        let mut bad = |key: &str, reason: String| errors.push(ConfigError { key: format!("network.{key}"), reason });
+        if self.ntp.len() > 4 {
+            bad("ntp", "at most 4 servers".into());
+        }
+        for s in &self.ntp {
+            let host_ok = s.split('.').all(|l| check_dns_label(l).is_ok()) && s.len() <= 253;
+            if s.parse::<std::net::IpAddr>().is_err() && !host_ok {
+                bad("ntp", format!("{s:?} is not an address or a host name"));
+            }
+        }
         if self.mode == NetworkMode::Dhcp {
             return errors;
         }
-        let mut bad = |key: &str, reason: String| errors.push(ConfigError { key: format!("network.{key}"), reason });
         let net = match parse_cidr4(&self.address) {
             Ok(n) => Some(n),
             Err(reason) => {
@@ -607,6 +619,8 @@ mod tests {
             assert_eq!(from(&format!("[network]\nmode = \"static\"\n{text}")), vec![key.to_string()], "{text}");
         }
         assert!(toml::from_str::<Config>("[network]\nmode = \"manual\"").is_err());
+        assert!(from("[network]\nntp = [\"192.168.1.1\", \"ntp.example.com\", \"router\"]").is_empty());
+        assert_eq!(from("[network]\nntp = [\"ntp example\"]"), ["network.ntp"]);
     }
 
     #[test]

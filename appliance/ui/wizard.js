@@ -95,7 +95,10 @@ function networkFields(net) {
   const modes = choice(net, 'mode', ['dhcp', 'static'], (m) => t('wiz_net_' + m));
   modes.addEventListener('chosen', show);
   show();
-  return [modes, fixed, h('p', { class: 'muted' }, t('wiz_net_next_start'))];
+  const ntp = bound(net, 'ntp', { placeholder: '192.168.1.1', spellcheck: 'false', 'data-key': 'network.ntp' },
+    (v) => v.split(/[\s,]+/).filter(Boolean));
+  ntp.value = (net.ntp || []).join(', ');
+  return [modes, fixed, field(t('wiz_net_ntp'), ntp, t('wiz_net_ntp_hint')), h('p', { class: 'muted' }, t('wiz_net_next_start'))];
 }
 
 /** The box's other origins (names and addresses its certificate covers)
