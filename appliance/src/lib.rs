@@ -149,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let settings = web::setup::Settings::from_config(&config, company, language);
     let own_origins = web::setup::origins(&names, https_port);
     let mdns = if config.mdns { mdns::Announcer::start(&config.name, https_port) } else { None };
-    let reboot = Arc::new(tokio::sync::Notify::new());
+    let end = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(web::AppState {
         chat,
         config: config.clone(),
@@ -168,7 +168,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         mdns,
         ca_fingerprint: tls_state.ca_fingerprint.clone(),
         own_origins: std::sync::RwLock::new(own_origins),
-        reboot: reboot.clone(),
+        end: end.clone(),
         end_as: Mutex::new(Exit::Reboot),
     });
     let ending = state.clone();
@@ -212,7 +212,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     let exit = tokio::select! {
         _ = shutdown => Exit::Stopped,
-        _ = reboot.notified() => *ending.end_as.lock().expect("poisoned"),
+        _ = end.notified() => *ending.end_as.lock().expect("poisoned"),
     };
     tracing::info!(?exit, "shutting down");
     stop.cancel();

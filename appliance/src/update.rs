@@ -49,10 +49,14 @@ fn valid_version(v: &str) -> bool {
     !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') && v.as_bytes()[0].is_ascii_digit()
 }
 
-/// Dotted numeric comparison ("0.10.0" > "0.9.1"); non-numeric parts compare as text.
+/// A version's order: dotted numbers compare as numbers ("0.10.0" >
+/// "0.9.1"), non-numeric parts as text.
+fn version_key(s: &str) -> Vec<Result<u64, String>> {
+    s.split(['.', '-']).map(|p| p.parse::<u64>().map_err(|_| p.to_string())).collect()
+}
+
 pub fn newer(a: &str, b: &str) -> bool {
-    let parts = |s: &str| s.split(['.', '-']).map(|p| p.parse::<u64>().map_err(|_| p.to_string())).collect::<Vec<_>>();
-    parts(a) > parts(b)
+    version_key(a) > version_key(b)
 }
 
 /// The bytes before the signature.
@@ -198,7 +202,7 @@ pub fn bless(paths: &BoxPaths) -> Result<Option<String>, UpdateError> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_prefix("parvis-")?.strip_suffix(".efi").filter(|v| !v.contains('+')).map(str::to_string))
         .collect();
-    good_versions.sort_by(|a, b| if newer(a, b) { std::cmp::Ordering::Greater } else if newer(b, a) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Equal });
+    good_versions.sort_by_cached_key(|v| version_key(v));
     for old in good_versions.iter().rev().skip(2) {
         let _ = std::fs::remove_file(dir.join(format!("parvis-{old}.efi")));
     }

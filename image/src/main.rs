@@ -79,7 +79,7 @@ pub(crate) fn step(what: &str) {
 
 /// A newc cpio of `root`, sorted, with fixed times and owners, gzipped.
 fn initramfs(root: &Path, out: &Path) -> Result<()> {
-    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(root))?;
+    date_tree(root)?;
     let script = format!(
         "cd {} && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible | gzip -n -9 > {}",
         root.display(),
@@ -149,7 +149,7 @@ pub(crate) fn fat(out: &Path, size: u64, label: &str, id: &str, fat32: bool, sta
     }
     run(mkfs.args(["-C", "-n", label, "-i", id]).arg(out).arg((size / 1024).to_string()))?;
     fix_label_time(out)?;
-    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(staged))?;
+    date_tree(staged)?;
     let mut entries: Vec<PathBuf> = fs::read_dir(staged)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     entries.sort();
     let mut copy = Command::new("mcopy");
@@ -217,7 +217,7 @@ fn iso(esp: &Path, disk_image: &Path, work: &Path, out: &Path, version: &str) ->
     fs::write(root.join("README.TXT"), format!("Parvis {version}: boot this disc or stick on a UEFI PC, then open the address it shows.\n"))?;
     let gz = root.join(format!("{}.gz", disk_image.file_name().context("name")?.to_string_lossy()));
     run(Command::new("sh").arg("-c").arg(format!("gzip -n -6 -c '{}' > '{}'", disk_image.display(), gz.display())))?;
-    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(&root))?;
+    date_tree(&root)?;
     let _ = fs::remove_file(out);
     run(Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-V", "PARVIS", "-J", "-R"])
@@ -243,18 +243,31 @@ fn data(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Dates every file and directory under `dir` [`EPOCH`] (reproducible).
+fn date_tree(dir: &Path) -> Result<()> {
+    run(Command::new("find").arg(".").arg("-exec").args(["touch", "-h", "-d", EPOCH, "{}", "+"]).current_dir(dir))?;
+    Ok(())
+}
+
+/// Copies each partition's filesystem image to its place, (start, size)
+/// in bytes, in the disk image `f`.
+pub(crate) fn place(f: &mut fs::File, spans: impl IntoIterator<Item = (u64, u64)>, files: &[&Path]) -> Result<()> {
+    for ((start, size), file) in spans.into_iter().zip(files) {
+        let mut src = fs::File::open(file)?;
+        if src.metadata()?.len() > size {
+            bail!("{} does not fit its partition", file.display());
+        }
+        f.seek(SeekFrom::Start(start))?;
+        std::io::copy(&mut src, f)?;
+    }
+    Ok(())
+}
+
 fn assemble(layout: &gpt::Layout, parts: &[&Path], out: &Path) -> Result<()> {
     let mut f = fs::File::create(out)?;
     f.set_len(layout.size)?;
     layout.write_primary(&mut f)?;
-    for (p, file) in layout.partitions.iter().zip(parts) {
-        let mut src = fs::File::open(file)?;
-        if src.metadata()?.len() > p.size {
-            bail!("{} does not fit its partition", file.display());
-        }
-        f.seek(SeekFrom::Start(p.start))?;
-        std::io::copy(&mut src, &mut f)?;
-    }
+    place(&mut f, layout.partitions.iter().map(|p| (p.start, p.size)), parts)?;
     f.seek(SeekFrom::Start(layout.backup_offset()))?;
     layout.write_backup(&mut f)?;
     f.flush()?;

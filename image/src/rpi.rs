@@ -6,7 +6,7 @@
 //! ext4 `data` partition, as on the PC image.
 
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -99,14 +99,7 @@ pub fn card(parts: &Parts, version: &str, work: &Path, out: &Path) -> Result<mbr
     let mut f = fs::File::create(out)?;
     f.set_len(layout.size)?;
     layout.write(&mut f)?;
-    for (p, file) in layout.partitions.iter().zip([&boot, &parts.data.to_path_buf()]) {
-        let mut src = fs::File::open(file)?;
-        if src.metadata()?.len() > p.size {
-            bail!("{} does not fit its partition", file.display());
-        }
-        f.seek(SeekFrom::Start(p.start))?;
-        std::io::copy(&mut src, &mut f)?;
-    }
+    crate::place(&mut f, layout.partitions.iter().map(|p| (p.start, p.size)), &[&boot, parts.data])?;
     f.flush()?;
     Ok(layout)
 }

@@ -29,6 +29,16 @@ setup() {  # $1: setup code, $2: company; prints the answer (cookies in $work/co
     "https://127.0.0.1:$https/api/setup"
 }
 
+# The CSRF token in setup's answer ($1).
+csrf_of() { echo "$1" | sed -n 's/.*"csrf":"\([^"]*\)".*/\1/p'; }
+
+# The admin's API call, with the session setup() left and $csrf (JSON, or
+# $type); curl arguments follow.
+api() {
+  curl -sk --max-time 60 -b "$work/cookies" -H "x-csrf-token: $csrf" -H "content-type: ${type:-application/json}" \
+    -H "origin: https://127.0.0.1:$https" "$@"
+}
+
 finish() {
   echo "1..$n"
   echo "# pass $pass"

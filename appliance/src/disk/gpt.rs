@@ -209,14 +209,10 @@ impl Layout {
     /// grow by at least 1 MiB.
     pub fn grown(&self, disk_size: u64) -> Option<Layout> {
         let last = self.partitions.last().filter(|p| p.name == "data" && p.type_guid == LINUX_DATA_TYPE)?;
-        let end = (disk_size.saturating_sub(ALIGN) / ALIGN) * ALIGN;
-        if end < last.start + last.size + ALIGN {
-            return None;
-        }
+        let size = super::grown_size(last.start, last.size, (disk_size.saturating_sub(ALIGN) / ALIGN) * ALIGN)?;
         let mut l = self.clone();
         l.size = disk_size / SECTOR * SECTOR;
-        let p = l.partitions.last_mut().expect("has a last");
-        p.size = end - p.start;
+        l.partitions.last_mut().expect("has a last").size = size;
         Some(l)
     }
 }

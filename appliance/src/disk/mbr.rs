@@ -82,14 +82,10 @@ impl Layout {
     /// would not grow by at least 1 MiB.
     pub fn grown(&self, disk_size: u64) -> Option<Layout> {
         let last = self.partitions.last().filter(|p| p.kind == LINUX)?;
-        let end = (disk_size.min(u64::from(u32::MAX) * SECTOR) / ALIGN) * ALIGN;
-        if end < last.start + last.size + ALIGN {
-            return None;
-        }
+        let size = super::grown_size(last.start, last.size, (disk_size.min(u64::from(u32::MAX) * SECTOR) / ALIGN) * ALIGN)?;
         let mut l = self.clone();
         l.size = disk_size;
-        let p = l.partitions.last_mut().expect("has a last");
-        p.size = end - p.start;
+        l.partitions.last_mut().expect("has a last").size = size;
         Some(l)
     }
 }

@@ -12,7 +12,7 @@ pub mod gpt;
 pub mod mbr;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,64 @@ fn ext4_size(dev: &Path) -> Result<(u64, u64)> {
     Ok((block, blocks))
 }
 
+/// A disk's partition table, either kind.
+enum Table {
+    Gpt(gpt::Layout),
+    Mbr(mbr::Layout),
+}
+
+impl Table {
+    /// From the disk's first [`gpt::Layout::HEAD`] bytes.
+    fn read(head: &[u8], disk_size: u64) -> Result<Table> {
+        Ok(if &head[512..520] == b"EFI PART" {
+            Table::Gpt(gpt::Layout::read(head, disk_size).map_err(anyhow::Error::msg)?)
+        } else {
+            Table::Mbr(mbr::Layout::read(&head[..512], disk_size).map_err(anyhow::Error::msg)?)
+        })
+    }
+
+    /// (start, size) of each partition, in bytes.
+    fn spans(&self) -> Vec<(u64, u64)> {
+        match self {
+            Table::Gpt(l) => l.partitions.iter().map(|p| (p.start, p.size)).collect(),
+            Table::Mbr(l) => l.partitions.iter().map(|p| (p.start, p.size)).collect(),
+        }
+    }
+
+    fn grown(&self, disk_size: u64) -> Option<Table> {
+        match self {
+            Table::Gpt(l) => l.grown(disk_size).map(Table::Gpt),
+            Table::Mbr(l) => l.grown(disk_size).map(Table::Mbr),
+        }
+    }
+
+    /// Writes the table durably. GPT: the new backup first, then the
+    /// primary that points at it, so a power cut leaves one consistent
+    /// table either way.
+    fn write(&self, disk: &mut fs::File) -> std::io::Result<()> {
+        match self {
+            Table::Gpt(g) => {
+                disk.seek(SeekFrom::Start(g.backup_offset()))?;
+                g.write_backup(disk)?;
+                disk.sync_all()?;
+                disk.seek(SeekFrom::Start(0))?;
+                g.write_primary(disk)?;
+            }
+            Table::Mbr(m) => {
+                disk.seek(SeekFrom::Start(0))?;
+                m.write(disk)?;
+            }
+        }
+        disk.sync_all()
+    }
+}
+
+/// The partition size in a table after growing the last partition to
+/// `end`: None when that gains less than 1 MiB (shared by both kinds).
+pub(crate) fn grown_size(start: u64, size: u64, end: u64) -> Option<u64> {
+    (end >= start + size + gpt::ALIGN).then(|| end - start)
+}
+
 /// Grows the partition `part` (e.g. /dev/mmcblk0p2, the `data` partition,
 /// mounted at `mount`) to the end of its disk, then its filesystem to the
 /// partition. Each step happens only when there is at least 1 MiB to gain,
@@ -86,43 +144,16 @@ pub fn grow_data(part: &Path, mount: &Path) -> Result<Grown> {
     let mut disk = fs::OpenOptions::new().read(true).write(true).open(&disk_dev).with_context(|| format!("cannot open {}", disk_dev.display()))?;
     let mut head = vec![0u8; gpt::Layout::HEAD];
     disk.read_exact(&mut head)?;
-    let mut after = before;
-    // the table: the new backup GPT first, then the primary that points
-    // at it, so a power cut leaves one consistent table either way
-    let new_end = if &head[512..520] == b"EFI PART" {
-        let layout = gpt::Layout::read(&head, disk_size).map_err(anyhow::Error::msg)?;
-        check_is(&layout.partitions.iter().map(|p| (p.start, p.size)).collect::<Vec<_>>(), pno, start, before)?;
-        match layout.grown(disk_size) {
-            Some(g) => {
-                disk.seek(SeekFrom::Start(g.backup_offset()))?;
-                g.write_backup(&mut disk)?;
-                disk.sync_all()?;
-                disk.seek(SeekFrom::Start(0))?;
-                g.write_primary(&mut disk)?;
-                disk.sync_all()?;
-                g.partitions.last().map(|p| p.size)
-            }
-            None => None,
-        }
-    } else {
-        let layout = mbr::Layout::read(&head[..512], disk_size).map_err(anyhow::Error::msg)?;
-        check_is(&layout.partitions.iter().map(|p| (p.start, p.size)).collect::<Vec<_>>(), pno, start, before)?;
-        match layout.grown(disk_size) {
-            Some(g) => {
-                disk.seek(SeekFrom::Start(0))?;
-                g.write(&mut disk)?;
-                disk.flush()?;
-                disk.sync_all()?;
-                g.partitions.last().map(|p| p.size)
-            }
-            None => None,
-        }
-    };
-    // the kernel's idea of the partition, from the table (also when a
-    // power cut came between the table and this)
-    let table_size = new_end.unwrap_or(before);
-    if table_size != before {
-        let mut p = BlkpgPartition { start: start as i64, length: table_size as i64, pno: pno as libc::c_int, devname: [0; 64], volname: [0; 64] };
+    let mut table = Table::read(&head, disk_size)?;
+    check_is(&table.spans(), pno, start, before)?;
+    if let Some(g) = table.grown(disk_size) {
+        g.write(&mut disk)?;
+        table = g;
+    }
+    // the kernel's idea of the partition follows the table
+    let after = table.spans().last().map_or(before, |&(_, size)| size);
+    if after != before {
+        let mut p = BlkpgPartition { start: start as i64, length: after as i64, pno: pno as libc::c_int, devname: [0; 64], volname: [0; 64] };
         let arg = BlkpgIoctlArg {
             op: BLKPG_RESIZE_PARTITION,
             flags: 0,
@@ -131,7 +162,6 @@ pub fn grow_data(part: &Path, mount: &Path) -> Result<Grown> {
         };
         // SAFETY: `arg` points at a live BlkpgPartition for the call.
         unsafe { blkpg(disk.as_raw_fd(), &arg) }.with_context(|| format!("the kernel refused {name}'s new size"))?;
-        after = table_size;
     }
     drop(disk);
 
@@ -143,7 +173,8 @@ pub fn grow_data(part: &Path, mount: &Path) -> Result<Grown> {
         let dir = fs::File::open(mount).with_context(|| format!("cannot open {}", mount.display()))?;
         // SAFETY: the argument is a live u64 for the call.
         unsafe { ext4_resize_fs(dir.as_raw_fd(), &target) }.with_context(|| format!("ext4 on {name} did not grow"))?;
-        fs_after = ext4_size(part)?.0 * ext4_size(part)?.1;
+        let (block, blocks) = ext4_size(part)?;
+        fs_after = block * blocks;
     }
     Ok(Grown { partition_before: before, partition_after: after, filesystem_before: fs_before, filesystem_after: fs_after })
 }

@@ -51,11 +51,6 @@ pub async fn post_install(AxState(state): AxState<State>, me: CurrentUser, Json(
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the installation could not be started")
     })?;
     tracing::warn!(by = %me.user.username, disk = %disk.name, "installing on the disk; the box turns off when done");
-    *state.end_as.lock().expect("poisoned") = crate::Exit::Install;
-    let reboot = state.reboot.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        reboot.notify_one();
-    });
+    state.end_soon(crate::Exit::Install);
     Ok((StatusCode::ACCEPTED, Json(json!({"installing": disk.name}))).into_response())
 }

@@ -63,11 +63,23 @@ pub struct AppState {
     /// `https://<name>:<port>` for every name and address of the box: the
     /// only other origins the UI may fetch from (the trust check).
     pub own_origins: std::sync::RwLock<Vec<String>>,
-    /// Ends `parvis serve` with a reboot request (an update was installed).
-    pub reboot: Arc<tokio::sync::Notify>,
-    /// How `parvis serve` ends when `reboot` is notified: a reboot (update)
-    /// or an installation (live system).
+    /// Notified to end `parvis serve` (see [`AppState::end_soon`]).
+    pub end: Arc<tokio::sync::Notify>,
+    /// How it then ends: a reboot (an update was installed) or an
+    /// installation (live system).
     pub end_as: Mutex<crate::Exit>,
+}
+
+impl AppState {
+    /// Ends `parvis serve` as `exit`, once the reply in hand has gone out.
+    pub fn end_soon(&self, exit: crate::Exit) {
+        *self.end_as.lock().expect("poisoned") = exit;
+        let end = self.end.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            end.notify_one();
+        });
+    }
 }
 
 pub type State = Arc<AppState>;

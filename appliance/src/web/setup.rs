@@ -482,11 +482,7 @@ pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body
     match installed {
         Ok(path) => {
             tracing::warn!(by = %me.user.username, "update {} installed; rebooting", path.display());
-            let reboot = state.reboot.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                reboot.notify_one();
-            });
+            state.end_soon(crate::Exit::Reboot);
             Ok((StatusCode::ACCEPTED, Json(json!({"installed": path.file_name().and_then(|n| n.to_str()), "rebooting": true}))).into_response())
         }
         Err(e @ crate::update::UpdateError::NoBox(_)) => Err(AppError::new(StatusCode::CONFLICT, "not_a_box", e.to_string())),

@@ -43,7 +43,7 @@ fn harness() -> Harness {
         mdns: None,
         ca_fingerprint: "AA:BB".into(),
         own_origins: Default::default(),
-        reboot: Arc::default(),
+        end: Arc::default(),
         end_as: Mutex::new(crate::Exit::Reboot),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
