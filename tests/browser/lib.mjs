@@ -5,6 +5,7 @@ import { mkdtempSync, mkdirSync, readFileSync, existsSync, openSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { chromium, request } from 'playwright-core';
 
@@ -12,15 +13,33 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const PARVIS_BIN = process.env.PARVIS_BIN
   || join(here, '../../target/x86_64-unknown-linux-gnu/release/parvis');
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports below the kernel's ephemeral range (32768 and up), so no outgoing
+// connection takes one between this check and the server's bind; a counter
+// so two picks in one run never repeat; each one bindable for TCP and UDP.
+const PORT_LOW = 12000;
+const PORT_SPAN = 20000;
+let nextPort = (process.pid * 7919) % PORT_SPAN;
+
+function bindable(port) {
+  const tcp = new Promise((resolve) => {
     const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+  const udp = new Promise((resolve) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', () => { sock.close(); resolve(false); });
+    sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
+  });
+  return Promise.all([tcp, udp]).then(([t, u]) => t && u);
+}
+
+export async function freePort() {
+  for (let i = 0; i < PORT_SPAN; i++) {
+    const port = PORT_LOW + (nextPort++ % PORT_SPAN);
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`no free loopback port between ${PORT_LOW} and ${PORT_LOW + PORT_SPAN}`);
 }
 
 async function waitForPort(port, ms = 20000) {

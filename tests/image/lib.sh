@@ -5,7 +5,27 @@ pass=0; fail=0; n=0
 qemu_pid=
 ok() { n=$((n+1)); pass=$((pass+1)); echo "ok $n - $*"; }
 not_ok() { n=$((n+1)); fail=$((fail+1)); echo "not ok $n - $*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port below the kernel's ephemeral range (no outgoing connection takes it
+# meanwhile), never one this test already picked ($ports).
+ports=
+free_port() {
+  python3 - $ports <<'PY'
+import random, socket, sys
+taken = set(map(int, sys.argv[1:]))
+for _ in range(1000):
+    port = random.randrange(12000, 32000)
+    if port in taken:
+        continue
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        print(port)
+        break
+    except OSError:
+        pass
+PY
+}
+pick_port() { eval "$1=\$(free_port)"; ports="$ports ${!1}"; }
 cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 
 wait_https() {  # seconds until /api/status answers over HTTPS (max 240 s; $1: a text it must hold)

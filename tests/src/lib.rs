@@ -36,16 +36,35 @@ pub fn parvis_bin() -> PathBuf {
     p
 }
 
-/// A free loopback TCP port (bound then released).
+/// A free loopback port (TCP and UDP both bindable), see [`free_ports`].
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports::<1>()[0]
 }
 
-/// `N` distinct free loopback TCP ports: all are held until the last is
-/// bound, so two of them cannot be the same.
+/// `N` distinct free loopback ports, each bindable for TCP and UDP.
+///
+/// They come from below the kernel's ephemeral range (32768 and up), so an
+/// outgoing connection of another test cannot take one between the check
+/// and the server's bind (CI once lost a run to exactly that), and from a
+/// process-wide counter, so two tests running in parallel never get the
+/// same port. The start depends on the process id, so test binaries run one
+/// after the other do not reuse the ports a previous one left in TIME_WAIT.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000; // up to 32000
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(7919) % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    std::array::from_fn(|_| {
+        for _ in 0..SPAN {
+            let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+            let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+            if free {
+                return port;
+            }
+        }
+        panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
+    })
 }
 
 /// A running `parvis serve`.
