@@ -190,6 +190,7 @@ export class Calls {
 
   onFrame(f) {
     switch (f.t) {
+      case 'welcome': this.onWelcome(); break;
       case 'call': this.onState(f); break;
       case 'call_joined': this.onJoined(f); break;
       case 'call_signal': this.onSignal(f); break;
@@ -201,9 +202,17 @@ export class Calls {
     }
   }
 
+  /** A new connection: the server sends every call again before `synced`
+   * (its versions restart with it, and calls may have ended meanwhile). */
+  onWelcome() {
+    this.versions.clear();
+    this.announced = new Set();
+  }
+
   onState(f) {
     if ((this.versions.get(f.room) || 0) > f.v) return;
     this.versions.set(f.room, f.v);
+    this.announced?.add(f.room);
     if (f.call === null) {
       this.rooms.delete(f.room);
       if (this.active?.room === f.room) this.hangUp(false, f.outcome === 'declined' ? t('call_declined') : null);
@@ -251,6 +260,15 @@ export class Calls {
   }
 
   onSynced() {
+    // Calls that ended while the socket was down were not announced again.
+    const announced = this.announced;
+    this.announced = null;
+    for (const room of announced ? [...this.rooms.keys()] : []) {
+      if (announced.has(room)) continue;
+      this.rooms.delete(room);
+      if (this.ringing?.room === room) this.stopRing();
+      this.app.changed(room);
+    }
     // The socket is back: rebind our participant (same pid), or rejoin
     // after a page reload.
     if (this.active) {

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
-import { Server, launch, openRoomByName, team, trustingBrowser } from './lib.mjs';
+import { Server, launch, openRoomByName, team, trustingBrowser, waitConnected } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -112,6 +112,10 @@ test('three people in a relayed call: media both ways, screen sharing, chatting 
     for (const p of [alice, bob, carol]) await p.page.click('#call-leave');
     await openRoomByName(alice.page, 'General');
     await alice.page.locator('.call-record', { hasText: 'Call ended' }).waitFor();
+    // Everyone knows it ended (the restarted server's frames are not taken
+    // for old ones): no call banner left behind.
+    for (const p of [alice, bob, carol]) await p.page.waitForFunction(() => window.parvis.calls.rooms.size === 0, null, { timeout: 10000 });
+    assert.equal(await alice.page.locator('#call-banner:not([hidden])').count(), 0);
     for (const p of [alice, bob, carol]) assert.deepEqual(p.page.errors || [], []);
     await api.dispose();
   } finally {
@@ -140,6 +144,30 @@ test('a direct call rings the other person, who can decline or accept', async ()
     await bob.page.waitForSelector('#call-dock');
     await flowing(bob.page, 1);
     await flowing(alice.page, 1);
+    await api.dispose();
+  } finally {
+    server.kill9();
+  }
+});
+
+test('a call that ended while someone was offline is gone when they reconnect', async () => {
+  const server = await Server.start();
+  try {
+    const { api, people } = await team(browser, server, ['alice', 'bob']);
+    const { alice, bob } = people;
+    await joinCall(alice.page);
+    await bob.page.waitForSelector('#call-banner:not([hidden])');
+    // Bob's network goes away (a laptop lid closed) ...
+    await bob.page.evaluate(() => { const c = window.parvis.conn; c.stopped = true; c.ws.close(); });
+    // ... the call ends meanwhile ...
+    await alice.page.click('#call-leave');
+    await alice.page.locator('.call-record', { hasText: 'Call ended' }).waitFor();
+    // ... and comes back: no banner inviting him into a call that is over.
+    await bob.page.evaluate(() => { const c = window.parvis.conn; c.stopped = false; c.reconnectNow(); });
+    await waitConnected(bob.page);
+    await bob.page.locator('.call-record', { hasText: 'Call ended' }).waitFor();
+    await bob.page.waitForFunction(() => !document.querySelector('#call-banner:not([hidden])'), null, { timeout: 5000 });
+    assert.equal(await bob.page.evaluate(() => window.parvis.calls.rooms.size), 0);
     await api.dispose();
   } finally {
     server.kill9();
