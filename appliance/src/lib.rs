@@ -139,7 +139,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
     )?;
 
-    let chat = chat::Chat::new(db, clock, config.chat.clone());
+    let chat = chat::Chat::new(db.clone(), clock, config.chat.clone());
     let restored = chat.restore_calls().await.context("reading open calls")?;
     if restored > 0 {
         tracing::info!(calls = restored, "calls left open by the last run wait for their participants to rejoin");
@@ -204,7 +204,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             );
         }
     });
-    // healthy: the boot entry this system came from is good (on the box)
+    // healthy: the copy of the database kept for going back to the previous
+    // version is no longer wanted, and the boot entry this system came from
+    // is good (on the box)
+    db.forget_rollback_copy();
     match update::bless(&update::BoxPaths::default()) {
         Ok(Some(entry)) => tracing::info!("boot entry blessed: {entry}"),
         Ok(None) => {}
@@ -218,6 +221,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     stop.cancel();
     let _ = servers.await;
     sweeper.abort();
+    if let Err(e) = db.checkpoint() {
+        tracing::warn!("database checkpoint at shutdown: {e}");
+    }
     let _ = std::fs::remove_file(pid_file);
     Ok(exit)
 }

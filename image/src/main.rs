@@ -17,7 +17,8 @@
 //!                     package of that architecture (e.g. the arm64 Rust
 //!                     standard library for scripts/build-static), prints
 //!                     where   (--broken: a Parvis that
-//!                     never starts, to test rollback)
+//!                     marks the database as migrated by a newer version,
+//!                     then fails: to test rollback)
 
 mod debian;
 mod rpi;
@@ -364,7 +365,17 @@ fn main() -> Result<()> {
     }
     fs::copy(busybox.join("bin/busybox"), root.join("bin/busybox"))?;
     if broken {
-        fs::write(root.join("bin/parvis"), "#!/bin/sh\necho 'parvis: this build is broken on purpose (rollback test)'\nexit 1\n")?;
+        // It fails as a new version can after migrating the database:
+        // the schema version (SQLite header, offset 60) is one this version's
+        // predecessor does not know, and nothing answers.
+        fs::write(
+            root.join("bin/parvis"),
+            "#!/bin/sh\n\
+             echo 'parvis: this build is broken on purpose (rollback test): database schema 999, then failure'\n\
+             db=/perm/parvis/parvis.db\n\
+             [ -f $db ] && printf '\\000\\000\\003\\347' | dd of=$db bs=1 seek=60 conv=notrunc 2>/dev/null\n\
+             exit 1\n",
+        )?;
         run(Command::new("chmod").arg("755").arg(root.join("bin/parvis")))?;
     } else {
         fs::copy(&binary, root.join("bin/parvis"))?;

@@ -112,9 +112,17 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this build writes (the number of migrations).
+pub const LATEST: usize = MIGRATIONS.len();
+
+/// The database's schema version (`PRAGMA user_version`).
+pub fn version(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.max(0) as usize)
+}
+
 /// Applies every migration newer than the database's `user_version`.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let current = version(conn)?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::TooNew { found: current, known: MIGRATIONS.len() });
     }
@@ -126,6 +134,15 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!("database migrated to version {}", i + 1);
     }
     Ok(())
+}
+
+/// A database as an older build left it: the first `n` migrations only.
+#[cfg(test)]
+pub(crate) fn migrate_to(conn: &mut Connection, n: usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(n) {
+        conn.execute_batch(sql).unwrap();
+        conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+    }
 }
 
 #[cfg(test)]

@@ -475,10 +475,23 @@ pub async fn renew_certificate(AxState(state): AxState<State>, me: CurrentUser) 
 /// boot entry, then the box reboots into it (202 first).
 pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body: axum::body::Bytes) -> ApiResult<Response> {
     me.require_admin()?;
+    // This version's copy of the database, for going back to it if the new
+    // version migrates the schema and then fails.
+    if let Err(e) = state.chat.db.keep_rollback_copy().await {
+        tracing::error!("update: database copy: {e}");
+        return Err(AppError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_rollback_copy",
+            "the database could not be copied for a rollback, so the update was not installed",
+        ));
+    }
     let running = crate::update::running_version();
     let installed = tokio::task::spawn_blocking(move || crate::update::install(&crate::update::BoxPaths::default(), &body, &running))
         .await
         .map_err(|_| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
+    if installed.is_err() {
+        state.chat.db.forget_rollback_copy();
+    }
     match installed {
         Ok(path) => {
             tracing::warn!(by = %me.user.username, "update {} installed; rebooting", path.display());

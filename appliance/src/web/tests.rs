@@ -489,3 +489,27 @@ async fn installing_is_for_admins_of_a_live_box_only() {
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_live")), "{e}");
     assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
 }
+
+#[tokio::test]
+async fn an_update_off_a_box_is_refused_and_leaves_no_database_copy() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    let upload = |s: &Session| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/admin/update")
+            .header(header::HOST, "parvis.test")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+            .header(CSRF_HEADER, &s.csrf)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(vec![0u8; 4096]))
+            .unwrap()
+    };
+    assert_eq!(h.send(upload(&bob)).await.0, StatusCode::FORBIDDEN);
+    let (st, _, e) = h.send(upload(&admin)).await;
+    assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_a_box")), "{e}");
+    let copy = crate::store::db::rollback_copy(&h.state.config.data.join("t.db"));
+    assert!(!copy.exists(), "the copy taken for the update is gone with it");
+    assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
+}
