@@ -83,8 +83,8 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
 pub enum Exit {
     /// Asked to stop (signal).
     Stopped,
-    /// An update was installed: the box must reboot into it (exit code 75,
-    /// which `firmware/init` turns into a reboot).
+    /// An update was installed, or an admin restarts the box: it reboots
+    /// (exit code 75, which `firmware/init` turns into a reboot).
     Reboot,
     /// The admin chose a disk to install the live system on (exit code 76:
     /// `firmware/init` installs, as root, then turns the box off).

@@ -114,6 +114,12 @@ pub fn running_version() -> String {
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
 }
 
+/// True when Parvis runs on the box (its image carries the update key),
+/// not from `cargo run` or a package.
+pub fn on_a_box(paths: &BoxPaths) -> bool {
+    paths.key.exists()
+}
+
 /// Where the box's files are.
 #[derive(Debug, Clone)]
 pub struct BoxPaths {

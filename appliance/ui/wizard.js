@@ -316,7 +316,7 @@ export function boxSettingsSection(toast) {
     h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now')),
     h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s),
     err, h('button', { type: 'submit', class: 'primary' }, t('save')));
-    clear(body).append(...[form, await installBlock(), await updateBlock()].filter(Boolean));
+    clear(body).append(...[form, await installBlock(), await updateBlock(), v.info.on_box ? restartBlock() : null].filter(Boolean));
   };
   render();
   return section;
@@ -374,6 +374,25 @@ async function updateBlock() {
   } },
   h('h3', {}, t('update_title')), h('p', {}, t('update_intro', { version: status.image_version || status.version || '?' })),
   field(t('update_file'), file), err, out, h('button', { type: 'submit', class: 'secondary' }, t('update_go')));
+  return form;
+}
+
+/** On the box: restart it (a network change applies at start). */
+function restartBlock() {
+  const err = formError();
+  const out = h('p', { role: 'status' });
+  const button = h('button', { type: 'submit', class: 'danger', id: 'box-restart' }, t('restart_go'));
+  const form = h('form', { class: 'stack', novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    if (!window.confirm(t('restart_confirm'))) return;
+    try {
+      await post('/admin/restart');
+      button.disabled = true;
+      out.textContent = t('restart_started');
+    } catch (e) { showFormError(err, e); }
+  } },
+  h('h3', {}, t('restart_title')), h('p', {}, t('restart_intro')), err, out, button);
   return form;
 }
 

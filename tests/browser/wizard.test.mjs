@@ -140,6 +140,7 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     assert.equal(await page.isChecked('input[type=radio][value=static]'), true);
     assert.equal(await page.inputValue('[data-key="network.address"]'), '10.99.0.1/24');
     assert.equal(await page.locator('form.install').count(), 0);
+    assert.equal(await page.locator('#box-restart').count(), 0, 'no restart button off the box');
     await page.setInputFiles('[data-key="update.file"]', { name: 'parvis-x86_64-9.9.9.update', mimeType: 'application/octet-stream', buffer: Buffer.from('not a bundle') });
     await page.click('button:text("Install the update")');
     const updateError = page.locator('form:has([data-key="update.file"]) .form-error');

@@ -1,6 +1,7 @@
 //! Settings → Box → "Install on this computer" (live system only): the
 //! disks that can take the box, and the admin's choice, which ends Parvis
-//! with [`crate::Exit::Install`] so the box's init installs as root.
+//! with [`crate::Exit::Install`] so the box's init installs as root. And
+//! Settings → Box → "Restart", which ends it with [`crate::Exit::Reboot`].
 
 use axum::Json;
 use axum::extract::State as AxState;
@@ -25,6 +26,19 @@ pub async fn get_install(me: CurrentUser) -> ApiResult<Json<Value>> {
         Some((_, size, disks)) => json!({"live": true, "image_size": size, "disks": disks}),
         None => json!({"live": false, "disks": []}),
     }))
+}
+
+/// An admin restarts the box (a network change applies at start): 202,
+/// then Parvis ends and `firmware/init` reboots. Off a box, Parvis is
+/// restarted the way it was started.
+pub async fn post_restart(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<Response> {
+    me.require_admin()?;
+    if !crate::update::on_a_box(&crate::update::BoxPaths::default()) {
+        return Err(AppError::new(StatusCode::CONFLICT, "not_a_box", "Parvis does not run on its box here: restart it the way it was started"));
+    }
+    tracing::warn!(by = %me.user.username, "restart asked by {}: the box reboots", me.user.username);
+    state.end_soon(crate::Exit::Reboot);
+    Ok((StatusCode::ACCEPTED, Json(json!({"restarting": true}))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -313,6 +313,7 @@ pub fn router(state: State) -> Router {
         .route("/admin/certificate/renew", post(setup::renew_certificate))
         .route("/trust", get(setup::trust))
         .route("/admin/install", get(install::get_install).post(install::post_install))
+        .route("/admin/restart", post(install::post_restart))
         .route("/admin/update", post(setup::upload_update).layer(axum::extract::DefaultBodyLimit::max(128 << 20)))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
     Router::new()

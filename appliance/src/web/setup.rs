@@ -200,6 +200,7 @@ fn info(state: &State, s: &Settings) -> Value {
         "detected_address": detected,
         "forward": forward,
         "trust_origins": *state.own_origins.read().expect("poisoned"),
+        "on_box": crate::update::on_a_box(&crate::update::BoxPaths::default()),
     })
 }
 

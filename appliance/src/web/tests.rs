@@ -513,3 +513,15 @@ async fn an_update_off_a_box_is_refused_and_leaves_no_database_copy() {
     assert!(!copy.exists(), "the copy taken for the update is gone with it");
     assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
 }
+
+#[tokio::test]
+async fn restarting_is_for_admins_on_the_box() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    assert_eq!(h.call("POST", "/api/admin/restart", None, Some(&bob)).await.0, StatusCode::FORBIDDEN);
+    let (st, _, e) = h.call("POST", "/api/admin/restart", None, Some(&admin)).await;
+    assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_a_box")), "{e}");
+    let (_, _, v) = h.call("GET", "/api/admin/settings", None, Some(&admin)).await;
+    assert_eq!(v["info"]["on_box"], json!(false), "{v}");
+}
