@@ -370,6 +370,8 @@ mod tests {
         assert_eq!(company(&newer).as_deref(), Some("written by the newer version"));
         assert!(!rollback_copy(&path).exists(), "the copy became the database");
         db.checkpoint().unwrap();
+        let left: Vec<String> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(!left.iter().any(|n| n.contains("rollback")), "nothing of the copy is left: {left:?}");
     }
 
     #[test]
