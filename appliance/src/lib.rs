@@ -10,6 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod dns;
 pub mod doctor;
+pub mod durable;
 pub mod install;
 pub mod mdns;
 pub mod net;

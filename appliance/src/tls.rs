@@ -132,12 +132,7 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsE
         .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    // the rename itself must reach the disk before a power cut
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
+    crate::durable::rename(&tmp, path).map_err(io)
 }
 
 fn days(n: i64) -> time::Duration {

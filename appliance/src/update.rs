@@ -142,19 +142,6 @@ fn io(e: impl std::fmt::Display) -> UpdateError {
     UpdateError::Io(e.to_string())
 }
 
-/// Renames durably on the ESP. On FAT the new directory entry gets the
-/// file's first cluster and size only when the *file* is written back:
-/// syncing the directory alone left a 0-byte entry after a power cut
-/// (seen in the boot test), so both are synced.
-fn durable_rename(from: &std::path::Path, to: &std::path::Path) -> Result<(), UpdateError> {
-    std::fs::rename(from, to).map_err(io)?;
-    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io)?;
-    if let Some(dir) = to.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
-}
-
 /// Verifies `raw` and writes it as the next boot entry; returns its path.
 pub fn install(paths: &BoxPaths, raw: &[u8], running: &str) -> Result<PathBuf, UpdateError> {
     let key = std::fs::read(&paths.key).map_err(|e| UpdateError::NoBox(format!("no update key {}: {e}", paths.key.display())))?;
@@ -174,7 +161,7 @@ pub fn install(paths: &BoxPaths, raw: &[u8], running: &str) -> Result<PathBuf, U
         f.write_all(bundle.image).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    durable_rename(&tmp, &dest)?;
+    crate::durable::rename(&tmp, &dest).map_err(io)?;
     tracing::info!(version = bundle.version, "update installed: {}", dest.display());
     Ok(dest)
 }
@@ -199,7 +186,7 @@ pub fn bless(paths: &BoxPaths) -> Result<Option<String>, UpdateError> {
     let Some(good) = blessed_name(name) else { return Ok(None) };
     let dir = paths.esp.join("EFI/Linux");
     if dir.join(name).exists() {
-        durable_rename(&dir.join(name), &dir.join(&good))?;
+        crate::durable::rename(&dir.join(name), &dir.join(&good)).map_err(io)?;
         tracing::info!("boot entry {name} is good: now {good}");
     }
     // keep the two newest good versions

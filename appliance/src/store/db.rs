@@ -178,11 +178,8 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-/// Renames durably: the directory entry reaches the disk before we go on.
 fn durable_rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    std::fs::rename(from, to).map_err(io)?;
-    let dir = to.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    crate::durable::rename(from, to).map_err(io)
 }
 
 /// Writes [`rollback_copy`] from `conn`: a consistent copy (VACUUM INTO)

@@ -57,11 +57,17 @@ struct Session {
 }
 
 impl Harness {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>, s: Option<&Session>) -> (StatusCode, HeaderMap, Value) {
-        let mut req = Request::builder().method(method).uri(path).header(header::HOST, "parvis.test");
-        if let Some(s) = s {
-            req = req.header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie)).header(CSRF_HEADER, &s.csrf);
+    /// A request from this site's page, logged in as `s` if given.
+    fn request(method: &str, path: &str, s: Option<&Session>) -> axum::http::request::Builder {
+        let req = Request::builder().method(method).uri(path).header(header::HOST, "parvis.test");
+        match s {
+            Some(s) => req.header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie)).header(CSRF_HEADER, &s.csrf),
+            None => req,
         }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>, s: Option<&Session>) -> (StatusCode, HeaderMap, Value) {
+        let req = Self::request(method, path, s);
         let req = match body {
             Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
@@ -496,12 +502,7 @@ async fn an_update_off_a_box_is_refused_and_leaves_no_database_copy() {
     let admin = h.setup_admin().await;
     let (_, bob) = h.add_user(&admin, "bob").await;
     let upload = |s: &Session| {
-        Request::builder()
-            .method("POST")
-            .uri("/api/admin/update")
-            .header(header::HOST, "parvis.test")
-            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
-            .header(CSRF_HEADER, &s.csrf)
+        Harness::request("POST", "/api/admin/update", Some(s))
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(Body::from(vec![0u8; 4096]))
             .unwrap()
