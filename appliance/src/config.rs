@@ -44,6 +44,8 @@ pub struct Config {
     /// `UID:GID` to run as once the listening ports are bound (the box binds
     /// 80 and 443 as root, then drops to an unprivileged user). Default: none.
     pub run_as: Option<String>,
+    /// Bounds on what anyone can reach without an account.
+    pub limits: LimitsConfig,
     /// The file this configuration was read from (not a key): where the
     /// wizard and the Settings page save. None: `<data>/parvis.toml`.
     #[serde(skip)]
@@ -268,8 +270,17 @@ pub struct TurnConfig {
     /// 8-person mesh needs 28, up to 56 while restarting.
     pub user_quota: usize,
     pub total_quota: usize,
-    /// Bandwidth cap per allocation in kbit/s, 0 for none. Default: 0.
+    /// Bandwidth cap per allocation in kbit/s (both directions), 0 for none.
+    /// Default: 10000 (a camera and a shared screen each way, with room).
     pub bandwidth_kbps: u64,
+    /// Upload speed of the company's internet connection in Mbit/s, as the
+    /// admin states it in the wizard ("calls from outside"); 0: not stated.
+    /// The total relay cap follows from it. Default: 0.
+    pub uplink_mbps: u32,
+    /// Total relay bandwidth in kbit/s, everything the relay sends together,
+    /// so guests cannot fill the uplink; 0 for none. Default: 80 % of
+    /// `uplink_mbps` when stated, else 50000. Example: `total_bandwidth_kbps = 20000`.
+    pub total_bandwidth_kbps: Option<u64>,
     /// Longest accepted validity of a REST username, seconds. Default: 86400.
     pub credential_horizon_secs: u64,
 }
@@ -290,9 +301,58 @@ impl Default for TurnConfig {
             allow_loopback_peers: false,
             user_quota: 64,
             total_quota: 2000,
-            bandwidth_kbps: 0,
+            bandwidth_kbps: 10_000,
+            uplink_mbps: 0,
+            total_bandwidth_kbps: None,
             credential_horizon_secs: 86_400,
         }
+    }
+}
+
+impl TurnConfig {
+    /// The total relay cap in force, kbit/s (0: none); see `total_bandwidth_kbps`.
+    pub fn total_kbps(&self) -> u64 {
+        match (self.total_bandwidth_kbps, self.uplink_mbps) {
+            (Some(k), _) => k,
+            (None, 0) => 50_000,
+            (None, up) => u64::from(up) * 800,
+        }
+    }
+}
+
+/// `[limits]`: bounds on everything reachable without an account (login,
+/// invite and guest links, the listening ports). The open-file limit is
+/// raised to the hard limit at start and shared between the web, TURN
+/// streams and TURN relays (see `sys::FdBudget`); these keys set the rest.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Password hashes (argon2id, 19 MiB each while it runs) computed at
+    /// once. 0: one per CPU core, at most 4. Default: 0.
+    pub password_hashers: usize,
+    /// Password checks that may wait for a hasher; beyond, the answer is 503
+    /// with Retry-After. Default: 32.
+    pub password_queue: usize,
+    /// Web connections (HTTPS and HTTP, WebSockets included) from one
+    /// address (an IPv6 /64 counts as one). Default: 256.
+    pub web_per_address: usize,
+    /// TURN connections over TCP and TLS from one address. Default: 64.
+    pub turn_per_address: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { password_hashers: 0, password_queue: 32, web_per_address: 256, turn_per_address: 64 }
+    }
+}
+
+impl LimitsConfig {
+    /// Hashers in force: `password_hashers`, or one per core (1 to 4).
+    pub fn hashers(&self) -> usize {
+        if self.password_hashers > 0 {
+            return self.password_hashers;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
     }
 }
 
@@ -329,6 +389,7 @@ impl Default for Config {
             federation: Federation::Off,
             network: NetworkConfig::default(),
             run_as: None,
+            limits: LimitsConfig::default(),
             file: None,
         }
     }
@@ -489,6 +550,19 @@ impl Config {
         }
         if t.user_quota == 0 || t.total_quota == 0 {
             bad("turn.user_quota", "quotas must be at least 1".into());
+        }
+        if t.uplink_mbps > 100_000 {
+            bad("turn.uplink_mbps", "at most 100000 (100 Gbit/s)".into());
+        }
+        let l = &self.limits;
+        if l.password_hashers > 64 {
+            bad("limits.password_hashers", "at most 64 (each takes 19 MiB while it runs)".into());
+        }
+        if !(1..=10_000).contains(&l.password_queue) {
+            bad("limits.password_queue", "must be between 1 and 10000".into());
+        }
+        if l.web_per_address == 0 || l.turn_per_address == 0 {
+            bad("limits.web_per_address", "per-address limits must be at least 1".into());
         }
         if !(60..=7 * 86_400).contains(&t.credential_horizon_secs) {
             bad("turn.credential_horizon_secs", "must be between 60 and 604800".into());

@@ -135,8 +135,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let https_port = https.local_addr()?.as_socket().context("https address")?.port();
 
     let stop = CancellationToken::new();
+    let fd_limit = sys::raise_fd_limit();
+    let budget = sys::FdBudget::of(fd_limit);
+    tracing::info!(fd_limit, ?budget, "file descriptors");
+    let web_gate = netstack::limits::ConnGate::new(budget.web, config.limits.web_per_address);
     let turn_tls = tls::turn_server_config(resolver.clone())?;
-    let turn = turn::start(&config, Some(turn_tls), stop.clone()).await.context(
+    let turn = turn::start(&config, Some(turn_tls), budget, stop.clone()).await.context(
         "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
     )?;
 
@@ -198,8 +202,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let stop = stop.clone();
         async move {
             tokio::join!(
-                server::serve_https(https, tls_config, app, turn.map(|t| t.streams), stop.clone()),
-                server::serve_http(http, https_port, tls_state.ca_pem.clone(), challenges, stop.clone()),
+                server::serve_https(https, tls_config, app, turn.map(|t| t.streams), web_gate.clone(), stop.clone()),
+                server::serve_http(http, https_port, tls_state.ca_pem.clone(), challenges, web_gate, stop.clone()),
                 certs.run(stop.clone()),
                 renew_on_sighup(cert_renew, stop),
             );

@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use netstack::limits::{ConnGate, ConnPermit};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -25,6 +26,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send its first bytes after the handshake (browsers
 /// open connections ahead of use, so this is generous).
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client has for a request's headers, and that an HTTP/1.1
+/// connection may stay idle between requests.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router)
 where
@@ -34,7 +38,14 @@ where
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req)
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(100)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::debug!(%peer, "connection ended: {e}");
     }
@@ -72,39 +83,58 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// Accepts TLS connections until `stop` fires. With `turn`, a connection
-/// whose first bytes are STUN or ChannelData goes to the TURN server
-/// instead of HTTP: TURN over TLS on the HTTPS port, for networks that
-/// allow nothing but 443.
-pub async fn serve_https(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    turn: Option<netstack::driver::StreamEvents>,
-    stop: CancellationToken,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    let Ok(local) = listener.local_addr() else { return };
+/// Accepts the next connection the gate admits; one over budget is closed
+/// at once (so the backlog drains), and an accept error (out of file
+/// descriptors) is waited out, never spun on.
+async fn accept(listener: &TcpListener, gate: &ConnGate, stop: &CancellationToken) -> Option<(TcpStream, SocketAddr, ConnPermit)> {
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!("https accept: {e}");
+                    tracing::warn!("accept on {:?}: {e}", listener.local_addr().ok());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return None,
         };
+        match gate.admit(peer.ip()) {
+            Ok(permit) => return Some((tcp, peer, permit)),
+            Err(why) => tracing::debug!(%peer, ?why, "web connection refused"),
+        }
+    }
+}
+
+/// Accepts TLS connections until `stop` fires. With `turn`, a connection
+/// that negotiates ALPN `stun.turn` (RFC 7443), or whose first bytes are
+/// STUN, goes to the TURN server instead of HTTP: TURN over TLS on the
+/// HTTPS port, for networks that allow nothing but 443.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    turn: Option<netstack::driver::StreamEvents>,
+    gate: ConnGate,
+    stop: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let Ok(local) = listener.local_addr() else { return };
+    let turn_five = move |peer| netstack::turn::FiveTuple { client: peer, server: local, transport: netstack::turn::Transport::Tls };
+    while let Some((tcp, peer, permit)) = accept(&listener, &gate, &stop).await {
         let (acceptor, app, turn, stop) = (acceptor.clone(), app.clone(), turn.clone(), stop.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 // a TLS-ALPN-01 validation: the handshake was the answer
                 Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
                     tracing::debug!(%peer, "answered a TLS-ALPN-01 validation");
                 }
+                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::TURN_ALPN) => match turn {
+                    Some(events) => netstack::driver::serve_stream(stream, turn_five(peer), events, stop).await,
+                    None => tracing::debug!(%peer, "TURN over TLS asked, but TURN is off"),
+                },
                 Ok(Ok(stream)) if turn.is_some() => {
                     let mut stream = stream;
                     let mut first = [0u8; 1];
@@ -116,13 +146,8 @@ pub async fn serve_https(
                     // 0-3); ChannelData (0x40-0x4F) only ever follows one and
                     // collides with ASCII methods such as GET, HEAD, DELETE.
                     if first[0] <= 0x03 {
-                        let five = netstack::turn::FiveTuple {
-                            client: peer,
-                            server: local,
-                            transport: netstack::turn::Transport::Tls,
-                        };
                         let events = turn.expect("checked");
-                        netstack::driver::serve_stream(stream, five, events, stop).await;
+                        netstack::driver::serve_stream(stream, turn_five(peer), events, stop).await;
                     } else {
                         serve_connection(stream, peer, app).await;
                     }
@@ -142,6 +167,7 @@ pub async fn serve_http(
     https_port: u16,
     ca_pem: String,
     challenges: Arc<crate::acme::Challenges>,
+    gate: ConnGate,
     stop: CancellationToken,
 ) {
     let app = Router::new()
@@ -170,19 +196,12 @@ pub async fn serve_http(
             }),
         )
         .fallback(move |req: Request<axum::body::Body>| async move { redirect(&req, https_port) });
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("http accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        tokio::spawn(serve_connection::<TcpStream>(tcp, peer, app.clone()));
+    while let Some((tcp, peer, permit)) = accept(&listener, &gate, &stop).await {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection::<TcpStream>(tcp, peer, app).await;
+        });
     }
 }
 

@@ -20,6 +20,44 @@ pub fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit (at most 2^20):
+/// the default soft limit of 1,024 is what 1,100 idle connections to the
+/// TURN port exhausted. Returns the limit now in force. The budgets of
+/// [`FdBudget`] are shares of it.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    let want = hard.min(1 << 20);
+    if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        return want;
+    }
+    soft
+}
+
+/// How the process's file descriptors are shared, so that a flood on one
+/// listener never takes what the others need: the web (HTTPS and HTTP
+/// connections, WebSockets included), TURN over TCP and TLS, and TURN relay
+/// sockets (one per allocation). A fixed reserve stays for the database,
+/// files, certificates and the listeners themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    pub web: usize,
+    pub turn_streams: usize,
+    pub relays: usize,
+}
+
+/// Descriptors kept out of every budget.
+pub const FD_RESERVE: u64 = 128;
+
+impl FdBudget {
+    /// Shares of `limit` (the open-file limit): 35 % web, 25 % TURN
+    /// streams, 40 % relays, after [`FD_RESERVE`].
+    pub fn of(limit: u64) -> FdBudget {
+        let usable = limit.saturating_sub(FD_RESERVE).max(64) as usize;
+        FdBudget { web: usable * 35 / 100, turn_streams: usable * 25 / 100, relays: usable * 40 / 100 }
+    }
+}
+
 /// Becomes `ids` ("UID:GID") for good: no supplementary groups, then the
 /// group, then the user (glibc applies each to every thread). Checked: the
 /// process cannot become root again.
@@ -34,4 +72,26 @@ pub fn drop_privileges(ids: &str) -> anyhow::Result<()> {
     }
     tracing::info!(uid, gid, "ports bound; running unprivileged");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_share_the_limit_and_keep_a_reserve() {
+        let b = FdBudget::of(1024);
+        assert_eq!((b.web, b.turn_streams, b.relays), (313, 224, 358));
+        assert!((b.web + b.turn_streams + b.relays) as u64 + FD_RESERVE <= 1024);
+        assert!(FdBudget::of(10).web > 0, "never zero");
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit};
+        let got = raise_fd_limit();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(got, soft);
+        assert_eq!(soft, hard.min(1 << 20));
+    }
 }

@@ -65,6 +65,8 @@ pub struct CertResolver {
 
 /// The ALPN protocol of TLS-ALPN-01 validations.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+/// The ALPN protocol of TURN over TLS (RFC 7443).
+pub const TURN_ALPN: &[u8] = b"stun.turn";
 
 impl CertResolver {
     pub fn new(local: Arc<CertifiedKey>) -> CertResolver {
@@ -216,7 +218,8 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerCo
     let mut config = base_config(resolver)?;
     // acme-tls/1 only ever gets a challenge certificate (see CertResolver),
     // and such a connection is closed after the handshake
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // and a TURN client that says so (RFC 7443) is served TURN at once
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec(), TURN_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -228,10 +231,12 @@ fn base_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsE
         .with_cert_resolver(resolver))
 }
 
-/// The rustls configuration for TURN over TLS (no ALPN: TURN clients
-/// rarely send one).
+/// The rustls configuration for TURN over TLS: `stun.turn` when the client
+/// offers ALPN (RFC 7443), none otherwise (most TURN clients send none).
 pub fn turn_server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    Ok(Arc::new(base_config(resolver)?))
+    let mut config = base_config(resolver)?;
+    config.alpn_protocols = vec![TURN_ALPN.to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Every name the certificate should cover: localhost, the host name, the

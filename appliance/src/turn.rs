@@ -79,6 +79,7 @@ pub fn engine_config(config: &Config, secret: Vec<u8>, local: &[IpAddr], relays:
     c.user_quota = t.user_quota;
     c.total_quota = t.total_quota;
     c.bandwidth_bytes_per_sec = t.bandwidth_kbps * 1000 / 8;
+    c.total_bandwidth_bytes_per_sec = t.total_kbps() * 1000 / 8;
     c
 }
 
@@ -86,6 +87,7 @@ pub fn engine_config(config: &Config, secret: Vec<u8>, local: &[IpAddr], relays:
 pub async fn start(
     config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
+    budget: crate::sys::FdBudget,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<Handle>> {
     if !config.turn.enabled {
@@ -96,7 +98,10 @@ pub async fn start(
     }
     let local = crate::net::local_addresses();
     let relays = relay_addresses(config, &local);
-    let engine = turn::Server::new(engine_config(config, secret(&config.data)?, &local, relays));
+    let mut engine_cfg = engine_config(config, secret(&config.data)?, &local, relays);
+    // every allocation holds a relay socket: no more than the relays' share
+    engine_cfg.total_quota = engine_cfg.total_quota.min(budget.relays.max(1));
+    let engine = turn::Server::new(engine_cfg);
     let driver_cfg = DriverConfig {
         listen: config.turn.listen.clone(),
         tls_listen: config.turn.tls_listen.clone(),
@@ -104,6 +109,7 @@ pub async fn start(
         relay_v4: relays.0,
         relay_v6: relays.1,
         relay_ports: config.turn.relay_port_min..=config.turn.relay_port_max,
+        stream_gate: netstack::limits::ConnGate::new(budget.turn_streams, config.limits.turn_per_address),
     };
     let (handle, _task) = driver::start(engine, driver_cfg, stop).await?;
     tracing::info!(udp = ?handle.udp, tcp = ?handle.tcp, tls = ?handle.tls, relay_v4 = ?relays.0, relay_v6 = ?relays.1, "STUN/TURN listening");
@@ -160,7 +166,8 @@ pub async fn run_standalone(config: Config, shutdown: impl std::future::Future<O
     let now = time::OffsetDateTime::from_unix_timestamp(driver::now().unix as i64).context("clock")?;
     let tls = crate::tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
     let stop = CancellationToken::new();
-    let handle = start(&config, Some(crate::tls::turn_server_config(Arc::new(crate::tls::CertResolver::new(tls.leaf.clone())))?), stop.clone())
+    let budget = crate::sys::FdBudget::of(crate::sys::raise_fd_limit());
+    let handle = start(&config, Some(crate::tls::turn_server_config(Arc::new(crate::tls::CertResolver::new(tls.leaf.clone())))?), budget, stop.clone())
         .await?
         .context("turn.enabled is false: nothing to run")?;
     println!("Parvis TURN node: udp {:?} tcp {:?} tls {:?}", handle.udp, handle.tcp, handle.tls);

@@ -190,6 +190,7 @@ function callsPanel(s, info) {
     h('div', { class: 'row' },
       field(t('wiz_relay_min'), bound(s, 'relay_port_min', { type: 'number', min: 1, max: 65535, 'data-key': 'turn.relay_port_min' }, num)),
       field(t('wiz_relay_max'), bound(s, 'relay_port_max', { type: 'number', min: 1, max: 65535, 'data-key': 'turn.relay_port_max' }, num))),
+    field(t('wiz_uplink'), bound(s, 'turn_uplink_mbps', { type: 'number', min: 0, max: 100000, placeholder: '0', 'data-key': 'turn.uplink_mbps' }, num), t('wiz_uplink_hint')),
     h('h3', {}, t('wiz_forward')),
     h('ul', {}, (info.forward || []).map((f) => h('li', {}, h('code', {}, `${f.port}/${f.proto}`), ' — ', f.what))),
   ];
@@ -209,6 +210,7 @@ function reviewPanel(s, admin) {
       ? `${s.network.address}${s.network.gateway ? ' · ' + s.network.gateway : ''}` : t('wiz_net_dhcp')),
     row(t('wiz_certs'), s.tls.mode === 'acme' ? `ACME · ${(s.tls.acme_domains || []).join(', ')} · ${s.tls.acme_challenge}` : t('wiz_mode_local')),
     row(t('wiz_external'), s.turn_external_address || '—'), row(t('wiz_relay_range'), `${s.relay_port_min}–${s.relay_port_max}`),
+    row(t('wiz_uplink'), s.turn_uplink_mbps ? `${s.turn_uplink_mbps} Mbit/s` : t('wiz_uplink_unknown')),
     row(t('wiz_federation'), t('wiz_fed_' + s.federation))),
   h('p', {}, t('wiz_review_intro'))];
 }

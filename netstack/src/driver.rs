@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::ConnGate;
 use crate::mmsg::{RecvBatch, SendBatch};
 use crate::stun::{self, ChannelData};
 use crate::turn::{AllocId, FiveTuple, Metrics, Now, Output, Server, Transport};
@@ -35,6 +37,8 @@ pub struct DriverConfig {
     pub relay_v4: Option<IpAddr>,
     pub relay_v6: Option<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
+    /// Bounds the TCP and TLS connections of the TURN listeners.
+    pub stream_gate: ConnGate,
 }
 
 /// What runs: the bound addresses and live counters.
@@ -59,7 +63,9 @@ pub struct Stats {
 
 enum Event {
     Reconfigure(Reconfigure),
-    StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>),
+    /// A stream connection, its writer, and whether it holds an allocation
+    /// (set by the engine task; an allocation keeps an idle stream open).
+    StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>, Arc<AtomicBool>),
     Client(FiveTuple, Vec<u8>),
     StreamClosed(FiveTuple),
 }
@@ -73,6 +79,11 @@ pub fn now() -> Now {
 
 /// Most bytes one STUN or ChannelData message may take on a stream.
 const MAX_STREAM_MESSAGE: usize = 64 * 1024;
+/// A stream connection must send a whole first message within this.
+pub const STREAM_FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A stream connection without an allocation is closed after this silence
+/// (with one, the allocation's lifetime decides: it ends with the connection).
+pub const STREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// Binds every listener now (so errors name the address), then runs the
 /// engine on its own thread (a single-threaded runtime: one engine, no
@@ -101,14 +112,14 @@ pub async fn start(
     for addr in &cfg.listen {
         let l = TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("turn tcp {addr}: {e}")))?;
         handle.tcp.push(l.local_addr()?);
-        tokio::spawn(accept_loop(l, None, tx.clone(), stop.clone()));
+        tokio::spawn(accept_loop(l, None, cfg.stream_gate.clone(), tx.clone(), stop.clone()));
     }
     if let Some(tls) = &cfg.tls {
         for addr in &cfg.tls_listen {
             let l =
                 TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("turn tls {addr}: {e}")))?;
             handle.tls.push(l.local_addr()?);
-            tokio::spawn(accept_loop(l, Some(tls.clone()), tx.clone(), stop.clone()));
+            tokio::spawn(accept_loop(l, Some(tls.clone()), cfg.stream_gate.clone(), tx.clone(), stop.clone()));
         }
     }
     let stats = handle.stats.clone();
@@ -132,6 +143,7 @@ pub async fn start(
                 events: rx,
                 _events_tx: tx,
                 streams: HashMap::new(),
+                alloc_streams: HashMap::new(),
                 relays: HashMap::new(),
                 next_port: 0,
                 stats,
@@ -189,7 +201,9 @@ struct EngineTask {
     events: mpsc::Receiver<Event>,
     /// Keeps the stream inbox open even when no stream listener runs.
     _events_tx: mpsc::Sender<Event>,
-    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    streams: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, Arc<AtomicBool>)>,
+    /// Allocations made over a stream, and that stream.
+    alloc_streams: HashMap<AllocId, FiveTuple>,
     relays: HashMap<AllocId, Relay>,
     next_port: u32,
     stats: Arc<Mutex<Stats>>,
@@ -286,12 +300,13 @@ impl EngineTask {
             Event::Reconfigure(r) => {
                 tracing::info!(?r, "TURN settings changed");
                 self.server.set_external(r.external_v4, r.external_v6);
+                self.server.set_total_bandwidth(r.total_bandwidth_bytes_per_sec);
                 self.cfg.relay_ports = r.relay_ports;
                 self.next_port = 0;
             }
             Event::Client(five, data) => self.server.handle_client(t, five, &data),
-            Event::StreamOpened(five, tx) => {
-                self.streams.insert(five, tx);
+            Event::StreamOpened(five, tx, allocated) => {
+                self.streams.insert(five, (tx, allocated));
             }
             Event::StreamClosed(five) => {
                 self.streams.remove(&five);
@@ -310,7 +325,7 @@ impl EngineTask {
                         }
                     }
                     Transport::Tcp | Transport::Tls => {
-                        if let Some(tx) = self.streams.get(&five) {
+                        if let Some((tx, _)) = self.streams.get(&five) {
                             let _ = tx.try_send(data);
                         }
                     }
@@ -320,13 +335,19 @@ impl EngineTask {
                         r.out.push(peer, data);
                     }
                 }
-                Output::OpenRelay { alloc, ipv6, even } => {
-                    let result = self.open_relay(alloc, ipv6, even);
+                Output::OpenRelay { alloc, five, ipv6, even, dont_fragment } => {
+                    let result = self.open_relay(alloc, ipv6, even, dont_fragment);
+                    if result.is_ok() {
+                        self.stream_allocated(alloc, five, true);
+                    }
                     self.server.relay_opened(now(), alloc, result);
                 }
                 Output::CloseRelay { alloc, .. } => {
                     if let Some(r) = self.relays.remove(&alloc) {
                         r.cancel.cancel();
+                    }
+                    if let Some(five) = self.alloc_streams.get(&alloc).copied() {
+                        self.stream_allocated(alloc, five, false);
                     }
                 }
             }
@@ -343,8 +364,23 @@ impl EngineTask {
         }
     }
 
+    /// Tells a stream connection whether it holds an allocation.
+    fn stream_allocated(&mut self, alloc: AllocId, five: FiveTuple, on: bool) {
+        if five.transport == Transport::Udp {
+            return;
+        }
+        if on {
+            self.alloc_streams.insert(alloc, five);
+        } else {
+            self.alloc_streams.remove(&alloc);
+        }
+        if let Some((_, flag)) = self.streams.get(&five) {
+            flag.store(on, Ordering::Relaxed);
+        }
+    }
+
     /// Binds a UDP socket on the next free port of the relay range.
-    fn open_relay(&mut self, alloc: AllocId, ipv6: bool, even: bool) -> Result<SocketAddr, ()> {
+    fn open_relay(&mut self, alloc: AllocId, ipv6: bool, even: bool, dont_fragment: bool) -> Result<SocketAddr, ()> {
         let ip = if ipv6 { self.cfg.relay_v6 } else { self.cfg.relay_v4 }.ok_or(())?;
         let (lo, hi) = (u32::from(*self.cfg.relay_ports.start()), u32::from(*self.cfg.relay_ports.end()));
         let span = hi - lo + 1;
@@ -355,6 +391,12 @@ impl EngineTask {
                 continue;
             }
             let Ok(socket) = bind_udp(SocketAddr::new(ip, port), RELAY_BUFFERS, true) else { continue };
+            if dont_fragment {
+                if let Err(e) = crate::mmsg::set_dont_fragment(&socket, ipv6) {
+                    tracing::warn!("relay {ip}:{port}: cannot set don't-fragment: {e}");
+                    return Err(());
+                }
+            }
             let Ok(socket) = UdpSocket::from_std(socket) else { continue };
             let socket = Arc::new(socket);
             let local = socket.local_addr().map_err(|_| ())?;
@@ -393,6 +435,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    gate: ConnGate,
     events: mpsc::Sender<Event>,
     stop: CancellationToken,
 ) {
@@ -400,12 +443,29 @@ async fn accept_loop(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (tcp, client) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // out of descriptors (EMFILE) or similar: back off, never spin
+                    tracing::warn!("turn accept on {server}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue
+                }
+            },
             _ = stop.cancelled() => return,
+        };
+        // over budget: closed at once, so the backlog drains and nothing waits
+        let permit = match gate.admit(client.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(%client, ?why, "turn connection refused");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (events, acceptor, stop) = (events.clone(), acceptor.clone(), stop.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             match acceptor {
                 None => {
                     let five = FiveTuple { client, server, transport: Transport::Tcp };
@@ -431,7 +491,8 @@ where
     let events = events.0;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
-    if events.send(Event::StreamOpened(five, tx)).await.is_err() {
+    let allocated = Arc::new(AtomicBool::new(false));
+    if events.send(Event::StreamOpened(five, tx, allocated.clone())).await.is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -443,9 +504,21 @@ where
     });
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    // Until its first whole message a connection has STREAM_FIRST_MESSAGE;
+    // then, while it holds no allocation, STREAM_IDLE of silence closes it.
+    let mut deadline = tokio::time::Instant::now() + STREAM_FIRST_MESSAGE;
+    let mut heard = false;
     'read: loop {
         let n = tokio::select! {
             r = rd.read(&mut chunk) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+            _ = tokio::time::sleep_until(deadline) => {
+                if heard && allocated.load(Ordering::Relaxed) {
+                    deadline = tokio::time::Instant::now() + STREAM_IDLE;
+                    continue;
+                }
+                tracing::debug!(client = %five.client, heard, "stream closed: silent");
+                break;
+            }
             _ = stop.cancelled() => break,
         };
         buf.extend_from_slice(&chunk[..n]);
@@ -453,7 +526,7 @@ where
         loop {
             let need = match buf.first() {
                 None => break,
-                Some(0x40..=0x4F) => ChannelData::frame_len(&buf),
+                Some(0x40..=0x7F) => ChannelData::frame_len(&buf),
                 Some(0x00..=0x03) => stun::stream_frame_len(&buf),
                 Some(_) => break 'read, // not TURN: drop the connection
             };
@@ -465,6 +538,8 @@ where
                 break;
             }
             let msg: Vec<u8> = buf.drain(..need).collect();
+            heard = true;
+            deadline = tokio::time::Instant::now() + STREAM_IDLE;
             tracing::trace!(client = %five.client, len = msg.len(), "stream message");
             if events.send(Event::Client(five, msg)).await.is_err() {
                 break 'read;
@@ -483,6 +558,8 @@ pub struct Reconfigure {
     pub external_v6: Option<IpAddr>,
     /// New relay sockets come from this range; open ones stay.
     pub relay_ports: RangeInclusive<u16>,
+    /// The total relay cap (see `turn::Config::total_bandwidth_bytes_per_sec`).
+    pub total_bandwidth_bytes_per_sec: u64,
 }
 
 impl Handle {

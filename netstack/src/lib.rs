@@ -6,6 +6,7 @@
 //! engine and the socket drivers build on it.
 
 pub mod driver;
+pub mod limits;
 pub mod mmsg;
 pub mod stun;
 pub mod turn;

@@ -564,7 +564,7 @@ impl<'a> ChannelData<'a> {
             return None;
         }
         let channel = be16(b, 0);
-        if !(0x4000..=0x4FFF).contains(&channel) {
+        if !crate::turn::CHANNELS.contains(&channel) {
             return None;
         }
         let len = be16(b, 2) as usize;

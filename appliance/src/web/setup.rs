@@ -43,6 +43,9 @@ pub struct Settings {
     pub turn_external_address: Option<IpAddr>,
     pub relay_port_min: u16,
     pub relay_port_max: u16,
+    /// Upload speed of the internet connection, Mbit/s (0: not stated): the
+    /// relay's total bandwidth cap follows from it.
+    pub turn_uplink_mbps: u32,
     pub federation: Federation,
     /// The box's address (DHCP or static), used from its next start.
     pub network: NetworkConfig,
@@ -58,6 +61,7 @@ impl Settings {
             turn_external_address: c.turn.external_address,
             relay_port_min: c.turn.relay_port_min,
             relay_port_max: c.turn.relay_port_max,
+            turn_uplink_mbps: c.turn.uplink_mbps,
             federation: c.federation,
             network: c.network.clone(),
         }
@@ -71,6 +75,7 @@ impl Settings {
         c.turn.external_address = self.turn_external_address;
         c.turn.relay_port_min = self.relay_port_min;
         c.turn.relay_port_max = self.relay_port_max;
+        c.turn.uplink_mbps = self.turn_uplink_mbps;
         c.federation = self.federation;
         c.network = self.network.clone();
         c
@@ -110,6 +115,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     };
     turn.insert("relay_port_min".into(), toml::Value::Integer(s.relay_port_min.into()));
     turn.insert("relay_port_max".into(), toml::Value::Integer(s.relay_port_max.into()));
+    turn.insert("uplink_mbps".into(), toml::Value::Integer(s.turn_uplink_mbps.into()));
     crate::tls::write_file(file, &toml::to_string_pretty(&doc)?, true)?;
     Ok(())
 }
@@ -148,8 +154,8 @@ pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
         let names = crate::tls::names_for(&new.name, crate::net::hostname().as_deref(), &crate::net::local_addresses());
         *state.own_origins.write().expect("poisoned") = origins(&names, state.config.https.port());
     }
-    if (old.turn_external_address, old.relay_port_min, old.relay_port_max)
-        != (new.turn_external_address, new.relay_port_min, new.relay_port_max)
+    if (old.turn_external_address, old.relay_port_min, old.relay_port_max, old.turn_uplink_mbps)
+        != (new.turn_external_address, new.relay_port_min, new.relay_port_max, new.turn_uplink_mbps)
     {
         if let Some(t) = &state.turn {
             let (v4, v6) = match new.turn_external_address {
@@ -161,6 +167,7 @@ pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
                 external_v4: v4,
                 external_v6: v6,
                 relay_ports: new.relay_port_min..=new.relay_port_max,
+                total_bandwidth_bytes_per_sec: new.config(&state.config).turn.total_kbps() * 1000 / 8,
             })
             .await?;
         }

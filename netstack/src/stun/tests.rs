@@ -252,7 +252,9 @@ fn channel_data_framing() {
     assert_eq!(out.len(), 12);
     assert_eq!(ChannelData::frame_len(&out), Some(12));
     assert_eq!(ChannelData::parse(&out), Some(ChannelData { channel: 0x4001, data: b"hello" }));
-    assert_eq!(ChannelData::parse(&[0x50, 0, 0, 0]), None, "channel numbers stop at 0x4FFF");
+    assert_eq!(ChannelData::parse(&[0x80, 0, 0, 0]), None, "channel numbers stop at 0x7FFF");
+    assert_eq!(ChannelData::parse(&[0x3F, 0xFF, 0, 0]), None, "and start at 0x4000");
+    assert_eq!(ChannelData::parse(&[0x7F, 0xFF, 0, 0]), Some(ChannelData { channel: 0x7FFF, data: b"" }));
     assert_eq!(ChannelData::parse(&[0x40, 0, 0, 9, 1]), None, "length past the end");
 }
 

@@ -72,6 +72,10 @@ pub struct Config {
     pub max_channels: usize,
     /// Relayed bytes per second per allocation, both directions; 0 = no cap.
     pub bandwidth_bytes_per_sec: u64,
+    /// Bytes per second the whole relay may send (to clients and to peers,
+    /// all allocations together), so that no guest or group of guests can
+    /// fill the company's uplink; 0 = no cap.
+    pub total_bandwidth_bytes_per_sec: u64,
 }
 
 impl Config {
@@ -95,6 +99,7 @@ impl Config {
             max_permissions: 64,
             max_channels: 64,
             bandwidth_bytes_per_sec: 0,
+            total_bandwidth_bytes_per_sec: 0,
         }
     }
 }
@@ -107,9 +112,10 @@ pub enum Output {
     ToClient { five: FiveTuple, data: Vec<u8> },
     /// Send from an allocation's relay socket to a peer.
     ToPeer { alloc: AllocId, relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
-    /// Bind a relay socket (IPv6 if `ipv6`, on an even port if `even`) and
-    /// report with `relay_opened`.
-    OpenRelay { alloc: AllocId, ipv6: bool, even: bool },
+    /// Bind a relay socket (IPv6 if `ipv6`, on an even port if `even`, with
+    /// the don't-fragment bit on every datagram if `dont_fragment`) for the
+    /// client on `five`, and report with `relay_opened`.
+    OpenRelay { alloc: AllocId, five: FiveTuple, ipv6: bool, even: bool, dont_fragment: bool },
     /// Close this allocation's relay socket.
     CloseRelay { alloc: AllocId, relay: SocketAddr },
 }
@@ -134,6 +140,8 @@ pub struct Metrics {
     pub drop_no_permission: u64,
     pub drop_forbidden_peer: u64,
     pub drop_bandwidth: u64,
+    /// Dropped because the whole relay reached its total cap.
+    pub drop_bandwidth_total: u64,
     pub drop_amplification: u64,
     pub refused_forbidden: u64,
     pub refused_quota: u64,
@@ -181,6 +189,9 @@ pub struct Server {
     next_due: Option<Instant>,
     next_id: AllocId,
     tid_state: u64,
+    /// The total bandwidth bucket: bytes available, and when it was filled.
+    total_tokens: f64,
+    total_at: Option<Instant>,
     pub metrics: Metrics,
 }
 
@@ -210,6 +221,8 @@ impl Server {
             next_due: None,
             next_id: 1,
             tid_state,
+            total_tokens: 0.0,
+            total_at: None,
             metrics: Metrics::default(),
         }
     }
@@ -227,6 +240,11 @@ impl Server {
         self.cfg.policy.own.retain(|ip| !old.contains(ip));
         self.cfg.policy.own.extend(v4.into_iter().chain(v6));
         (self.cfg.external_v4, self.cfg.external_v6) = (v4, v6);
+    }
+
+    /// Changes the total relay cap (bytes per second; 0: none).
+    pub fn set_total_bandwidth(&mut self, bytes_per_sec: u64) {
+        self.cfg.total_bandwidth_bytes_per_sec = bytes_per_sec;
     }
 
     pub fn set_policy(&mut self, policy: PeerPolicy) {
@@ -322,7 +340,8 @@ impl Server {
     /// framed message from a stream).
     pub fn handle_client(&mut self, now: Now, five: FiveTuple, data: &[u8]) {
         match data.first() {
-            Some(0x40..=0x4F) => self.client_channel_data(now, five, data),
+            // ChannelData: channels 0x4000-0x7FFF (see `CHANNELS`)
+            Some(0x40..=0x7F) => self.client_channel_data(now, five, data),
             Some(0x00..=0x03) => match Message::parse(data) {
                 Ok(m) => self.client_stun(now, five, &m),
                 Err(_) => self.metrics.drop_malformed += 1,
@@ -451,8 +470,11 @@ impl Server {
             return None;
         }
         let auth = Auth { username: username.to_string(), key, sha256: sha256_ok };
+        // RFC 8656 §5: later requests on an allocation's 5-tuple must use its
+        // credentials (441). An Allocate there is answered 437 instead
+        // (§7.2), whoever sends it: see `allocate`.
         if let Some(a) = self.by_five.get(&five).and_then(|id| self.allocs.get(id)) {
-            if a.username != auth.username {
+            if a.username != auth.username && m.method() != method::ALLOCATE {
                 self.reply(five, m, Some(&auth), |b| b.error(441, "Wrong Credentials"));
                 return None;
             }
@@ -505,6 +527,7 @@ impl Server {
             Some(Ok(true)) => return self.reply(five, m, Some(&auth), |b| b.error(508, "Port Reservation Unsupported")),
             Some(Err(())) => return self.reply(five, m, Some(&auth), |b| b.error(400, "bad EVEN-PORT")),
         };
+        let dont_fragment = m.attr(attr::DONT_FRAGMENT).is_some();
         if m.attr(attr::RESERVATION_TOKEN).is_some() {
             return self.reply(five, m, Some(&auth), |b| b.error(508, "Port Reservation Unsupported"));
         }
@@ -545,7 +568,7 @@ impl Server {
         self.by_five.insert(five, id);
         self.due(now.mono + lifetime);
         self.metrics.allocations_created += 1;
-        self.out.push_back(Output::OpenRelay { alloc: id, ipv6, even });
+        self.out.push_back(Output::OpenRelay { alloc: id, five, ipv6, even, dont_fragment });
     }
 
     /// The driver bound (or failed to bind) the relay socket of `alloc`.
@@ -655,7 +678,7 @@ impl Server {
             return self.reply(five, m, Some(&auth), |b| b.error(437, "Allocation Mismatch"));
         };
         let channel = match m.channel_number() {
-            Some(c) if (0x4000..=0x4FFF).contains(&c) => c,
+            Some(c) if CHANNELS.contains(&c) => c,
             _ => return self.reply(five, m, Some(&auth), |b| b.error(400, "bad CHANNEL-NUMBER")),
         };
         let Some(Ok(peer)) = m.xor_address(attr::XOR_PEER_ADDRESS) else {
@@ -718,22 +741,38 @@ impl Server {
         self.relay_out(now, id, peer, cd.data);
     }
 
-    fn spend(&mut self, id: AllocId, now: Instant, bytes: usize) -> bool {
+    /// Takes `bytes` from the allocation's bucket and, when the relay sends
+    /// them out (`outgoing`: to a peer or to a client, not a hand-over
+    /// between two allocations), from the total bucket. Both or neither.
+    fn spend(&mut self, id: AllocId, now: Instant, bytes: usize, outgoing: bool) -> bool {
+        let need = bytes as f64;
         let cap = self.cfg.bandwidth_bytes_per_sec as f64;
-        if cap == 0.0 {
-            return true;
+        if cap > 0.0 {
+            let a = self.allocs.get_mut(&id).expect("present");
+            let elapsed = now.saturating_duration_since(a.tokens_at).as_secs_f64();
+            a.tokens_at = now;
+            a.tokens = (a.tokens + elapsed * cap).min(cap);
+            if a.tokens < need {
+                self.metrics.drop_bandwidth += 1;
+                return false;
+            }
         }
-        let a = self.allocs.get_mut(&id).expect("present");
-        let elapsed = now.saturating_duration_since(a.tokens_at).as_secs_f64();
-        a.tokens_at = now;
-        a.tokens = (a.tokens + elapsed * cap).min(cap);
-        if a.tokens >= bytes as f64 {
-            a.tokens -= bytes as f64;
-            true
-        } else {
-            self.metrics.drop_bandwidth += 1;
-            false
+        let total = self.cfg.total_bandwidth_bytes_per_sec as f64;
+        if outgoing && total > 0.0 {
+            let elapsed = self.total_at.map_or(1.0, |at| now.saturating_duration_since(at).as_secs_f64());
+            self.total_at = Some(now);
+            // a burst of at most a quarter second of the cap
+            self.total_tokens = (self.total_tokens + elapsed * total).min(total / 4.0);
+            if self.total_tokens < need {
+                self.metrics.drop_bandwidth_total += 1;
+                return false;
+            }
+            self.total_tokens -= need;
         }
+        if cap > 0.0 {
+            self.allocs.get_mut(&id).expect("present").tokens -= need;
+        }
+        true
     }
 
     /// Data from allocation `id`'s client to `peer`.
@@ -754,7 +793,7 @@ impl Server {
             self.metrics.drop_forbidden_peer += 1;
             return;
         }
-        if !self.spend(id, now.mono, data.len()) {
+        if !self.spend(id, now.mono, data.len(), target.is_none()) {
             return;
         }
         if let Some(target) = target {
@@ -787,7 +826,7 @@ impl Server {
         }
         let five = a.five;
         let channel = a.channel_of.get(&from).copied().filter(|c| a.channels.get(c).is_some_and(|(_, e)| *e > now.mono));
-        if !self.spend(id, now.mono, data.len()) {
+        if !self.spend(id, now.mono, data.len(), true) {
             return;
         }
         let mut out = Vec::with_capacity(data.len() + 36);
@@ -807,9 +846,15 @@ impl Server {
     }
 }
 
+/// Channel numbers a client may bind: RFC 5766's 0x4000-0x7FFF, which
+/// coturn and its `turnutils_uclient` use, not only RFC 8656's narrower
+/// 0x4000-0x4FFF (which exists for demultiplexing with DTLS-SRTP on one
+/// port; on a TURN listening port nothing else arrives).
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
 /// Whether bytes from a client start a STUN message or ChannelData.
 pub fn is_turn_traffic(b: &[u8]) -> bool {
-    stun::looks_like_stun(b) || matches!(b.first(), Some(0x40..=0x4F))
+    stun::looks_like_stun(b) || matches!(b.first(), Some(0x40..=0x7F))
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! address (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
 //! Refused by default: loopback, unspecified, "this network", link-local
 //! (incl. 169.254.169.254), multicast, broadcast, private ranges (RFC 1918,
-//! 100.64/10, fc00::/7), documentation/benchmark ranges, and the box's own
-//! addresses except its active relay ports. An admin allow-list wins over
-//! everything but is empty by default.
+//! 100.64/10, fc00::/7), documentation ranges (192.0.2/24, 198.51.100/24,
+//! 203.0.113/24, 2001:db8::/32, 3fff::/20) and the benchmarking range
+//! (198.18/15), where nothing real lives, and the box's own addresses
+//! except its active relay ports. An admin allow-list wins over everything
+//! but is empty by default.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -91,6 +93,9 @@ fn v4_forbidden(ip: Ipv4Addr) -> bool {
         || (o[0] == 100 && (o[1] & 0xC0) == 64)       // 100.64/10 shared address space
         || (o[0] == 192 && o[1] == 0 && o[2] == 0)    // 192.0.0/24 protocol assignments
         || (o[0] == 198 && (o[1] & 0xFE) == 18)       // 198.18/15 benchmarking
+        || (o[0] == 192 && o[1] == 0 && o[2] == 2)    // 192.0.2/24 documentation (TEST-NET-1)
+        || (o[0] == 198 && o[1] == 51 && o[2] == 100) // 198.51.100/24 documentation (TEST-NET-2)
+        || (o[0] == 203 && o[1] == 0 && o[2] == 113)  // 203.0.113/24 documentation (TEST-NET-3)
 }
 
 fn v6_forbidden(ip: Ipv6Addr) -> bool {
@@ -102,6 +107,8 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0                  // site-local (deprecated)
         || (s[0] & 0xfe00) == 0xfc00                  // unique local fc00::/7
         || s[0] == 0x0100 && s[1..4] == [0, 0, 0]     // discard-only 100::/64
+        || (s[0] == 0x2001 && s[1] == 0x0db8)         // 2001:db8::/32 documentation
+        || (s[0] & 0xfff0) == 0x3ff0                  // 3fff::/20 documentation (RFC 9637)
 }
 
 /// The relay's rules for peers.
@@ -165,10 +172,12 @@ mod tests {
             "172.16.0.1", "192.168.1.1", "100.64.0.1", "::1", "::", "fe80::1", "ff02::1", "fc00::1", "fd12::3",
             "::ffff:127.0.0.1", "::ffff:0.0.0.0", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::7f00:1",
             "2002:7f00:1::1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:c0a8:101::1", "0.1.2.3", "240.0.0.1",
+            "192.0.2.1", "198.51.100.7", "203.0.113.5", "198.18.0.1", "2001:db8::1", "3fff::1", "::ffff:203.0.113.5",
+            "2002:cb00:7105::1",
         ] {
             assert_eq!(judge(&p, s), Verdict::Refused, "{s}");
         }
-        for s in ["203.0.113.5", "8.8.8.8", "2001:db8::1", "2a01:4f8::1", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for s in ["93.184.216.34", "8.8.8.8", "2a01:4f8::1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
             assert_eq!(judge(&p, s), Verdict::Allowed, "{s}");
         }
     }
@@ -177,14 +186,15 @@ mod tests {
     fn allow_list_wins_and_own_addresses_are_special() {
         let p = PeerPolicy {
             allow: vec!["192.168.10.0/24".parse().unwrap()],
-            deny: vec!["203.0.113.0/24".parse().unwrap()],
+            deny: vec!["93.184.216.0/24".parse().unwrap()],
             own: vec!["192.168.1.10".parse().unwrap(), "198.51.100.7".parse().unwrap()],
             allow_loopback: false,
         };
         assert_eq!(judge(&p, "192.168.10.44"), Verdict::Allowed);
         assert_eq!(judge(&p, "::ffff:192.168.10.44"), Verdict::Allowed);
         assert_eq!(judge(&p, "192.168.11.1"), Verdict::Refused);
-        assert_eq!(judge(&p, "203.0.113.5"), Verdict::Refused);
+        assert_eq!(judge(&p, "93.184.216.5"), Verdict::Refused);
+        assert_eq!(judge(&p, "8.8.8.8"), Verdict::Allowed);
         assert_eq!(judge(&p, "192.168.1.10"), Verdict::OwnAddress);
         assert_eq!(judge(&p, "::ffff:198.51.100.7"), Verdict::OwnAddress);
         let test = PeerPolicy { allow_loopback: true, ..PeerPolicy::default() };

@@ -18,6 +18,8 @@ struct H {
     now: Now,
     next_port: u16,
     tid: u8,
+    /// DONT-FRAGMENT of each relay the engine asked for, in order.
+    dont_fragment: Vec<bool>,
 }
 
 struct Client {
@@ -41,7 +43,7 @@ impl H {
         // The fake clock starts at an arbitrary real instant and only moves by advance().
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
-        H { s: Server::new(c), now: Now { mono: t0, unix: UNIX0 }, next_port: 50000, tid: 0 }
+        H { s: Server::new(c), now: Now { mono: t0, unix: UNIX0 }, next_port: 50000, tid: 0, dont_fragment: Vec::new() }
     }
 
     fn client(&self, addr: &str, user: &str) -> Client {
@@ -60,7 +62,8 @@ impl H {
     fn outputs(&mut self) -> Vec<Output> {
         let mut all = Vec::new();
         while let Some(o) = self.s.poll_output() {
-            if let Output::OpenRelay { alloc, ipv6, even } = o {
+            if let Output::OpenRelay { alloc, ipv6, even, dont_fragment, .. } = o {
+                self.dont_fragment.push(dont_fragment);
                 let ip = if ipv6 { "2001:db8::1" } else { BOX_IP };
                 if even && self.next_port % 2 == 1 {
                     self.next_port += 1;
@@ -261,7 +264,7 @@ fn refresh_with_lifetime_zero_deletes_at_once() {
     assert_eq!(h.s.allocation_count(), 0);
     let r = h.request(&mut c, method::REFRESH, |b| b.u32_attr(attr::LIFETIME, 600));
     assert_eq!(code(&r), Some(437), "nothing revives it");
-    h.s.handle_peer(h.now, relay, "203.0.113.5:9".parse().unwrap(), b"late");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:9".parse().unwrap(), b"late");
     assert!(h.outputs().is_empty());
 }
 
@@ -286,8 +289,8 @@ fn requests_without_allocation_get_437() {
     let mut h = H::new();
     let mut c = h.client("198.51.100.7:40000", "alice");
     assert_eq!(code(&h.request(&mut c, method::REFRESH, |b| b)), Some(437));
-    assert_eq!(h.permit(&mut c, "203.0.113.5:1"), Some(437));
-    assert_eq!(h.bind(&mut c, 0x4000, "203.0.113.5:1"), Some(437));
+    assert_eq!(h.permit(&mut c, "93.184.216.5:1"), Some(437));
+    assert_eq!(h.bind(&mut c, 0x4000, "93.184.216.5:1"), Some(437));
 }
 
 #[test]
@@ -296,25 +299,25 @@ fn permissions_are_per_ip_and_expire() {
     let mut c = h.client("198.51.100.7:40000", "alice");
     let relay = h.allocate(&mut c);
     // before any permission: both directions dropped
-    h.send(&c, "203.0.113.5:7000", b"x");
-    h.s.handle_peer(h.now, relay, "203.0.113.5:7000".parse().unwrap(), b"y");
+    h.send(&c, "93.184.216.5:7000", b"x");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:7000".parse().unwrap(), b"y");
     assert!(h.outputs().is_empty());
-    assert_eq!(h.permit(&mut c, "203.0.113.5:7000"), None);
-    h.send(&c, "203.0.113.5:7000", b"hello");
-    assert_eq!(h.peers_get(), vec![("203.0.113.5:7000".parse().unwrap(), b"hello".to_vec())]);
+    assert_eq!(h.permit(&mut c, "93.184.216.5:7000"), None);
+    h.send(&c, "93.184.216.5:7000", b"hello");
+    assert_eq!(h.peers_get(), vec![("93.184.216.5:7000".parse().unwrap(), b"hello".to_vec())]);
     // any port of that IP may answer
-    h.s.handle_peer(h.now, relay, "203.0.113.5:9999".parse().unwrap(), b"reply");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:9999".parse().unwrap(), b"reply");
     let out = h.client_gets(c.five);
     let m = Message::parse(&out[0]).unwrap();
     assert_eq!((m.class(), m.method()), (Class::Indication, method::DATA));
     assert_eq!(m.attr(attr::DATA), Some(&b"reply"[..]));
-    assert_eq!(m.xor_address(attr::XOR_PEER_ADDRESS), Some(Ok("203.0.113.5:9999".parse().unwrap())));
+    assert_eq!(m.xor_address(attr::XOR_PEER_ADDRESS), Some(Ok("93.184.216.5:9999".parse().unwrap())));
     h.advance(299);
-    h.s.handle_peer(h.now, relay, "203.0.113.5:1".parse().unwrap(), b"still");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:1".parse().unwrap(), b"still");
     assert_eq!(h.client_gets(c.five).len(), 1);
     h.advance(2);
-    h.s.handle_peer(h.now, relay, "203.0.113.5:1".parse().unwrap(), b"too late");
-    h.send(&c, "203.0.113.5:7000", b"too late");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:1".parse().unwrap(), b"too late");
+    h.send(&c, "93.184.216.5:7000", b"too late");
     assert!(h.outputs().is_empty(), "permission expired after 300 s");
 }
 
@@ -323,30 +326,30 @@ fn channels_follow_the_rules_and_expire() {
     let mut h = H::new();
     let mut c = h.client("198.51.100.7:40000", "alice");
     let relay = h.allocate(&mut c);
-    for bad in [0x3FFF, 0x5000, 0xFFFF] {
-        assert_eq!(h.bind(&mut c, bad, "203.0.113.5:7000"), Some(400), "{bad:#x}");
+    for bad in [0x3FFF, 0x8000, 0xFFFF] {
+        assert_eq!(h.bind(&mut c, bad, "93.184.216.5:7000"), Some(400), "{bad:#x}");
     }
-    assert_eq!(h.bind(&mut c, 0x4001, "203.0.113.5:7000"), None);
-    assert_eq!(h.bind(&mut c, 0x4001, "203.0.113.5:7000"), None, "refresh");
-    assert_eq!(h.bind(&mut c, 0x4001, "203.0.113.6:7000"), Some(400), "same channel, other peer");
-    assert_eq!(h.bind(&mut c, 0x4002, "203.0.113.5:7000"), Some(400), "same peer, other channel");
+    assert_eq!(h.bind(&mut c, 0x4001, "93.184.216.5:7000"), None);
+    assert_eq!(h.bind(&mut c, 0x4001, "93.184.216.5:7000"), None, "refresh");
+    assert_eq!(h.bind(&mut c, 0x4001, "93.184.216.6:7000"), Some(400), "same channel, other peer");
+    assert_eq!(h.bind(&mut c, 0x4002, "93.184.216.5:7000"), Some(400), "same peer, other channel");
     let mut cd = Vec::new();
     ChannelData::encode(0x4001, b"via channel", &mut cd);
     h.s.handle_client(h.now, c.five, &cd);
-    assert_eq!(h.peers_get(), vec![("203.0.113.5:7000".parse().unwrap(), b"via channel".to_vec())]);
-    h.s.handle_peer(h.now, relay, "203.0.113.5:7000".parse().unwrap(), b"back");
+    assert_eq!(h.peers_get(), vec![("93.184.216.5:7000".parse().unwrap(), b"via channel".to_vec())]);
+    h.s.handle_peer(h.now, relay, "93.184.216.5:7000".parse().unwrap(), b"back");
     let out = h.client_gets(c.five);
     assert_eq!(ChannelData::parse(&out[0]), Some(ChannelData { channel: 0x4001, data: b"back" }));
     // keep the allocation and the permission alive but let the channel lapse (600 s)
     for _ in 0..2 {
         h.advance(250);
-        assert_eq!(h.permit(&mut c, "203.0.113.5:7000"), None);
+        assert_eq!(h.permit(&mut c, "93.184.216.5:7000"), None);
         assert_eq!(code(&h.request(&mut c, method::REFRESH, |b| b)), None);
     }
     h.advance(101);
     h.s.handle_client(h.now, c.five, &cd);
     assert!(h.peers_get().is_empty(), "channel expired");
-    h.s.handle_peer(h.now, relay, "203.0.113.5:7000".parse().unwrap(), b"back");
+    h.s.handle_peer(h.now, relay, "93.184.216.5:7000".parse().unwrap(), b"back");
     let out = h.client_gets(c.five);
     assert_eq!(Message::parse(&out[0]).unwrap().method(), method::DATA, "falls back to a Data indication");
 }
@@ -384,7 +387,8 @@ fn forbidden_peers_are_refused_in_every_spelling() {
     h.allocate(&mut c);
     for peer in [
         "127.0.0.1:80", "0.0.0.0:80", "169.254.169.254:80", "10.0.0.1:53", "192.168.1.1:161", "100.64.0.1:1",
-        "224.0.0.251:5353", "255.255.255.255:67",
+        "224.0.0.251:5353", "255.255.255.255:67", "192.0.2.77:80", "198.51.100.1:80", "203.0.113.5:80",
+        "198.18.0.1:80",
     ] {
         assert_eq!(h.permit(&mut c, peer), Some(403), "{peer}");
     }
@@ -394,7 +398,8 @@ fn forbidden_peers_are_refused_in_every_spelling() {
     });
     assert_eq!(code(&r), None);
     for peer in ["[::ffff:127.0.0.1]:80", "[::ffff:0.0.0.0]:80", "[::ffff:169.254.169.254]:80", "[::127.0.0.1]:80",
-        "[64:ff9b::7f00:1]:80", "[2002:7f00:1::1]:80", "[::1]:80", "[fe80::1]:80", "[fd00::1]:80"] {
+        "[64:ff9b::7f00:1]:80", "[2002:7f00:1::1]:80", "[::1]:80", "[fe80::1]:80", "[fd00::1]:80",
+        "[2001:db8:7::1]:80", "[3fff::1]:80", "[::ffff:203.0.113.5]:80"] {
         let r = h.request(&mut c6, method::CREATE_PERMISSION, |b| b.xor_address(attr::XOR_PEER_ADDRESS, peer.parse().unwrap()));
         let got = code(&r);
         assert!(got == Some(403) || got == Some(443), "{peer}: {got:?}");
@@ -422,7 +427,7 @@ fn the_admin_can_allow_a_lan_range() {
 fn relay_to_relay_is_forwarded_in_process() {
     let mut h = H::new();
     let mut a = h.client("198.51.100.7:40000", "alice");
-    let mut b = h.client("203.0.113.50:40000", "bob");
+    let mut b = h.client("93.184.216.50:40000", "bob");
     let ra = h.allocate(&mut a);
     let rb = h.allocate(&mut b);
     assert_eq!(h.permit(&mut a, &rb.to_string()), None);
@@ -501,7 +506,7 @@ fn allocate_checks_transport_and_family() {
     assert_eq!(code(&r), Some(440));
     // an IPv4 allocation refuses IPv6 peers
     h.allocate(&mut c);
-    assert_eq!(h.permit(&mut c, "[2001:db8:7::1]:5"), Some(443));
+    assert_eq!(h.permit(&mut c, "[2a01:4f8:7::1]:5"), Some(443));
 }
 
 #[test]
@@ -511,13 +516,13 @@ fn bandwidth_cap_drops_the_excess() {
     let mut h = H::with(cfg);
     let mut c = h.client("198.51.100.7:40000", "alice");
     h.allocate(&mut c);
-    h.permit(&mut c, "203.0.113.5:1");
+    h.permit(&mut c, "93.184.216.5:1");
     for _ in 0..5 {
-        h.send(&c, "203.0.113.5:1", &[0; 400]);
+        h.send(&c, "93.184.216.5:1", &[0; 400]);
     }
     assert_eq!(h.peers_get().len(), 2);
     h.advance(1);
-    h.send(&c, "203.0.113.5:1", &[0; 400]);
+    h.send(&c, "93.184.216.5:1", &[0; 400]);
     assert_eq!(h.peers_get().len(), 1);
     assert_eq!(h.s.metrics.drop_bandwidth, 3);
 }
@@ -551,7 +556,7 @@ fn garbage_is_counted_and_never_crashes() {
             b[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
         }
         h.s.handle_client(h.now, c, &b);
-        h.s.handle_peer(h.now, "192.0.2.1:50000".parse().unwrap(), "203.0.113.1:1".parse().unwrap(), &b);
+        h.s.handle_peer(h.now, "192.0.2.1:50000".parse().unwrap(), "93.184.216.1:1".parse().unwrap(), &b);
     }
     let _ = h.outputs();
     assert!(h.s.metrics.drop_malformed > 0);
@@ -570,4 +575,78 @@ fn even_port_is_honoured_and_reservations_are_refused() {
     assert_eq!(code(&r), Some(508));
     let r = h.request(&mut d, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24).attr(attr::RESERVATION_TOKEN, &[1; 8]));
     assert_eq!(code(&r), Some(420), "RESERVATION-TOKEN is not understood");
+}
+
+/// coturn's `turnutils_uclient` binds channels above RFC 8656's 0x4FFF.
+#[test]
+fn channels_up_to_0x7fff_carry_data_both_ways() {
+    let mut h = H::new();
+    let mut c = h.client("198.51.100.7:40000", "alice");
+    let relay = h.allocate(&mut c);
+    for (channel, port) in [(0x5000u16, 7001u16), (0x6ABC, 7002), (0x7FFF, 7003)] {
+        let peer = format!("93.184.216.5:{port}");
+        assert_eq!(h.bind(&mut c, channel, &peer), None, "{channel:#x}");
+        let mut cd = Vec::new();
+        ChannelData::encode(channel, b"out", &mut cd);
+        h.s.handle_client(h.now, c.five, &cd);
+        assert_eq!(h.peers_get(), vec![(peer.parse().unwrap(), b"out".to_vec())], "{channel:#x}");
+        h.s.handle_peer(h.now, relay, peer.parse().unwrap(), b"in");
+        let out = h.client_gets(c.five);
+        assert_eq!(ChannelData::parse(&out[0]), Some(ChannelData { channel, data: b"in" }), "{channel:#x}");
+    }
+}
+
+/// RFC 8656 §7.2: an Allocate on a 5-tuple that has an allocation is 437,
+/// whoever sends it; other requests there with other credentials are 441.
+#[test]
+fn allocate_on_a_taken_five_tuple_is_437_for_anyone() {
+    let mut h = H::new();
+    let mut alice = h.client("198.51.100.7:40000", "alice");
+    h.allocate(&mut alice);
+    let mut bob = h.client("198.51.100.7:40000", "bob");
+    let r = h.request(&mut bob, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24));
+    assert_eq!(code(&r), Some(437));
+    let r = h.request(&mut alice, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24));
+    assert_eq!(code(&r), Some(437), "a second allocation by its owner");
+    assert_eq!(code(&h.request(&mut bob, method::REFRESH, |b| b)), Some(441));
+    assert_eq!(h.s.allocation_count(), 1);
+}
+
+#[test]
+fn dont_fragment_is_asked_of_the_relay_socket() {
+    let mut h = H::new();
+    for (port, df) in [(40000, true), (40001, false)] {
+        let mut c = h.client(&format!("198.51.100.7:{port}"), "alice");
+        let r = h.request(&mut c, method::ALLOCATE, |b| {
+            let b = b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
+            if df { b.attr(attr::DONT_FRAGMENT, &[]) } else { b }
+        });
+        assert_eq!(code(&r), None, "RFC 8656 §7.2: honoured, not 420");
+    }
+    assert_eq!(h.dont_fragment, [true, false]);
+}
+
+#[test]
+fn the_total_bandwidth_cap_holds_across_allocations() {
+    let mut cfg = config();
+    cfg.total_bandwidth_bytes_per_sec = 4000; // bursts of a quarter second: 1000 bytes
+    let mut h = H::with(cfg);
+    let mut clients = Vec::new();
+    for port in 1..=3 {
+        let mut c = h.client(&format!("198.51.100.7:{port}"), &format!("user{port}"));
+        h.allocate(&mut c);
+        h.permit(&mut c, "93.184.216.5:1");
+        clients.push(c);
+    }
+    h.advance(1);
+    for c in &clients {
+        for _ in 0..2 {
+            h.send(c, "93.184.216.5:1", &[0; 300]);
+        }
+    }
+    assert_eq!(h.peers_get().len(), 3, "1000 bytes of burst: three datagrams of 300, whoever sends them");
+    assert_eq!(h.s.metrics.drop_bandwidth_total, 3);
+    h.advance(1);
+    h.send(&clients[2], "93.184.216.5:1", &[0; 300]);
+    assert_eq!(h.peers_get().len(), 1, "refilled");
 }
