@@ -327,8 +327,8 @@ impl TurnConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Password hashes (argon2id, 19 MiB each while it runs) computed at
-    /// once. 0: one per CPU core, at most 4. Default: 0.
+    /// Password hashes (argon2id; each hasher keeps its 19 MiB) computed at
+    /// once. 0: one per CPU core, at most 2. Default: 0.
     pub password_hashers: usize,
     /// Password checks that may wait for a hasher; beyond, the answer is 503
     /// with Retry-After. Default: 32.
@@ -347,12 +347,12 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// Hashers in force: `password_hashers`, or one per core (1 to 4).
+    /// Hashers in force: `password_hashers`, or one per core (1 to 2).
     pub fn hashers(&self) -> usize {
         if self.password_hashers > 0 {
             return self.password_hashers;
         }
-        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2)
     }
 }
 

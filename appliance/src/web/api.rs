@@ -18,15 +18,14 @@ use crate::store::rooms::{self, RoomChange, Visibility};
 use crate::store::users::{self, Role, User};
 use crate::store::{self, RoomId, Seq, StoreError, UserId};
 
-/// Runs argon2 off the async threads.
-pub(super) async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password, &mut rand::rngs::OsRng))
-        .await
-        .map_err(|_| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))
+/// Hashes a password in the bounded hashing pool (503 when it is full).
+pub(super) async fn hash_password(state: &State, password: String) -> ApiResult<String> {
+    state.hasher.hash(password).await.map_err(|b| AppError::busy(b.retry_after))
 }
 
-async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash)).await.unwrap_or(false)
+/// Checks a password in the bounded hashing pool (503 when it is full).
+async fn verify_password(state: &State, password: String, hash: String) -> ApiResult<bool> {
+    state.hasher.verify(password, hash).await.map_err(|b| AppError::busy(b.retry_after))
 }
 
 fn check_password(p: &str) -> ApiResult<()> {
@@ -83,7 +82,7 @@ pub async fn setup(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json
     users::check_username(&req.username)?;
     users::check_display_name(&req.display_name)?;
     check_password(&req.password)?;
-    let hash = hash_password(req.password).await?;
+    let hash = hash_password(&state, req.password).await?;
     let user = super::setup::claim(&state, company, req.username, req.display_name, hash).await?;
     super::setup::end_setup(&state);
     tracing::info!(admin = %user.username, "setup complete");
@@ -99,29 +98,35 @@ pub struct LoginReq {
 
 pub async fn login(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json<LoginReq>) -> ApiResult<Response> {
     let now = state.chat.clock.now_ms();
-    let name = req.username.trim().to_lowercase();
-    let user_key = format!("user:{name}");
-    let ip_key = format!("ip:{}", ip.0);
-    state.login_limiter.check(&user_key, now).map_err(AppError::too_many)?;
-    state.login_limiter.check(&ip_key, now).map_err(AppError::too_many)?;
+    let name: String = req.username.trim().to_lowercase().chars().take(64).collect();
+    // counted before the hash, for every key at once: parallel guesses
+    // cannot pass the limit; a success is given back
+    let keys = auth::login_keys(&name, &ip.0);
+    let limits: Vec<(&str, usize)> = keys.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    state.login_limiter.take(&limits, now).map_err(AppError::too_many)?;
     let n = name.clone();
     let found = state.chat.db.read(move |c| users::find_login(c, &n)).await?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), h),
         None => (None, auth::dummy_hash().to_string()),
     };
-    let good = verify_password(req.password, hash).await;
+    let good = match verify_password(&state, req.password, hash).await {
+        Ok(good) => good,
+        Err(busy) => {
+            // the box was busy, not the password wrong: not held against anyone
+            state.login_limiter.give_back(&key_names, now);
+            return Err(busy);
+        }
+    };
     match user {
         Some(u) if good && !u.disabled => {
-            state.login_limiter.clear(&user_key);
+            state.login_limiter.give_back(&key_names, now);
+            state.login_limiter.clear(&keys[0].0);
             start_session(&state, u).await
         }
         Some(u) if good && u.disabled => Err(AppError::forbidden("this account is disabled")),
-        _ => {
-            state.login_limiter.fail(&user_key, now);
-            state.login_limiter.fail(&ip_key, now);
-            Err(AppError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong username or password"))
-        }
+        _ => Err(AppError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong username or password")),
     }
 }
 
@@ -162,10 +167,10 @@ pub async fn change_password(
     check_password(&req.new)?;
     let uid = me.user.id;
     let old = state.chat.db.read(move |c| users::password_hash(c, uid)).await?;
-    if !verify_password(req.current, old).await {
+    if !verify_password(&state, req.current, old).await? {
         return Err(AppError::forbidden("the current password is wrong"));
     }
-    let hash = hash_password(req.new).await?;
+    let hash = hash_password(&state, req.new).await?;
     let keep = me.token_hash.clone();
     state.chat.db.write(move |ctx| users::set_password_hash(ctx.conn, uid, &hash, Some(&keep))).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -191,7 +196,7 @@ pub async fn create_user(AxState(state): AxState<State>, me: CurrentUser, Json(r
     me.require_admin()?;
     users::check_username(&req.username)?;
     check_password(&req.password)?;
-    let hash = hash_password(req.password).await?;
+    let hash = hash_password(&state, req.password).await?;
     let role = if req.admin { Role::Admin } else { Role::User };
     let user = state
         .chat
@@ -241,7 +246,7 @@ pub async fn reset_password(
 ) -> ApiResult<StatusCode> {
     me.require_admin()?;
     check_password(&req.password)?;
-    let hash = hash_password(req.password).await?;
+    let hash = hash_password(&state, req.password).await?;
     state.chat.db.write(move |ctx| users::set_password_hash(ctx.conn, id, &hash, None)).await?;
     state.chat.hub.disconnect_user(id, 4002, "password reset");
     Ok(StatusCode::NO_CONTENT)
@@ -295,12 +300,19 @@ pub async fn accept_invite(
     Json(req): Json<AcceptInvite>,
 ) -> ApiResult<Response> {
     let now = state.chat.clock.now_ms();
-    state.setup_limiter.check(&ip.0, now).map_err(AppError::too_many)?;
     users::check_username(&req.username)?;
     users::check_display_name(&req.display_name)?;
     check_password(&req.password)?;
+    // counted before the hash; a link that works is given back
+    state.setup_limiter.take(&[(&ip.0, 10)], now).map_err(AppError::too_many)?;
     let hash = auth::token_hash(&token);
-    let pw = hash_password(req.password).await?;
+    let pw = match hash_password(&state, req.password).await {
+        Ok(pw) => pw,
+        Err(e) => {
+            state.setup_limiter.give_back(&[&ip.0], now);
+            return Err(e);
+        }
+    };
     let result = state
         .chat
         .write(move |c, now| {
@@ -310,11 +322,11 @@ pub async fn accept_invite(
         })
         .await;
     match result {
-        Ok(user) => start_session(&state, user).await,
-        Err(StoreError::NotFound) => {
-            state.setup_limiter.fail(&ip.0, now);
-            Err(AppError::new(StatusCode::NOT_FOUND, "not_found", "this invite link is not valid"))
+        Ok(user) => {
+            state.setup_limiter.give_back(&[&ip.0], now);
+            start_session(&state, user).await
         }
+        Err(StoreError::NotFound) => Err(AppError::new(StatusCode::NOT_FOUND, "not_found", "this invite link is not valid")),
         Err(e) => Err(e.into()),
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub setup_code: Mutex<Option<String>>,
     pub login_limiter: RateLimiter,
     pub setup_limiter: RateLimiter,
+    /// Password hashing: bounded in threads, memory and queue.
+    pub hasher: crate::auth::Hasher,
     /// PEM of the local CA, offered for download so browsers can trust it.
     pub ca_pem: String,
     /// The STUN/TURN server, when it runs.
@@ -106,6 +108,12 @@ impl AppError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    /// The box is busy (the password hashing queue is full): 503.
+    pub fn busy(wait_secs: u64) -> Self {
+        let mut e = AppError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("the box is busy; try again in {wait_secs} s"));
+        e.retry_after = Some(wait_secs);
+        e
+    }
     pub fn too_many(wait_secs: u64) -> Self {
         let mut e = AppError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -148,7 +156,8 @@ impl IntoResponse for AppError {
 
 pub type ApiResult<T> = Result<T, AppError>;
 
-/// The caller's address, as the listener saw it ("unknown" in router tests).
+/// The caller's address as rate limits count it: the IPv4 address or the
+/// IPv6 /64, as the listener saw it ("unknown" in router tests).
 pub struct ClientIp(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
@@ -157,7 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_string(), |ci| ci.0.ip().to_string());
+            .map_or_else(|| "unknown".to_string(), |ci| netstack::limits::source_of(ci.0.ip()).to_string());
         Ok(ClientIp(ip))
     }
 }

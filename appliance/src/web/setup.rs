@@ -252,16 +252,14 @@ fn setup_pending(state: &State) -> ApiResult<()> {
 /// limited per address and overall, 409 once the box is set up.
 pub(super) fn check_setup_code(state: &State, ip: &ClientIp, given: &str) -> ApiResult<()> {
     let now = state.chat.clock.now_ms();
-    for key in [ip.0.as_str(), "*"] {
-        state.setup_limiter.check(key, now).map_err(AppError::too_many)?;
-    }
     setup_pending(state)?;
+    // ten tries per address and ten in all per 10 minutes: counted first
+    state.setup_limiter.take(&[(&ip.0, 10), ("*", 10)], now).map_err(AppError::too_many)?;
     let code = state.setup_code.lock().expect("poisoned").clone().unwrap_or_default();
     if !auth::setup_code_matches(given, &code) {
-        state.setup_limiter.fail(&ip.0, now);
-        state.setup_limiter.fail("*", now);
         return Err(AppError::forbidden("wrong setup code (it is printed on the box's console and in its log)"));
     }
+    state.setup_limiter.give_back(&[&ip.0, "*"], now);
     Ok(())
 }
 
@@ -410,7 +408,7 @@ pub async fn put_draft(AxState(state): AxState<State>, headers: HeaderMap, Json(
         d.username = a.username;
         d.display_name = a.display_name.trim().to_string();
         if !a.password.is_empty() {
-            d.password_hash = hash_password(a.password).await?;
+            d.password_hash = hash_password(&state, a.password).await?;
         }
     }
     d.settings = req.settings;

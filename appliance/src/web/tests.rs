@@ -21,6 +21,10 @@ struct Harness {
 const CODE: &str = "ABCD-2345";
 
 fn harness() -> Harness {
+    harness_with(crate::auth::Hasher::new(2, 64))
+}
+
+fn harness_with(hasher: crate::auth::Hasher) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("t.db")).unwrap();
     let config = Config { data: dir.path().to_path_buf(), ..Config::default() };
@@ -29,8 +33,9 @@ fn harness() -> Harness {
         chat,
         config,
         setup_code: Mutex::new(Some(CODE.into())),
-        login_limiter: RateLimiter::new(10, 15 * 60 * 1000),
-        setup_limiter: RateLimiter::new(10, 10 * 60 * 1000),
+        login_limiter: RateLimiter::new(crate::auth::LOGIN_WINDOW_MS),
+        setup_limiter: RateLimiter::new(10 * 60 * 1000),
+        hasher,
         ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
         turn: None,
         turn_secret: b"test-secret".to_vec(),
@@ -172,7 +177,7 @@ async fn login_logout_and_rate_limit() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, _, _) = h.call("GET", "/api/me", None, Some(&s)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    for _ in 0..9 {
+    for _ in 0..10 {
         h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "wrong-wrong"})), None).await;
     }
     let (st, _, _) = h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "password-1"})), None).await;
@@ -525,4 +530,82 @@ async fn restarting_is_for_admins_on_the_box() {
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_a_box")), "{e}");
     let (_, _, v) = h.call("GET", "/api/admin/settings", None, Some(&admin)).await;
     assert_eq!(v["info"]["on_box"], json!(false), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_passwords_cannot_pass_the_limit() {
+    let h = harness();
+    h.setup_admin().await;
+    let tries = (0..64).map(|_| {
+        let app = h.app.clone();
+        tokio::spawn(async move {
+            let req = Harness::request("POST", "/api/login", None)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({"username": "alice", "password": "wrong-wrong"}).to_string()))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        })
+    }).collect::<Vec<_>>();
+    let mut codes = Vec::new();
+    for t in tries {
+        codes.push(t.await.unwrap());
+    }
+    let unauthorized = codes.iter().filter(|c| **c == StatusCode::UNAUTHORIZED).count();
+    let limited = codes.iter().filter(|c| **c == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((unauthorized, limited), (crate::auth::LOGIN_PER_USER_AND_ADDRESS, 64 - crate::auth::LOGIN_PER_USER_AND_ADDRESS));
+}
+
+#[tokio::test]
+async fn one_persons_typos_do_not_lock_out_colleagues_behind_the_same_address() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    h.add_user(&admin, "bob").await;
+    h.add_user(&admin, "carol").await;
+    for _ in 0..crate::auth::LOGIN_PER_USER_AND_ADDRESS {
+        let (st, _, _) = h.call("POST", "/api/login", Some(json!({"username": "bob", "password": "typo-typo"})), None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    let (st, headers, b) = h.call("POST", "/api/login", Some(json!({"username": "bob", "password": "password-2"})), None).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    h.login("carol", "password-2").await;
+    h.login("alice", "password-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_hashing_queue_answers_503_with_retry_after_and_counts_nothing() {
+    // one hasher, one waiting place: a burst finds the queue full
+    let h = harness_with(crate::auth::Hasher::new(1, 1));
+    h.setup_admin().await;
+    let app = h.app.clone();
+    let tries = (0..200).map(|i| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let user = format!("user{i}");
+            let req = Harness::request("POST", "/api/login", None)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({"username": user, "password": "wrong-wrong"}).to_string()))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let retry = res.headers().contains_key(header::RETRY_AFTER);
+            let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+            (serde_json::from_slice::<Value>(&body).unwrap(), retry)
+        })
+    }).collect::<Vec<_>>();
+    let mut busy = 0;
+    for t in tries {
+        let (v, retry) = t.await.unwrap();
+        if v["error"] == "busy" {
+            assert!(retry, "503 carries Retry-After");
+            busy += 1;
+        } else {
+            assert!(v["error"] == "bad_credentials" || v["error"] == "rate_limited", "{v}");
+        }
+    }
+    assert!(busy > 0, "the queue was full at some point");
+    // the busy ones were not held against anyone: alice still has all her tries
+    for _ in 0..crate::auth::LOGIN_PER_USER_AND_ADDRESS - 1 {
+        let (st, _, _) = h.call("POST", "/api/login", Some(json!({"username": "alice", "password": "wrong-wrong"})), None).await;
+        assert_ne!(st, StatusCode::TOO_MANY_REQUESTS);
+    }
 }
