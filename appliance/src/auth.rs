@@ -175,8 +175,42 @@ pub fn login_keys(username: &str, address: &str) -> [(String, usize); 3] {
 /// hundreds of parallel logins cannot grow memory or starve other work.
 pub struct Hasher {
     jobs: std::sync::mpsc::SyncSender<HashJob>,
+    /// Jobs reserved, queued or running; at most `capacity`.
     pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
     workers: usize,
+}
+
+/// A place held in the hashing queue ([`Hasher::reserve`]); given back if
+/// dropped unused.
+pub struct Slot<'a> {
+    hasher: &'a Hasher,
+    used: bool,
+}
+
+impl Slot<'_> {
+    fn send(mut self, job: HashJob) {
+        self.used = true;
+        // the channel holds every reserved job: a reserved place never waits
+        if self.hasher.jobs.try_send(job).is_err() {
+            tracing::error!("password hashing queue: a reserved place was not free");
+        }
+    }
+
+    /// Whether `password` matches the PHC string `phc` (constant time).
+    pub async fn verify(self, password: String, phc: String) -> bool {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(HashJob::Verify { password, phc, done });
+        rx.await.unwrap_or(false)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.hasher.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The hashing queue is full: try again in `retry_after` seconds.
@@ -195,12 +229,15 @@ impl Hasher {
     /// a queue of `queue` waiting jobs.
     pub fn new(workers: usize, queue: usize) -> Hasher {
         let workers = workers.max(1);
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(queue.max(1));
+        let capacity = workers + queue.max(1);
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(capacity);
         let rx = std::sync::Arc::new(Mutex::new(rx));
         let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..workers {
             let (rx, pending) = (rx.clone(), pending.clone());
             let spawned = std::thread::Builder::new().name(format!("parvis-hash-{i}")).spawn(move || {
+                // hashing yields to everything else (chat, calls, TLS)
+                crate::sys::lower_thread_priority();
                 let mut memory = vec![argon2::Block::default(); argon2::Params::default().block_count()];
                 loop {
                     let job = match rx.lock().expect("hash queue poisoned").recv() {
@@ -222,20 +259,26 @@ impl Hasher {
                 tracing::error!("password hasher {i}: {e}");
             }
         }
-        Hasher { jobs, pending, workers }
+        Hasher { jobs, pending, capacity, workers }
+    }
+
+    /// Holds a place in the queue, before any other work of the request (a
+    /// database read): an overloaded box answers 503 at no cost.
+    pub fn reserve(&self) -> Result<Slot<'_>, Busy> {
+        use std::sync::atomic::Ordering;
+        let queued = self.pending.fetch_add(1, Ordering::Relaxed);
+        if queued >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            // about 20 ms a hash on a PC, 0.2 s on a Raspberry Pi
+            return Err(Busy { retry_after: (1 + queued / (5 * self.workers)) as u64 });
+        }
+        Ok(Slot { hasher: self, used: false })
     }
 
     fn submit(&self, job: HashJob) -> Result<(), Busy> {
-        use std::sync::atomic::Ordering;
-        let queued = self.pending.fetch_add(1, Ordering::Relaxed);
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                self.pending.fetch_sub(1, Ordering::Relaxed);
-                // about 0.1 s a hash on a PC, 0.5 s on a Raspberry Pi
-                Err(Busy { retry_after: (1 + queued / (2 * self.workers)) as u64 })
-            }
-        }
+        let slot = self.reserve()?;
+        slot.send(job);
+        Ok(())
     }
 
     /// A new argon2id PHC string for `password`.

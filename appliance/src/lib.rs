@@ -177,6 +177,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         end: end.clone(),
         end_as: Mutex::new(Exit::Reboot),
     });
+    // the hash unknown users are checked against, made now rather than by
+    // the first login
+    tokio::task::spawn_blocking(auth::dummy_hash).await.context("dummy hash")?;
     let ending = state.clone();
     let app = web::router(state);
 

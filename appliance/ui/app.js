@@ -791,7 +791,13 @@ function onError(f) {
   const node = f.ref ? $(`#messages .msg.pending[data-cid="${CSS.escape(f.ref)}"]`) : null;
   const key = 'err_' + f.code;
   const text = t(key) !== key ? t(key) : f.message;
-  if (node && f.code !== 'internal' && f.code !== 'rate_limited') {
+  if (f.ref && ['internal', 'outcome_unknown', 'rate_limited'].includes(f.code)) {
+    // conn.js sends it again by itself: say so on the message, no alarm
+    const st = node?.querySelector('.status');
+    if (st) st.textContent = t('retrying');
+    return;
+  }
+  if (node) {
     node.classList.add('failed');
     const st = node.querySelector('.status');
     if (st) st.textContent = t('send_failed') + ' — ' + text;

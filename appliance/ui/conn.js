@@ -6,6 +6,8 @@
 const PING_MS = 20000;     // client heartbeat
 const DEAD_MS = 45000;     // nothing heard for this long: the socket is dead
 const MAX_BACKOFF = 10000;
+// error codes after which a frame is sent again with the same id
+const RETRY_CODES = new Set(['internal', 'outcome_unknown', 'rate_limited']);
 
 export class Conn extends EventTarget {
   /**
@@ -135,14 +137,30 @@ export class Conn extends EventTarget {
         this.saveOutbox();
         break;
       case 'error':
-        // Retry later on server trouble; otherwise the frame is final.
-        if (f.ref && f.code !== 'internal' && f.code !== 'rate_limited') {
+        if (!f.ref || !this.outbox.has(f.ref)) break;
+        if (RETRY_CODES.has(f.code)) {
+          // Nothing stored (internal), maybe stored (outcome_unknown), or
+          // too fast (rate_limited): the same id again, later, is safe —
+          // the server stores it once and a repeat acks with dup: true.
+          this.retryLater(f.ref);
+        } else {
           this.outbox.delete(f.ref);
           this.saveOutbox();
         }
         break;
     }
     this.onFrame(f);
+  }
+
+  /** Sends `id` again after a growing pause (1 s doubling to 30 s). */
+  retryLater(id) {
+    const frame = this.outbox.get(id);
+    if (!frame) return;
+    frame._tries = (frame._tries || 0) + 1;
+    const delay = Math.min(30000, 1000 * 2 ** Math.min(frame._tries - 1, 5)) * (0.75 + Math.random() / 2);
+    setTimeout(() => {
+      if (this.synced && this.outbox.get(id) === frame) this.raw(frame);
+    }, delay);
   }
 
   /** Sends a frame with an id now if possible, else when reconnected. */

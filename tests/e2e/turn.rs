@@ -74,7 +74,15 @@ async fn coturns_client_relays_to_a_udp_peer_over_udp_tcp_and_tls() -> R {
     let p = peer().await?;
     let secret = secret(&s);
     let auth = ["-W", secret.as_str(), "-u", "bob"];
-    for (mode, tls) in [(&["-s"][..], false), (&["-t", "-s"][..], false), (&["-t", "-S", "-s"][..], true)] {
+    // ChannelData (uclient's default: channels in 0x4000-0x7FFF) and Send
+    // indications (-s), over UDP, TCP (-t) and TLS (-S)
+    for (mode, tls) in [
+        (&[][..], false),
+        (&["-t"][..], false),
+        (&["-t", "-S"][..], true),
+        (&["-s"][..], false),
+        (&["-t", "-S", "-s"][..], true),
+    ] {
         let (code, out) = uclient(&s, mode, &auth, Some(p.port), tls).await?;
         assert!(code == 0 && no_loss(&out), "mode {mode:?}: exit {code}\n{out}");
     }
@@ -86,7 +94,7 @@ async fn client_to_client_relaying_works_over_udp_and_tls() -> R {
     let s = Server::start_with(&["--turn-allow-loopback-peers"]).await?;
     let secret = secret(&s);
     let auth = ["-W", secret.as_str(), "-u", "bob"];
-    for (mode, tls) in [(&["-y", "-s"][..], false), (&["-t", "-S", "-y", "-s"][..], true)] {
+    for (mode, tls) in [(&["-y"][..], false), (&["-t", "-S", "-y"][..], true), (&["-y", "-s"][..], false)] {
         let (code, out) = uclient(&s, mode, &auth, None, tls).await?;
         assert!(code == 0 && no_loss(&out), "mode {mode:?}: exit {code}\n{out}");
     }
@@ -258,5 +266,106 @@ async fn ipv6_spellings_of_forbidden_peers_are_refused_on_a_real_ipv6_node() -> 
         let err = c.bind(0x4000, peer.parse()?).await.expect_err(peer).to_string();
         assert!(err.contains("403"), "{peer}: {err}");
     }
+    Ok(())
+}
+
+/// A `parvis serve` on 127.0.0.1 with relays of both families (IPv6 on ::1).
+async fn dual_stack_server() -> anyhow::Result<Server> {
+    let mut s = Server::unstarted(&["--turn-allow-loopback-peers"])?;
+    std::fs::write(s.data.join("parvis.toml"), "[turn]\nrelay_address_v6 = \"::1\"\n")?;
+    s.launch().await?;
+    Ok(s)
+}
+
+/// The receive batch is shared by the IPv4 listener and the IPv6 relay
+/// sockets: every reply of an IPv6 peer must reach an IPv4 client (an
+/// address cut to the IPv4 length lost most of them as no_permission).
+#[tokio::test]
+async fn an_ipv4_client_of_an_ipv6_relay_gets_every_reply() -> R {
+    let s = dual_stack_server().await?;
+    let secret = secret(&s);
+    let user = netstack::turn::auth::rest_username(netstack::driver::now().unix + 600, "mixed");
+    let pass = netstack::turn::auth::rest_password(secret.as_bytes(), &user);
+    let server: SocketAddr = ([127, 0, 0, 1], s.turn_port).into();
+    let mut c = Client::connect(0, server, &user, &pass).await?;
+    let relayed = c.allocate_family(true).await?;
+    assert!(relayed.is_ipv6(), "relayed {relayed}");
+    let peer = tokio::net::UdpSocket::bind("[::1]:0").await?;
+    c.bind(0x4000, peer.local_addr()?).await?;
+    // the peer answers everything it gets, while the client keeps sending:
+    // IPv4 datagrams from the client and IPv6 ones from the peer land in
+    // the same receive batches
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while let Ok(Ok((len, from))) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf)).await {
+            peer.send_to(&buf[..len], from).await.unwrap();
+            n += 1;
+        }
+        n
+    });
+    const N: usize = 400;
+    let mut got = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    for i in 0..N {
+        let mut frame = Vec::new();
+        ChannelData::encode(0x4000, format!("datagram {i}").as_bytes(), &mut frame);
+        c.sock.send_to(&frame, server).await?;
+        while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(if i % 20 == 19 { 50 } else { 0 }), c.sock.recv_from(&mut buf)).await {
+            if let Some(d) = ChannelData::parse(&buf[..n]) {
+                got.insert(d.data.to_vec());
+            }
+        }
+    }
+    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), c.sock.recv_from(&mut buf)).await {
+        if let Some(d) = ChannelData::parse(&buf[..n]) {
+            got.insert(d.data.to_vec());
+        }
+    }
+    let echoed = echo.await?;
+    assert_eq!(echoed, N, "the peer got everything");
+    assert_eq!(got.len(), N, "replies lost on the way back: {}", N - got.len());
+    Ok(())
+}
+
+/// coturn's client asking for an IPv6 relay (-x) from IPv4, to an IPv6 peer.
+#[tokio::test]
+async fn coturns_client_relays_from_ipv4_through_an_ipv6_relay() -> R {
+    let s = dual_stack_server().await?;
+    let port = free_port();
+    let _peer = Command::new("turnutils_peer")
+        .args(["-L", "::1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let secret = secret(&s);
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-x", "-W", &secret, "-u", "bob", "-p", &s.turn_port.to_string(), "-n", "40", "-m", "2", "-l", "160", "-c"])
+        .args(["-e", "::1", "-r", &port.to_string(), "127.0.0.1"]);
+    let (code, out) = run(&mut cmd).await?;
+    assert!(code == 0 && no_loss(&out), "exit {code}\n{out}");
+    Ok(())
+}
+
+/// RFC 7443: a TURN client that says `stun.turn` in ALPN on the HTTPS port
+/// is served TURN (browsers' h2 and http/1.1 still get the web).
+#[tokio::test]
+async fn turn_over_tls_with_alpn_stun_turn_on_the_https_port() -> R {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.https_port)).await?;
+    let connector = tokio_rustls::TlsConnector::from(s.tls(&[b"stun.turn"]));
+    let mut tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp).await?;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"stun.turn"[..]));
+    let req = netstack::stun::Builder::new(netstack::stun::Class::Request, netstack::stun::method::BINDING, [9; 12]).finish();
+    tls.write_all(&req).await?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await??;
+    let m = netstack::stun::Message::parse(&buf[..n]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((m.class(), m.transaction_id()), (netstack::stun::Class::Success, [9; 12]));
+    // the same port still serves the web
+    assert_eq!(s.http("GET", "/api/status", None, None).await?.status, 200);
     Ok(())
 }

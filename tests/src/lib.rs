@@ -76,6 +76,12 @@ pub struct Server {
     pub turn_tls_port: u16,
     /// Extra arguments for `parvis serve`.
     pub extra: Vec<String>,
+    /// Run as the box does: unprivileged (uid 65534, after binding the
+    /// ports as root) in a mount namespace where no temporary directory is
+    /// writable and the working directory is `/`. Needs root.
+    pub boxlike: bool,
+    /// Open-file limit to start the server with (soft and hard).
+    pub nofile: Option<u64>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -107,6 +113,8 @@ impl Server {
             turn_port,
             turn_tls_port,
             extra: extra.iter().map(|x| x.to_string()).collect(),
+            boxlike: false,
+            nofile: None,
             child: None,
             _tmp: Some(tmp),
         })
@@ -119,16 +127,26 @@ impl Server {
 
     /// A server started by someone else (benchmarks): no process to manage.
     pub fn attach(data: PathBuf, https_port: u16) -> Server {
-        Server { data, https_port, http_port: 0, turn_port: 0, turn_tls_port: 0, extra: vec![], child: None, _tmp: None }
+        Server {
+            data,
+            https_port,
+            http_port: 0,
+            turn_port: 0,
+            turn_tls_port: 0,
+            extra: vec![],
+            boxlike: false,
+            nofile: None,
+            child: None,
+            _tmp: None,
+        }
     }
 
     async fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log"))?;
-        let child = Command::new(parvis_bin())
+        let mut cmd = self.command()?;
+        let child = cmd
             // multicast DNS would leave the machine: off in tests
             .args(["serve", "--log", "warn", "--no-mdns"])
-            .arg("--data")
-            .arg(&self.data)
             .arg("--https")
             .arg(format!("127.0.0.1:{}", self.https_port))
             .arg("--http")
@@ -138,6 +156,7 @@ impl Server {
             .arg("--turn-tls")
             .arg(format!("127.0.0.1:{}", self.turn_tls_port))
             .args(&self.extra)
+            .args(if self.boxlike { vec![] } else { vec!["--data".into(), self.data.clone().into_os_string()] })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -151,6 +170,42 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// `parvis` (wrapped for [`Server::boxlike`] and [`Server::nofile`]);
+    /// the caller adds the command and its arguments.
+    fn command(&self) -> Result<Command> {
+        let bin = parvis_bin();
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--");
+                c
+            }
+            None => Command::new(if self.boxlike { "unshare" } else { bin.to_str().context("binary path")? }),
+        };
+        if self.nofile.is_some() && !self.boxlike {
+            cmd.arg(&bin);
+        }
+        if self.boxlike {
+            // the data folder is bound where the hidden /tmp cannot hide it
+            let inside = format!("/run/parvis-e2e-{}", self.https_port);
+            let script = format!(
+                "mkdir -p {inside} && mount --bind \"$1\" {inside} && mount -t tmpfs -o mode=755 none /tmp \
+                 && mount -t tmpfs -o mode=755 none /var/tmp && cd / && shift && exec \"$0\" \"$@\" --data {inside} --run-as 65534:65534"
+            );
+            if self.nofile.is_some() {
+                cmd.arg("unshare");
+            }
+            cmd.args(["-m", "sh", "-c", &script]).arg(&bin).arg(&self.data);
+            std::process::Command::new("chown").arg("-R").arg("65534:65534").arg(&self.data).status()?;
+        }
+        Ok(cmd)
+    }
+
+    /// The server's process id (for /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {

@@ -85,7 +85,11 @@ impl Client {
 
     /// Allocates a UDP relay of the server address's family (RFC 6156).
     pub async fn allocate(&mut self) -> Result<SocketAddr> {
-        let ipv6 = self.server.is_ipv6();
+        self.allocate_family(self.server.is_ipv6()).await
+    }
+
+    /// Allocates a UDP relay of the given family, whatever the client's.
+    pub async fn allocate_family(&mut self, ipv6: bool) -> Result<SocketAddr> {
         let a = self
             .request(method::ALLOCATE, |b| {
                 let b = b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);

@@ -88,8 +88,12 @@ pub enum ErrorCode {
     NotInCall,
     /// The call has reached its participant cap.
     CallFull,
-    /// The server failed; the client may retry with the same id.
+    /// The server failed and nothing was stored: retry with the same id.
     Internal,
+    /// The server could not tell whether the write was stored (an I/O
+    /// error during its commit): retry with the same id; the answer says
+    /// (`ack` with `dup: true` when it had been).
+    OutcomeUnknown,
 }
 
 /// An `error` frame.
@@ -129,14 +133,16 @@ impl ErrorFrame {
             StoreError::NotFound => ErrorFrame::new(ErrorCode::NotFound, "no such message"),
             StoreError::Forbidden(why) => ErrorFrame::new(ErrorCode::Forbidden, *why),
             StoreError::Archived => ErrorFrame::new(ErrorCode::Archived, "this room is archived"),
-            StoreError::Invalid(why) if why.starts_with("body: ") && why.contains("limit") => {
-                ErrorFrame::new(ErrorCode::TooLarge, why.clone())
-            }
+            StoreError::TooLarge(why) => ErrorFrame::new(ErrorCode::TooLarge, why.clone()),
             StoreError::Invalid(why) => ErrorFrame::new(ErrorCode::Invalid, why.clone()),
+            StoreError::OutcomeUnknown => {
+                tracing::error!("chat store: a commit's outcome is unknown");
+                ErrorFrame::new(ErrorCode::OutcomeUnknown, "the server cannot tell whether this was stored; retry with the same id")
+            }
             StoreError::Conflict(why) => ErrorFrame::new(ErrorCode::Invalid, *why),
             other => {
                 tracing::error!("chat store error: {other}");
-                ErrorFrame::new(ErrorCode::Internal, "server error; retry with the same id")
+                ErrorFrame::new(ErrorCode::Internal, "server error, nothing was stored; retry with the same id")
             }
         }
     }

@@ -3,6 +3,7 @@
 //! `&Connection`, so they are tested on a temporary database without threads.
 
 use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags};
@@ -29,17 +30,39 @@ impl WriteCtx<'_> {
     }
 }
 
-/// A queued job: runs in the writer, says whether it succeeded, and returns
-/// the completion to call with the batch's commit outcome.
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Box<dyn FnOnce(bool) + Send>) + Send>;
+/// What became of a batch, for each job that ran in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durably committed.
+    Committed,
+    /// Rolled back: nothing of it is stored.
+    NotStored,
+    /// The commit failed in a way that may or may not have reached the disk
+    /// (an I/O error while writing or syncing the log).
+    Unknown,
+}
+
+/// The completion of a job that ran: told the batch's outcome.
+type Completion = Box<dyn FnOnce(Outcome) + Send>;
+
+/// A queued job. Given a context it runs in the writer and returns whether
+/// it succeeded and its completion; given none it was abandoned (the
+/// database stayed unusable) and tells its caller so.
+type Job = Box<dyn FnOnce(Option<&mut WriteCtx<'_>>) -> Option<(bool, Completion)> + Send>;
 
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     writer: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Reads running at once, at most [`MAX_READERS`]: a flood of requests
+    /// waits here instead of starting a thread and a connection each.
+    reading: Arc<tokio::sync::Semaphore>,
     path: Arc<PathBuf>,
 }
+
+/// Read connections (and blocking threads reading) at most.
+pub const MAX_READERS: usize = 8;
 
 /// Most jobs one commit may hold; more wait for the next commit.
 const MAX_BATCH: usize = 256;
@@ -65,11 +88,17 @@ impl Db {
         }
         migrations::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let writer_path = path.to_path_buf();
         std::thread::Builder::new()
             .name("parvis-db-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(&writer_path, conn, rx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
-        Ok(Db { writer: tx, readers: Arc::new(Mutex::new(Vec::new())), path: Arc::new(path.to_path_buf()) })
+        Ok(Db {
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+            path: Arc::new(path.to_path_buf()),
+        })
     }
 
     /// Queues a write job now (so jobs submitted in order commit in order) and
@@ -81,17 +110,23 @@ impl Db {
     {
         let (done_tx, done_rx) = oneshot::channel();
         let job: Job = Box::new(move |ctx| {
+            let Some(ctx) = ctx else {
+                let _ = done_tx.send(Err(StoreError::NotStored));
+                return None;
+            };
             let result = f(ctx);
             let ok = result.is_ok();
-            let complete: Box<dyn FnOnce(bool) + Send> = Box::new(move |committed: bool| {
-                let result = match result {
-                    Ok(v) if committed => Ok(v),
-                    Ok(_) => Err(StoreError::CommitFailed),
-                    Err(e) => Err(e),
+            let complete: Completion = Box::new(move |outcome| {
+                let result = match (result, outcome) {
+                    (Ok(v), Outcome::Committed) => Ok(v),
+                    (_, Outcome::Unknown) => Err(StoreError::OutcomeUnknown),
+                    // a job that failed says why; one rolled back with its batch, that
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Outcome::NotStored) => Err(StoreError::NotStored),
                 };
                 let _ = done_tx.send(result);
             });
-            (ok, complete)
+            Some((ok, complete))
         });
         if self.writer.send(job).is_err() {
             let (tx, rx) = oneshot::channel();
@@ -143,8 +178,14 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = self.reading.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read_blocking(f)).await.map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            db.read_blocking(f)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     /// Same as [`Db::read`], for callers already off the async threads.
@@ -156,7 +197,7 @@ impl Db {
         };
         let result = f(&conn);
         let mut pool = self.readers.lock().expect("reader pool poisoned");
-        if pool.len() < 8 {
+        if pool.len() < MAX_READERS {
             pool.push(conn);
         }
         result
@@ -236,6 +277,11 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Temporary data (statement and savepoint journals, sorts) in memory:
+    // on the box Parvis runs unprivileged with no writable temporary
+    // directory, and a savepoint that outgrew 64 KiB (FTS merges under a
+    // reconnect storm) failed with "disk I/O error" for want of a file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     if !read_only {
         // WAL + FULL: an acknowledged message survives power loss, and group
         // commit keeps the fsync cost shared between many messages.
@@ -246,65 +292,155 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Takes whatever jobs are queued (up to [`MAX_BATCH`]), runs each in its own
-/// savepoint inside one transaction, commits once, then completes them.
-/// Batching is natural: while one commit's fsync runs, the next batch queues.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+/// Whether a failed commit may nonetheless have reached the disk: an I/O
+/// error while the log was written or synced. Any other failure (busy,
+/// full, constraint) left nothing behind.
+fn commit_outcome(e: &rusqlite::Error) -> Outcome {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DatabaseCorrupt) => Outcome::Unknown,
+        _ => Outcome::NotStored,
+    }
+}
+
+/// Runs as many queued jobs as one batch holds, each in its own savepoint
+/// inside one transaction, then commits once. Jobs not run stay in
+/// `queue` (for the next batch). Returns false when the batch failed.
+///
+/// SQLite rolls a whole transaction back by itself on some errors (I/O,
+/// disk full): that is checked after every job, and the batch ends there,
+/// so no later job can run outside the transaction (a SAVEPOINT then starts
+/// a transaction of its own, which its RELEASE commits: stored, and yet
+/// reported failed).
+fn run_batch(conn: &mut Connection, queue: &mut VecDeque<Job>) -> bool {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!("database: begin failed: {e}");
+        return false;
+    }
+    let mut ran: Vec<(bool, Completion)> = Vec::with_capacity(queue.len());
+    let mut after_all: Vec<AfterCommit> = Vec::new();
+    let mut broken = false;
+    while ran.len() < MAX_BATCH {
+        let Some(job) = queue.pop_front() else { break };
+        let mut sp = match conn.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                tracing::error!("database: savepoint failed: {e}");
+                queue.push_front(job);
+                broken = true;
+                break;
+            }
+        };
+        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        let mut ctx = WriteCtx { conn: &sp, after: Vec::new() };
+        let Some((ok, complete)) = job(Some(&mut ctx)) else { continue };
+        let after = std::mem::take(&mut ctx.after);
+        if sp.is_autocommit() {
+            // the transaction is gone, this job's work with it
+            tracing::error!("database: the transaction was rolled back under a job; {} queued jobs wait for the next batch", queue.len());
+            sp.set_drop_behavior(rusqlite::DropBehavior::Ignore);
+            drop(sp);
+            ran.push((false, complete));
+            broken = true;
+            break;
+        }
+        let released = if ok {
+            match sp.commit() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("database: savepoint release failed: {e}");
+                    false
+                }
+            }
+        } else {
+            drop(sp); // rolls the failed job back alone
+            false
+        };
+        if released {
+            after_all.extend(after);
+        }
+        ran.push((released, complete));
+        if conn.is_autocommit() {
+            broken = true;
+            break;
+        }
+    }
+    let outcome = if broken {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Outcome::NotStored
+    } else {
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => Outcome::Committed,
+            Err(e) => {
+                let outcome = commit_outcome(&e);
+                tracing::error!("database: commit failed ({outcome:?}): {e}");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                outcome
+            }
+        }
+    };
+    if outcome == Outcome::Committed {
+        for f in after_all {
+            f();
+        }
+    }
+    for (ok, complete) in ran {
+        // a job that failed by itself was rolled back alone: it reports its
+        // own error whatever became of the batch
+        complete(if ok { outcome } else { Outcome::NotStored });
+    }
+    outcome == Outcome::Committed
+}
+
+/// The writer thread: takes whatever jobs are queued (up to [`MAX_BATCH`])
+/// and runs them as one batch. Batching is natural: while one commit's
+/// fsync runs, the next batch queues. A failed batch is followed by a
+/// pause (50 ms, doubling to 2 s); after three in a row the connection is
+/// opened again; after a minute of failures the waiting jobs are answered
+/// "not stored" rather than kept waiting, and new ones are still tried.
+fn writer_loop(path: &Path, mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut failures: u32 = 0;
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => queue.push_back(job),
                 Err(_) => break,
             }
         }
-        let mut completions = Vec::with_capacity(batch.len());
-        let mut after_all: Vec<AfterCommit> = Vec::new();
-        let committed = match conn.transaction() {
-            Ok(mut tx) => {
-                for job in batch {
-                    let mut sp = match tx.savepoint() {
-                        Ok(sp) => sp,
-                        Err(e) => {
-                            // Dropping the job drops its result sender: the
-                            // caller sees StoreError::Closed.
-                            tracing::error!("savepoint failed: {e}");
-                            continue;
-                        }
-                    };
-                    sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-                    let mut ctx = WriteCtx { conn: &sp, after: Vec::new() };
-                    let (ok, complete) = job(&mut ctx);
-                    let after = std::mem::take(&mut ctx.after);
-                    if ok {
-                        match sp.commit() {
-                            Ok(()) => after_all.extend(after),
-                            Err(e) => tracing::error!("savepoint release failed: {e}"),
-                        }
-                    } // else: dropping `sp` rolls the failed job back alone.
-                    completions.push(complete);
-                }
-                match tx.commit() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!("commit failed: {e}");
-                        false
-                    }
-                }
+        if run_batch(&mut conn, &mut queue) {
+            if failures > 0 {
+                tracing::info!("database: writing again after {failures} failed batches");
             }
-            Err(e) => {
-                tracing::error!("begin failed: {e}");
-                false
-            }
-        };
-        if committed {
-            for f in after_all {
-                f();
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        if failures % 3 == 0 {
+            match open_conn(path, false) {
+                Ok(fresh) => {
+                    tracing::warn!("database: connection opened again after {failures} failed batches");
+                    conn = fresh;
+                }
+                Err(e) => tracing::error!("database: cannot open it again: {e}"),
             }
         }
-        for complete in completions {
-            complete(committed);
+        if failures >= 35 {
+            tracing::error!("database: still failing; {} waiting writes are answered \"not stored\"", queue.len());
+            for job in queue.drain(..) {
+                job(None);
+            }
         }
+        std::thread::sleep(std::time::Duration::from_millis((50u64 << failures.min(6)).min(2000)));
     }
 }
 
@@ -312,6 +448,81 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 mod tests {
     use super::*;
     use crate::store::{get_setting, set_setting};
+
+    /// A job that holds the writer until `go` is sent, so that the jobs
+    /// submitted meanwhile form the next batch together.
+    fn hold(db: &Db) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<Result<(), StoreError>>) {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let rx = db.submit(move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        (go, rx)
+    }
+
+    fn count(db: &Db, key: &str) -> usize {
+        let key = key.to_string();
+        db.read_blocking(|c| Ok(get_setting(c, &key)?.is_some() as usize)).unwrap()
+    }
+
+    /// SQLite rolls the whole transaction back on some errors (I/O, disk
+    /// full). The jobs of the batch before it are told "not stored" (true),
+    /// and the jobs after it run in the next batch: stored and acked — never
+    /// committed by a stray savepoint and reported failed (that answered
+    /// "internal" to sends a retry then found stored).
+    #[tokio::test]
+    async fn a_transaction_rolled_back_under_a_job_fails_only_what_it_held() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("t.db")).unwrap();
+        let (go, held) = hold(&db);
+        // give the writer time to start the held batch
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let before = db.submit(|ctx| set_setting(ctx.conn, "before", "1"));
+        let breaker = db.submit(|ctx| {
+            set_setting(ctx.conn, "breaker", "1")?;
+            // what SQLite does by itself after an I/O error
+            ctx.conn.execute_batch("ROLLBACK")?;
+            Ok(())
+        });
+        let after = db.submit(|ctx| set_setting(ctx.conn, "after", "1"));
+        go.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert!(matches!(before.await.unwrap(), Err(StoreError::NotStored)));
+        assert!(matches!(breaker.await.unwrap(), Err(StoreError::NotStored)));
+        after.await.unwrap().expect("the job after the rollback is stored and acked");
+        assert_eq!((count(&db, "before"), count(&db, "breaker"), count(&db, "after")), (0, 0, 1));
+        // and the writer goes on
+        db.write(|ctx| set_setting(ctx.conn, "later", "1")).await.unwrap();
+        assert_eq!(count(&db, "later"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_is_rolled_back_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("t.db")).unwrap();
+        let (go, held) = hold(&db);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let a = db.submit(|ctx| set_setting(ctx.conn, "a", "1"));
+        let bad = db.submit(|ctx| {
+            set_setting(ctx.conn, "bad", "1")?;
+            Err::<(), _>(StoreError::Invalid("no".into()))
+        });
+        let b = db.submit(|ctx| set_setting(ctx.conn, "b", "1"));
+        go.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        a.await.unwrap().unwrap();
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Invalid(_))));
+        b.await.unwrap().unwrap();
+        assert_eq!((count(&db, "a"), count(&db, "bad"), count(&db, "b")), (1, 0, 1));
+    }
+
+    #[test]
+    fn temporary_data_stays_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let conn = open_conn(&d.path().join("t.db"), false).unwrap();
+        let store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+        assert_eq!(store, 2, "MEMORY");
+    }
 
     fn company(path: &Path) -> Option<String> {
         get_setting(&open_conn(path, true).unwrap(), "company").unwrap()

@@ -30,6 +30,9 @@ pub enum StoreError {
     Forbidden(&'static str),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Over a size limit (a message body).
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("already exists: {0}")]
     Conflict(&'static str),
     #[error("room is archived")]
@@ -38,8 +41,14 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this parvis ({known})")]
     TooNew { found: usize, known: usize },
-    #[error("commit failed")]
-    CommitFailed,
+    /// The write was rolled back (its batch failed): nothing is stored, and
+    /// a retry is safe.
+    #[error("not stored: the write was rolled back")]
+    NotStored,
+    /// The commit failed in a way that may or may not have reached the
+    /// disk: a retry (deduplicated by its id) tells.
+    #[error("commit outcome unknown")]
+    OutcomeUnknown,
     #[error("database closed")]
     Closed,
     #[error("io: {0}")]

@@ -318,7 +318,7 @@ pub fn check_body(body: &str) -> Result<(), StoreError> {
         return Err(StoreError::Invalid("body: empty message".into()));
     }
     if body.len() > MAX_BODY_BYTES {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::TooLarge(format!(
             "body: {} bytes, the limit is {MAX_BODY_BYTES}",
             body.len()
         )));
@@ -941,7 +941,7 @@ mod tests {
         let (c, a, _, _) = setup();
         let (r, _) = create_group(&c, a, "General", "", Visibility::Open, &[], 2).unwrap();
         let big = "x".repeat(MAX_BODY_BYTES + 1);
-        assert!(matches!(post_message(&c, r, a, "big", &big, None, 3), Err(StoreError::Invalid(_))));
+        assert!(matches!(post_message(&c, r, a, "big", &big, None, 3), Err(StoreError::TooLarge(_))));
         assert!(matches!(post_message(&c, r, a, "blank", "  \n", None, 3), Err(StoreError::Invalid(_))));
         assert!(matches!(post_message(&c, r, a, "bad id!", "x", None, 3), Err(StoreError::Invalid(_))));
         let exact = "y".repeat(MAX_BODY_BYTES);

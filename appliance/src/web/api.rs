@@ -105,20 +105,22 @@ pub async fn login(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json
     let limits: Vec<(&str, usize)> = keys.iter().map(|(k, l)| (k.as_str(), *l)).collect();
     let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
     state.login_limiter.take(&limits, now).map_err(AppError::too_many)?;
+    // a place in the hashing queue before anything else: a box that is busy
+    // says so at no cost, and holds it against nobody
+    let slot = match state.hasher.reserve() {
+        Ok(slot) => slot,
+        Err(busy) => {
+            state.login_limiter.give_back(&key_names, now);
+            return Err(AppError::busy(busy.retry_after));
+        }
+    };
     let n = name.clone();
     let found = state.chat.db.read(move |c| users::find_login(c, &n)).await?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), h),
         None => (None, auth::dummy_hash().to_string()),
     };
-    let good = match verify_password(&state, req.password, hash).await {
-        Ok(good) => good,
-        Err(busy) => {
-            // the box was busy, not the password wrong: not held against anyone
-            state.login_limiter.give_back(&key_names, now);
-            return Err(busy);
-        }
-    };
+    let good = slot.verify(req.password, hash).await;
     match user {
         Some(u) if good && !u.disabled => {
             state.login_limiter.give_back(&key_names, now);

@@ -134,6 +134,11 @@ impl From<StoreError> for AppError {
             }
             StoreError::Forbidden(why) => AppError::forbidden(why),
             StoreError::Invalid(why) => AppError::bad_request(why),
+            StoreError::TooLarge(why) => AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why),
+            StoreError::OutcomeUnknown => {
+                tracing::error!("a commit's outcome is unknown");
+                AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown", "the server cannot tell whether this was saved; look, then retry")
+            }
             StoreError::Conflict(why) => AppError::new(StatusCode::CONFLICT, "conflict", why),
             StoreError::Archived => AppError::new(StatusCode::CONFLICT, "archived", "this room is archived"),
             other => {
