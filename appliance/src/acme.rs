@@ -154,59 +154,133 @@ pub fn read_status(tls_dir: &Path) -> Option<CertStatus> {
     serde_json::from_str(&std::fs::read_to_string(status_path(tls_dir)).ok()?).ok()
 }
 
-/// Words for an ACME failure that tell the admin what to fix.
-fn explain(e: &anyhow::Error, challenge: AcmeChallenge) -> String {
-    let text = format!("{e:#}");
-    let lower = text.to_ascii_lowercase();
-    let hint = if lower.contains("ratelimited") || lower.contains("rate limit") || lower.contains("too many") {
-        "the certificate authority is rate limiting this box: it will retry later"
-    } else if lower.contains("dns") && (lower.contains("nxdomain") || lower.contains("no valid a records") || lower.contains("servfail")) {
-        "the domain does not resolve: check its DNS records"
-    } else if lower.contains("connection refused") || lower.contains("timeout") || lower.contains("connection") {
-        match challenge {
-            AcmeChallenge::Http01 => "the CA could not reach port 80 of this box: forward port 80 to it, and point the domain's DNS here",
-            AcmeChallenge::TlsAlpn01 => "the CA could not reach port 443 of this box: forward port 443 to it, and point the domain's DNS here",
-            AcmeChallenge::Dns01 => "the CA could not check the DNS record",
+/// Why an issuance failed, from the errors' types (never their text): who
+/// could not reach whom decides what the admin must fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// Parvis could not reach the ACME server (its internet access, DNS,
+    /// firewall, or the server is down).
+    Unreachable { url: String, detail: String },
+    /// The ACME server answered with a problem document (RFC 8555 §6.7):
+    /// its type without `urn:ietf:params:acme:error:`, and its detail.
+    Problem { kind: String, detail: String },
+    /// Something on the box failed (writing a file, a key).
+    Local(String),
+}
+
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trouble::Unreachable { url, detail } => write!(f, "cannot reach {url}: {detail}"),
+            Trouble::Problem { kind, detail } => write!(f, "{kind}: {detail}"),
+            Trouble::Local(d) => f.write_str(d),
         }
-    } else if lower.contains("unauthorized") || lower.contains("incorrect") {
-        "the CA reached a different server or saw a wrong answer: does the domain point to this box?"
-    } else {
-        ""
+    }
+}
+
+fn problem_kind(t: Option<&str>) -> String {
+    let t = t.unwrap_or("");
+    t.strip_prefix("urn:ietf:params:acme:error:").unwrap_or(t).to_string()
+}
+
+impl Trouble {
+    fn from_acme(e: instant_acme::Error, url: &str) -> Trouble {
+        use instant_acme::Error as E;
+        let unreachable = |detail: String| Trouble::Unreachable { url: url.to_string(), detail };
+        match e {
+            E::Api(p) => {
+                // a validation problem carries the challenge's own in its subproblems
+                let kind = problem_kind(p.r#type.as_deref());
+                Trouble::Problem { kind, detail: p.detail.unwrap_or_default() }
+            }
+            E::Hyper(e) => unreachable(e.to_string()),
+            E::Http(e) => unreachable(e.to_string()),
+            E::Timeout(_) => unreachable("no answer in time".into()),
+            E::Other(inner) => match inner.downcast::<hyper_util::client::legacy::Error>() {
+                Ok(e) => unreachable(format!("{e}{}", std::error::Error::source(&*e).map(|s| format!(": {s}")).unwrap_or_default())),
+                Err(other) => Trouble::Local(other.to_string()),
+            },
+            other => Trouble::Local(other.to_string()),
+        }
+    }
+
+    /// The account the box holds is unknown to the CA (a private CA was
+    /// reset, the account was deactivated): register again.
+    fn account_forgotten(&self) -> bool {
+        matches!(self, Trouble::Problem { kind, .. } if kind == "accountDoesNotExist")
+    }
+}
+
+impl From<anyhow::Error> for Trouble {
+    fn from(e: anyhow::Error) -> Trouble {
+        Trouble::Local(format!("{e:#}"))
+    }
+}
+
+/// Words for an ACME failure that tell the admin what to fix.
+fn explain(t: &Trouble, challenge: AcmeChallenge) -> String {
+    let hint = match t {
+        Trouble::Unreachable { .. } => {
+            "Parvis cannot reach the ACME server: check the box's internet access, its DNS, and that outgoing HTTPS is allowed"
+        }
+        Trouble::Problem { kind, .. } => match kind.as_str() {
+            "rateLimited" => "the certificate authority is rate limiting this box: it will retry later",
+            "dns" => "the CA cannot resolve the domain: check its DNS records",
+            "connection" => match challenge {
+                AcmeChallenge::Http01 => "the CA could not reach port 80 of this box: forward port 80 to it, and point the domain's DNS here",
+                AcmeChallenge::TlsAlpn01 => "the CA could not reach port 443 of this box: forward port 443 to it, and point the domain's DNS here",
+                AcmeChallenge::Dns01 => "the CA could not query the domain's DNS servers",
+            },
+            "unauthorized" | "incorrectResponse" => {
+                "the CA reached a different server or saw a wrong answer: does the domain point to this box?"
+            }
+            "tls" => "the CA's TLS connection to this box failed: does port 443 reach this box?",
+            "caa" => "the domain's CAA records do not allow this certificate authority",
+            "rejectedIdentifier" | "unsupportedIdentifier" => "the CA will not issue for this domain name",
+            "accountDoesNotExist" => "the CA no longer knows this box's account",
+            _ => "",
+        },
+        Trouble::Local(_) => "",
     };
+    let text = t.to_string();
     if hint.is_empty() { text } else { format!("{hint} ({text})") }
 }
 
+/// Where the ACME account is kept.
+fn account_path(tls_dir: &Path) -> PathBuf {
+    acme_dir(tls_dir).join("account.json")
+}
+
 /// The ACME account for a directory: created once, kept in `account.json`.
-async fn account(tls_dir: &Path, cfg: &TlsConfig) -> anyhow::Result<Account> {
+async fn account(tls_dir: &Path, cfg: &TlsConfig) -> Result<Account, Trouble> {
     #[derive(Serialize, Deserialize)]
     struct Saved {
         directory: String,
         credentials: AccountCredentials,
     }
     let url = cfg.directory_url();
-    let builder = || -> anyhow::Result<_> {
-        Ok(if cfg.acme_root.is_empty() {
-            Account::builder()?
+    let acme = |e| Trouble::from_acme(e, &url);
+    let builder = || -> Result<_, Trouble> {
+        if cfg.acme_root.is_empty() {
+            Account::builder().map_err(acme)
         } else {
-            Account::builder_with_root(&cfg.acme_root).context("tls.acme_root")?
-        })
-    };
-    let path = acme_dir(tls_dir).join("account.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(saved) = serde_json::from_str::<Saved>(&text) {
-            if saved.directory == url {
-                return Ok(builder()?.from_credentials(saved.credentials).await?);
-            }
+            Account::builder_with_root(&cfg.acme_root).map_err(|e| Trouble::Local(format!("tls.acme_root: {e}")))
         }
-    }
+    };
+    let path = account_path(tls_dir);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(saved) = serde_json::from_str::<Saved>(&text)
+            && saved.directory == url {
+                return builder()?.from_credentials(saved.credentials).await.map_err(acme);
+            }
     let contact = (!cfg.acme_email.is_empty()).then(|| format!("mailto:{}", cfg.acme_email));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
-    let (account, credentials) =
-        builder()?.create(&new, url.clone(), None).await.with_context(|| format!("cannot register with {url}"))?;
+    let (account, credentials) = builder()?.create(&new, url.clone(), None).await.map_err(acme)?;
     create_private_dir(&acme_dir(tls_dir))?;
-    let saved = serde_json::to_string_pretty(&Saved { directory: url, credentials })?;
-    tls::write_file(&path, &saved, true)?;
+    let saved = serde_json::to_string_pretty(&Saved { directory: url.clone(), credentials }).map_err(|e| Trouble::Local(e.to_string()))?;
+    tls::write_file(&path, &saved, true).map_err(|e| Trouble::Local(e.to_string()))?;
+    tracing::info!("ACME account registered with {url}");
     Ok(account)
 }
 
@@ -247,12 +321,27 @@ impl Issuer<'_> {
         bail!("the TXT record {} was not visible after 30 minutes", record.name)
     }
 
-    async fn issue(&self) -> anyhow::Result<(String, String)> {
+    /// Issues the certificate; an account the CA forgot is registered
+    /// again, once, and the issuance tried again.
+    async fn issue(&self) -> Result<(String, String), Trouble> {
+        match self.issue_once().await {
+            Err(t) if t.account_forgotten() => {
+                tracing::warn!("the ACME server no longer knows this box's account: registering again");
+                let _ = std::fs::remove_file(account_path(self.tls_dir));
+                self.issue_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn issue_once(&self) -> Result<(String, String), Trouble> {
         let cfg = self.cfg;
-        self.step("issuing", format!("asking {} for {}", cfg.directory_url(), cfg.acme_domains.join(", ")));
+        let url = cfg.directory_url();
+        let acme = |e| Trouble::from_acme(e, &url);
+        self.step("issuing", format!("asking {url} for {}", cfg.acme_domains.join(", ")));
         let account = account(self.tls_dir, cfg).await?;
         let ids: Vec<Identifier> = cfg.acme_domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = account.new_order(&NewOrder::new(&ids)).await.context("new order")?;
+        let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(acme)?;
         let kind = match cfg.acme_challenge {
             AcmeChallenge::Http01 => ChallengeType::Http01,
             AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
@@ -260,17 +349,18 @@ impl Issuer<'_> {
         };
         let mut http_tokens = Vec::new();
         let mut alpn_domains = Vec::new();
-        let result = async {
+        let result: Result<(String, String), Trouble> = async {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
-                let mut authz = authz?;
+                let mut authz = authz.map_err(acme)?;
                 match authz.status {
                     AuthorizationStatus::Pending => {}
                     AuthorizationStatus::Valid => continue,
-                    other => bail!("authorization is {other:?}"),
+                    other => return Err(Trouble::Problem { kind: "authorization".into(), detail: format!("the authorization is {other:?}") }),
                 }
-                let mut challenge =
-                    authz.challenge(kind.clone()).with_context(|| format!("the CA does not offer {kind:?} here"))?;
+                let mut challenge = authz
+                    .challenge(kind.clone())
+                    .ok_or_else(|| Trouble::Problem { kind: "unsupported".into(), detail: format!("the CA does not offer {kind:?} here") })?;
                 let domain = challenge.identifier().to_string();
                 let key_auth = challenge.key_authorization();
                 match cfg.acme_challenge {
@@ -298,29 +388,36 @@ impl Issuer<'_> {
                         self.step("issuing", format!("the TXT record for {domain} is visible; the CA checks it"));
                     }
                 }
-                challenge.set_ready().await?;
+                challenge.set_ready().await.map_err(acme)?;
             }
             let retry = RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(120));
-            let status = order.poll_ready(&retry).await?;
+            let status = order.poll_ready(&retry).await.map_err(acme)?;
             if status != OrderStatus::Ready {
-                let mut reasons = Vec::new();
+                // the challenges' own problems say what went wrong
+                let mut kinds = Vec::new();
+                let mut details = Vec::new();
                 let mut authorizations = order.authorizations();
                 while let Some(Ok(a)) = authorizations.next().await {
                     for c in &a.challenges {
                         if let Some(e) = &c.error {
-                            reasons.push(format!("{}: {}", e.r#type.as_deref().unwrap_or("error"), e.detail.as_deref().unwrap_or("")));
+                            kinds.push(problem_kind(e.r#type.as_deref()));
+                            details.push(e.detail.clone().unwrap_or_default());
                         }
                     }
                 }
-                bail!("validation failed: {}", if reasons.is_empty() { format!("{status:?}") } else { reasons.join("; ") });
+                return Err(Trouble::Problem {
+                    kind: kinds.into_iter().next().unwrap_or_else(|| "validation".into()),
+                    detail: if details.is_empty() { format!("the order is {status:?}") } else { details.join("; ") },
+                });
             }
-            let key = rcgen::KeyPair::generate()?;
-            let mut params = rcgen::CertificateParams::new(cfg.acme_domains.clone())?;
+            let local = |e: rcgen::Error| Trouble::Local(e.to_string());
+            let key = rcgen::KeyPair::generate().map_err(local)?;
+            let mut params = rcgen::CertificateParams::new(cfg.acme_domains.clone()).map_err(local)?;
             params.distinguished_name = rcgen::DistinguishedName::new();
-            let csr = params.serialize_request(&key)?;
-            order.finalize_csr(csr.der()).await.context("finalize")?;
-            let chain = order.poll_certificate(&retry).await.context("certificate")?;
-            anyhow::Ok((chain, key.serialize_pem()))
+            let csr = params.serialize_request(&key).map_err(local)?;
+            order.finalize_csr(csr.der()).await.map_err(acme)?;
+            let chain = order.poll_certificate(&retry).await.map_err(acme)?;
+            Ok((chain, key.serialize_pem()))
         }
         .await;
         for t in http_tokens {
@@ -363,6 +460,8 @@ pub struct Manager {
     force: bool,
     failures: u32,
     retry_at: Option<i64>,
+    /// Why the last attempt failed, while attempts fail.
+    last_failure: Option<String>,
     last: Option<TlsConfig>,
 }
 
@@ -394,6 +493,7 @@ impl Manager {
             force: false,
             failures: 0,
             retry_at: None,
+            last_failure: None,
             last: None,
         }
     }
@@ -480,16 +580,25 @@ impl Manager {
             st.not_before = valid.map(|s| s.not_before);
             st.not_after = valid.map(|s| s.not_after);
             st.next_renewal = valid.map(|s| renewal_at(s.not_before, s.not_after));
+            // the alert says what is true now (a kept certificate may have
+            // expired since the failure)
+            if let Some(why) = &self.last_failure {
+                st.alert = Some(alert(why, valid, stored.as_ref()));
+            }
         }
+        // a retry promised after a failure comes when promised, even while
+        // the current certificate is still valid
+        let retry_due = self.retry_at.is_some_and(|at| at <= now);
         if let Some(s) = valid {
             let due = renewal_at(s.not_before, s.not_after);
-            if now < due && !force {
-                let mut st = self.status.lock().expect("poisoned");
+            if now < due && !force && !retry_due {
                 if self.failures == 0 {
+                    let mut st = self.status.lock().expect("poisoned");
                     st.state = "valid".into();
                     st.message = format!("valid until {}; renewal on {}", date(s.not_after), date(due));
                 }
-                return Duration::from_secs((due - now) as u64);
+                let next = self.retry_at.map_or(due, |at| at.min(due));
+                return Duration::from_secs((next - now).max(1) as u64);
             }
         }
         if let Some(at) = self.retry_at.filter(|&at| at > now && !force) {
@@ -509,13 +618,13 @@ impl Manager {
             r = issuer.issue() => r,
             _ = stop.cancelled() => return Duration::ZERO,
         };
-        let stored = result.and_then(|(chain, key)| {
+        let stored_new = result.and_then(|(chain, key)| {
             save_stored(&self.tls_dir, &chain, &key)?;
-            load_stored(&self.tls_dir).context("the new certificate cannot be read back")
+            load_stored(&self.tls_dir).ok_or_else(|| Trouble::Local("the new certificate cannot be read back".into()))
         });
-        match stored {
+        match stored_new {
             Ok(s) if self.serve(&s) => {
-                (self.failures, self.retry_at) = (0, None);
+                (self.failures, self.retry_at, self.last_failure) = (0, None, None);
                 let due = renewal_at(s.not_before, s.not_after);
                 let mut st = self.status.lock().expect("poisoned");
                 st.state = "valid".into();
@@ -527,27 +636,37 @@ impl Manager {
                 Duration::from_secs((due - self.now()).max(1) as u64)
             }
             other => {
-                let e = match other {
-                    Err(e) => e,
-                    Ok(_) => anyhow!("the new certificate has already expired: is the box's clock right?"),
+                let t = match other {
+                    Err(t) => t,
+                    Ok(_) => Trouble::Local("the new certificate has already expired: is the box's clock right?".into()),
                 };
                 self.failures += 1;
                 let delay = retry_delay(self.failures);
                 self.retry_at = Some(self.now() + delay.as_secs() as i64);
-                let why = explain(&e, cfg.acme_challenge);
+                let why = explain(&t, cfg.acme_challenge);
                 tracing::warn!("certificate: {why}");
                 let mut st = self.status.lock().expect("poisoned");
                 st.state = "failed".into();
                 st.message = format!("{why}; next attempt in {} s", delay.as_secs());
-                st.alert = Some(match valid {
-                    Some(s) => format!("certificate renewal failed: {why}. Still serving the current certificate, valid until {}.", date(s.not_after)),
-                    None => format!("no certificate from the ACME server: {why}. Browsers get the local certificate meanwhile."),
-                });
+                st.alert = Some(alert(&why, valid, stored.as_ref()));
+                self.last_failure = Some(why);
                 // wake when the kept certificate expires: the local one takes over then
                 let until_expiry = valid.map_or(delay.as_secs(), |s| (s.not_after - self.now()).max(1) as u64);
                 delay.min(Duration::from_secs(until_expiry))
             }
         }
+    }
+}
+
+/// The alert after a failed attempt, for the certificate served now.
+fn alert(why: &str, valid: Option<&Stored>, stored: Option<&Stored>) -> String {
+    match (valid, stored) {
+        (Some(s), _) => format!("certificate renewal failed: {why}. Still serving the current certificate, valid until {}.", date(s.not_after)),
+        (None, Some(s)) => format!(
+            "the certificate from the ACME server expired on {} and could not be renewed: {why}. Browsers get the local certificate meanwhile.",
+            date(s.not_after)
+        ),
+        (None, None) => format!("no certificate from the ACME server: {why}. Browsers get the local certificate meanwhile."),
     }
 }
 
@@ -572,12 +691,39 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_explained_in_terms_of_what_to_fix() {
-        let e = anyhow!("urn:ietf:params:acme:error:connection: Connection refused");
-        assert!(explain(&e, AcmeChallenge::Http01).contains("port 80"));
-        assert!(explain(&e, AcmeChallenge::TlsAlpn01).contains("port 443"));
-        let e = anyhow!("urn:ietf:params:acme:error:rateLimited: too many certificates");
-        assert!(explain(&e, AcmeChallenge::Http01).contains("rate limiting"));
+    fn failures_are_explained_by_who_could_not_reach_whom() {
+        let theirs = Trouble::Problem { kind: "connection".into(), detail: "Connection refused".into() };
+        assert!(explain(&theirs, AcmeChallenge::Http01).contains("port 80"));
+        assert!(explain(&theirs, AcmeChallenge::TlsAlpn01).contains("port 443"));
+        // our side: the same words in the text, but the CA was never reached
+        let ours = Trouble::Unreachable { url: "https://ca.test/dir".into(), detail: "connection refused".into() };
+        for c in [AcmeChallenge::Http01, AcmeChallenge::TlsAlpn01, AcmeChallenge::Dns01] {
+            let text = explain(&ours, c);
+            assert!(text.contains("cannot reach the ACME server") && !text.contains("forward port"), "{text}");
+        }
+        let limited = Trouble::Problem { kind: "rateLimited".into(), detail: "too many certificates".into() };
+        assert!(explain(&limited, AcmeChallenge::Http01).contains("rate limiting"));
+        // a connection error of the HTTP client is classified by its type
+        let e = instant_acme::Error::Other(Box::new(std::io::Error::other("connection refused")));
+        assert!(matches!(Trouble::from_acme(e, "u"), Trouble::Local(_)), "not an HTTP client error");
+        let problem = instant_acme::Error::Api(serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:accountDoesNotExist","detail":"x"}"#).unwrap());
+        assert!(Trouble::from_acme(problem, "u").account_forgotten());
+    }
+
+    #[test]
+    fn the_alert_follows_the_served_certificate() {
+        let s = |not_after| Stored {
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            domains: vec![],
+            not_before: 0,
+            not_after,
+            issuer: String::new(),
+        };
+        assert!(alert("x", Some(&s(2_000_000_000)), None).contains("Still serving"));
+        let expired = alert("x", None, Some(&s(1_000)));
+        assert!(expired.contains("expired on 1970") && !expired.contains("Still serving"), "{expired}");
+        assert!(alert("x", None, None).contains("no certificate"));
     }
 
     #[test]

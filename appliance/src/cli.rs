@@ -467,13 +467,12 @@ fn cert_status(config: &Config, json: bool) -> anyhow::Result<()> {
     for r in &status.dns_records {
         println!("create:        {} TXT \"{}\"", r.name, r.value);
     }
-    if let Ok(ca) = std::fs::read_to_string(dir.join("ca.pem")) {
-        if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()) {
+    if let Ok(ca) = std::fs::read_to_string(dir.join("ca.pem"))
+        && let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()) {
             use sha2::Digest;
             let fp: Vec<String> = sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02X}")).collect();
             println!("local CA:      {} (SHA-256 {})", dir.join("ca.pem").display(), fp.join(":"));
         }
-    }
     if let Some(a) = &status.alert {
         println!("ALERT:         {a}");
     }

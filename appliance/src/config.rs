@@ -567,11 +567,10 @@ impl Config {
         if !(60..=7 * 86_400).contains(&t.credential_horizon_secs) {
             bad("turn.credential_horizon_secs", "must be between 60 and 604800".into());
         }
-        if let Some(ip) = t.external_address {
-            if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        if let Some(ip) = t.external_address
+            && (ip.is_unspecified() || ip.is_loopback() || ip.is_multicast()) {
                 bad("turn.external_address", format!("{ip} cannot be reached by anyone else"));
             }
-        }
         let tls = &self.tls;
         if tls.mode == TlsMode::Acme {
             if tls.acme_domains.is_empty() {
@@ -597,11 +596,10 @@ impl Config {
         for e in self.network.check() {
             bad(&e.key, e.reason);
         }
-        if let Some(ids) = &self.run_as {
-            if parse_ids(ids).is_none() {
+        if let Some(ids) = &self.run_as
+            && parse_ids(ids).is_none() {
                 bad("run_as", format!("{ids:?} is not UID:GID (numbers, e.g. \"1000:1000\"), and not root"));
             }
-        }
         if !tls.acme_root.is_empty() && !Path::new(&tls.acme_root).is_file() {
             bad("tls.acme_root", format!("{} is not a file", tls.acme_root));
         }

@@ -94,11 +94,10 @@ impl CertResolver {
 
     /// What a connection to `server_name` gets (without ALPN challenge).
     pub fn for_name(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
-        if let (Some(name), Some((domains, key))) = (server_name, &*self.acme.read().expect("resolver poisoned")) {
-            if domains.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+        if let (Some(name), Some((domains, key))) = (server_name, &*self.acme.read().expect("resolver poisoned"))
+            && domains.iter().any(|d| d.eq_ignore_ascii_case(name)) {
                 return key.clone();
             }
-        }
         self.local.read().expect("resolver poisoned").clone()
     }
 }

@@ -391,12 +391,11 @@ impl EngineTask {
                 continue;
             }
             let Ok(socket) = bind_udp(SocketAddr::new(ip, port), RELAY_BUFFERS, true) else { continue };
-            if dont_fragment {
-                if let Err(e) = crate::mmsg::set_dont_fragment(&socket, ipv6) {
+            if dont_fragment
+                && let Err(e) = crate::mmsg::set_dont_fragment(&socket, ipv6) {
                     tracing::warn!("relay {ip}:{port}: cannot set don't-fragment: {e}");
                     return Err(());
                 }
-            }
             let Ok(socket) = UdpSocket::from_std(socket) else { continue };
             let socket = Arc::new(socket);
             let local = socket.local_addr().map_err(|_| ())?;

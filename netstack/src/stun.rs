@@ -184,7 +184,7 @@ impl<'a> Message<'a> {
             return Err(DecodeError::BadCookie);
         }
         let len = be16(raw, 2) as usize;
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(DecodeError::UnalignedLength);
         }
         if HEADER_LEN + len != raw.len() {
@@ -383,7 +383,7 @@ impl<'a> Message<'a> {
     pub fn verify_integrity_sha256(&self, key: &[u8]) -> bool {
         let Some(at) = self.integrity_sha256 else { return false };
         let n = be16(self.raw, at + 2) as usize;
-        if !(16..=32).contains(&n) || n % 4 != 0 {
+        if !(16..=32).contains(&n) || !n.is_multiple_of(4) {
             return false;
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");

@@ -161,7 +161,75 @@ async fn renewal_at_two_thirds_keeps_connections_and_a_failed_one_keeps_the_old_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(status(&s)["not_after"].is_null());
-    assert!(status(&s)["alert"].is_string(), "the alert stays until a renewal succeeds");
+    // the alert stays until a renewal succeeds, and says what is true now
+    let st = wait_status(&s, &p, "the alert of an expired certificate", |v| {
+        v["alert"].as_str().is_some_and(|a| a.contains("expired on"))
+    })
+    .await?;
+    assert!(!st["alert"].as_str().unwrap().contains("Still serving"), "{st}");
+    Ok(())
+}
+
+/// Renews now, as `parvis cert renew` does (SIGHUP to the server).
+fn renew(s: &Server) -> anyhow::Result<()> {
+    let out = std::process::Command::new(parvis_bin()).args(["cert", "renew", "--data"]).arg(&s.data).output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// A private CA that was reset knows no account: Parvis registers again
+/// and renews, instead of failing with accountDoesNotExist until someone
+/// deletes tls/acme/account.json by hand.
+#[tokio::test]
+async fn a_ca_that_forgot_the_account_gets_a_new_one_and_the_renewal_succeeds() -> R {
+    let (s, mut p) = acme_server("http-01", 3600).await?;
+    let first = wait_status(&s, &p, "valid", |v| state_is(v, "valid")).await?;
+    p.start_ca().await?;
+    renew(&s)?;
+    wait_status(&s, &p, "a renewal from the reset CA", |v| state_is(v, "valid") && v["not_after"] != first["not_after"]).await?;
+    check_served(&s, &p).await.context("the new CA's certificate is served")?;
+    assert!(s.log().contains("registering again"), "{}", s.log());
+    Ok(())
+}
+
+/// When Parvis cannot reach the CA at all, the alert says that (the fix is
+/// on the box's side), not "forward port 80" (the CA's side).
+#[tokio::test]
+async fn an_unreachable_ca_is_reported_as_such() -> R {
+    let (s, mut p) = acme_server("http-01", 3600).await?;
+    wait_status(&s, &p, "valid", |v| state_is(v, "valid")).await?;
+    p.stop_ca();
+    renew(&s)?;
+    let failed = wait_status(&s, &p, "a failed renewal", |v| state_is(v, "failed")).await?;
+    let alert = failed["alert"].as_str().context("an alert")?;
+    assert!(alert.contains("cannot reach the ACME server") && !alert.contains("forward port"), "{alert}");
+    assert!(alert.contains("Still serving"), "{alert}");
+    Ok(())
+}
+
+/// After a failed renewal while the certificate is still valid, the retry
+/// the status promises ("next attempt in 30 s") comes, and clears the alert
+/// once it succeeds.
+#[tokio::test]
+async fn the_retry_promised_after_a_failed_renewal_comes() -> R {
+    let (s, p) = acme_server("http-01", 3600).await?;
+    let first = wait_status(&s, &p, "valid", |v| state_is(v, "valid")).await?;
+    p.challtest("/add-a", json!({"host": format!("{DOMAIN}."), "addresses": ["127.0.0.2"]})).await?;
+    renew(&s)?;
+    let failed = wait_status(&s, &p, "a failed renewal", |v| state_is(v, "failed")).await?;
+    assert!(failed["message"].as_str().unwrap_or("").contains("next attempt in 30 s"), "{failed}");
+    // the domain points here again; nobody asks for anything
+    p.challtest("/clear-a", json!({"host": format!("{DOMAIN}.")})).await?;
+    let deadline = Instant::now() + Duration::from_secs(50);
+    loop {
+        let st = status(&s);
+        if state_is(&st, "valid") && st["not_after"] != first["not_after"] {
+            assert!(st["alert"].is_null(), "{st}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no retry within 50 s: {st:#}\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(())
 }
 

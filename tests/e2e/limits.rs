@@ -187,11 +187,10 @@ async fn closed(conns: &mut [tokio::net::TcpStream]) -> usize {
     let mut n = 0;
     let mut buf = [0u8; 16];
     for c in conns.iter_mut() {
-        if let Ok(r) = tokio::time::timeout(Duration::from_millis(2), c.read(&mut buf)).await {
-            if matches!(r, Ok(0) | Err(_)) {
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(2), c.read(&mut buf)).await
+            && matches!(r, Ok(0) | Err(_)) {
                 n += 1;
             }
-        }
     }
     n
 }

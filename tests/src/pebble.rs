@@ -27,7 +27,9 @@ pub struct Pebble {
     pub challtest_port: u16,
     /// PEM of the CA that signed Pebble's own HTTPS listener.
     pub listener_ca: PathBuf,
+    /// challtestsrv, then Pebble.
     children: Vec<Child>,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -108,25 +110,48 @@ impl Pebble {
                 .spawn()
                 .context("pebble-challtestsrv (apt-get install pebble)")?,
         );
-        children.push(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(&config_path)
-                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_WFE_NONCEREJECT", "0")
-                // every order validates for real (renewal and failure tests)
-                .env("PEBBLE_AUTHZREUSE", "0")
-                .stdout(log("pebble.log")?)
-                .stderr(log("pebble.err")?)
-                .spawn()
-                .context("pebble (apt-get install pebble)")?,
-        );
-        let p = Pebble { acme_port, mgmt_port, dns_port, challtest_port, listener_ca: ca_path, children, _dir: dir };
+        let mut p = Pebble { acme_port, mgmt_port, dns_port, challtest_port, listener_ca: ca_path, children, config: config_path, _dir: dir };
+        p.children.push(p.spawn_ca()?);
         wait_tcp(challtest_port).await?;
         wait_tcp(acme_port).await?;
         wait_tcp(mgmt_port).await?;
         Ok(p)
+    }
+
+    fn spawn_ca(&self) -> Result<Child> {
+        let log = |name: &str| {
+            std::fs::OpenOptions::new().create(true).append(true).open(self._dir.path().join(name)).map(Stdio::from)
+        };
+        Command::new("pebble")
+            .arg("-config")
+            .arg(&self.config)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // every order validates for real (renewal and failure tests)
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log")?)
+            .stderr(log("pebble.err")?)
+            .spawn()
+            .context("pebble (apt-get install pebble)")
+    }
+
+    /// Stops the ACME server (its DNS stays): the CA is down.
+    pub fn stop_ca(&mut self) {
+        if let Some(mut c) = self.children.pop() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the ACME server again, with nothing of before: no accounts, a
+    /// new root (a private CA that was reset).
+    pub async fn start_ca(&mut self) -> Result<()> {
+        self.stop_ca();
+        let child = self.spawn_ca()?;
+        self.children.push(child);
+        wait_tcp(self.acme_port).await?;
+        wait_tcp(self.mgmt_port).await
     }
 
     pub fn directory(&self) -> String {

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
+use super::frames::{CallState, Participant as WireParticipant, ServerFrame};
 use super::hub::ConnId;
 use crate::store::calls::{CallId, CallRoom, OpenCall};
 use crate::store::rooms::Published;
@@ -31,7 +31,7 @@ pub const ORPHAN_GRACE_MS: Millis = 45_000;
 pub const MAX_PID: usize = 40;
 
 /// What a participant sends and shows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaState {
     #[serde(default)]
@@ -65,7 +65,7 @@ struct Participant {
     joined_ms: Millis,
     media: MediaState,
     /// Signaling that arrived while away, delivered on rebind.
-    held: Vec<String>,
+    held: Vec<ServerFrame>,
 }
 
 /// Signaling frames held for an away participant, at most.
@@ -91,7 +91,7 @@ pub struct Effects {
     /// Frames for every connection of the recipients.
     pub publish: Vec<Published>,
     /// Frames for one connection.
-    pub direct: Vec<(UserId, ConnId, String)>,
+    pub direct: Vec<(UserId, ConnId, ServerFrame)>,
     /// Calls to close in the store, with their outcome.
     pub ended: Vec<(CallId, &'static str)>,
     /// (call, user): first time this user joined this call.
@@ -204,7 +204,7 @@ impl Calls {
         conn: ConnId,
         media: MediaState,
         now: Millis,
-    ) -> Result<(Effects, String), CallError> {
+    ) -> Result<(Effects, ServerFrame), CallError> {
         check_pid(pid)?;
         media.check().map_err(CallError::Invalid)?;
         let mut calls = self.lock();
@@ -251,11 +251,7 @@ impl Calls {
         if user != call.started_by {
             call.answered = true;
         }
-        let joined = json!({
-            "t": "call_joined", "room": room, "call": call.id, "pid": pid,
-            "participants": participants_json(call),
-        })
-        .to_string();
+        let joined = ServerFrame::CallJoined { room, call: call.id, pid: pid.to_string(), participants: participants(call) };
         fx.publish.push(state_frame(room, call, now));
         Ok((fx, joined))
     }
@@ -293,10 +289,9 @@ impl Calls {
         let Some(call) = calls.remove(&room) else { return };
         fx.ended.push((call.id, outcome));
         // Whoever is still in (a declined ring) is told to hang up.
-        let version = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let frame =
-            json!({"t": "call", "room": room, "call": null, "ended": call.id, "outcome": outcome, "v": version});
-        fx.publish.push(Published { recipients: call.members, frame: frame.to_string().into(), event: None });
+        let v = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = ServerFrame::Call(CallState::Ended { room, call: (), ended: call.id, outcome: outcome.into(), v });
+        fx.publish.push(Published { recipients: call.members, frame, event: None });
     }
 
     /// A connection closed: its participants go away (kept for the grace time).
@@ -369,7 +364,7 @@ impl Calls {
         let from = call.participants[i].pid.clone();
         let target = call.participants.iter_mut().find(|p| p.pid == to).ok_or(CallError::NoSuchParticipant)?;
         let mut fx = Effects::default();
-        let frame = json!({"t": "call_signal", "room": room, "from": from, "data": data}).to_string();
+        let frame = ServerFrame::CallSignal { room, from, data: data.clone() };
         match target.conn {
             Some(c) => fx.direct.push((target.user, c, frame)),
             // Away (reconnecting): held and delivered in order when it is back.
@@ -398,8 +393,7 @@ impl Calls {
         let mut fx = Effects::default();
         let p = &mut call.participants[i];
         if let Some(c) = p.conn {
-            let frame = json!({"t": "call_moderated", "room": room, "action": action, "by": by});
-            fx.direct.push((p.user, c, frame.to_string()));
+            fx.direct.push((p.user, c, ServerFrame::CallModerated { room, action, by }));
         }
         match action {
             ModAction::Mute => {
@@ -415,13 +409,9 @@ impl Calls {
     }
 
     /// The state frames of the calls in rooms `user` belongs to (on sync).
-    pub fn frames_for(&self, user: UserId, now: Millis) -> Vec<String> {
+    pub fn frames_for(&self, user: UserId, now: Millis) -> Vec<ServerFrame> {
         let calls = self.lock();
-        calls
-            .iter()
-            .filter(|(_, c)| c.members.contains(&user))
-            .map(|(room, c)| state_frame(*room, c, now).frame.to_string())
-            .collect()
+        calls.iter().filter(|(_, c)| c.members.contains(&user)).map(|(room, c)| state_frame(*room, c, now).frame).collect()
     }
 
     /// Calls and participants right now (for /metrics).
@@ -431,7 +421,7 @@ impl Calls {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModAction {
     Mute,
@@ -443,33 +433,31 @@ fn roster(call: &Call) -> (CallId, String) {
     (call.id, serde_json::to_string(&list).expect("serializes"))
 }
 
-fn participants_json(call: &Call) -> serde_json::Value {
-    call.participants
-        .iter()
-        .map(|p| {
-            json!({
-                "pid": p.pid, "user": p.user, "joined": p.joined_ms, "away": p.away_since.is_some(),
-                "audio": p.media.audio, "video": p.media.video, "screen": p.media.screen, "hand": p.media.hand,
-            })
-        })
-        .collect()
+fn participants(call: &Call) -> Vec<WireParticipant> {
+    call.participants.iter().map(|p| WireParticipant::new(&p.pid, p.user, p.joined_ms, p.away_since.is_some(), &p.media)).collect()
 }
 
 /// The `call` frame: the whole state of one call, for every room member.
 /// `version` orders the frames of all calls: a client keeps the newest.
 fn state_frame(room: RoomId, call: &Call, now: Millis) -> Published {
-    let version = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let v = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ring = call.direct && !call.answered && now - call.started_ms < RING_MS;
-    let frame = json!({
-        "t": "call", "room": room, "call": call.id, "started": call.started_ms, "by": call.started_by,
-        "ring": ring, "v": version, "participants": participants_json(call),
+    let frame = ServerFrame::Call(CallState::Live {
+        room,
+        call: call.id,
+        started: call.started_ms,
+        by: call.started_by,
+        ring,
+        v,
+        participants: participants(call),
     });
-    Published { recipients: call.members.clone(), frame: frame.to_string().into(), event: None }
+    Published { recipients: call.members.clone(), frame, event: None }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const ALICE: UserId = 1;
     const BOB: UserId = 2;
@@ -491,7 +479,7 @@ mod tests {
     }
 
     fn state(fx: &Effects) -> serde_json::Value {
-        serde_json::from_str(&fx.publish.last().expect("a frame").frame).unwrap()
+        serde_json::to_value(&fx.publish.last().expect("a frame").frame).unwrap()
     }
 
     #[test]
@@ -500,7 +488,7 @@ mod tests {
         let c = started(&calls, "group", 0);
         let (fx, joined) = calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
         assert_eq!(fx.joined, vec![(7, ALICE)]);
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&joined).unwrap()["participants"][0]["pid"], "a1");
+        assert_eq!(serde_json::to_value(&joined).unwrap()["participants"][0]["pid"], "a1");
         let (fx, _) = calls.join(1, &c, "b1", None, BOB, 200, on(), 10).unwrap();
         let s = state(&fx);
         assert_eq!(s["participants"].as_array().unwrap().len(), 2);
@@ -510,7 +498,7 @@ mod tests {
         let fx = calls.signal(1, 100, "b1", &json!({"description": {"type": "offer", "sdp": "x"}})).unwrap();
         assert_eq!(fx.direct.len(), 1);
         assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
-        assert!(fx.direct[0].2.contains("\"from\":\"a1\""));
+        assert!(fx.direct[0].2.to_json().contains("\"from\":\"a1\""));
         assert_eq!(calls.signal(1, 100, "zz", &json!({})), Err(CallError::NoSuchParticipant));
         // a connection that is not in the call can neither signal nor set state
         assert_eq!(calls.signal(1, 300, "a1", &json!({})), Err(CallError::NotInCall));
@@ -537,7 +525,7 @@ mod tests {
         calls.signal(1, 100, "b1", &json!({"n": 2})).unwrap();
         let (fx, _) = calls.join(1, &c, "b1", None, BOB, 201, on(), 2000).unwrap();
         assert!(fx.joined.is_empty(), "a rejoin is not a new join");
-        let held: Vec<_> = fx.direct.iter().map(|(u, c, f)| (*u, *c, f.contains("\"n\":1"), f.contains("\"n\":2"))).collect();
+        let held: Vec<_> = fx.direct.iter().map(|(u, c, f)| (*u, *c, f.to_json().contains("\"n\":1"), f.to_json().contains("\"n\":2"))).collect();
         assert_eq!(held, vec![(BOB, 201, true, false), (BOB, 201, false, true)], "delivered in order on rebind");
         assert_eq!(state(&fx)["participants"][1]["away"], false);
         // someone else cannot take Bob's pid
@@ -596,7 +584,7 @@ mod tests {
         assert!(calls.decline(1, ALICE).unwrap().ended.is_empty(), "the caller cannot decline");
         let fx = calls.decline(1, BOB).unwrap();
         assert_eq!(fx.ended, vec![(7, "declined")]);
-        assert!(fx.publish[0].frame.contains("\"outcome\":\"declined\""));
+        assert!(fx.publish[0].frame.to_json().contains("\"outcome\":\"declined\""));
 
         let c = started(&calls, "direct", 0);
         calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
@@ -617,7 +605,7 @@ mod tests {
         assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
         assert_eq!(state(&fx)["participants"][1]["audio"], false);
         let fx = calls.moderate(1, ALICE, true, "b1", ModAction::Remove, 0).unwrap();
-        assert!(fx.direct[0].2.contains("\"remove\""));
+        assert!(fx.direct[0].2.to_json().contains("\"remove\""));
         assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1);
         assert_eq!(calls.frames_for(CAROL, 0).len(), 1);
         assert_eq!(calls.frames_for(99, 0).len(), 0, "only members see a call");

@@ -2,24 +2,26 @@
 //! committed frames to them. Replaces Redis + notify_push.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
+use super::frames::ServerFrame;
 use crate::store::rooms::Published;
 use crate::store::{RoomId, Seq, UserId};
 
-/// Frames a connection can queue before it counts as lagging. A lagging
-/// connection is closed; its client resumes from its last sequence, so
-/// nothing is lost, and one slow reader never holds back the others.
+/// Frames a connection can have waiting. Beyond, frames for it are dropped
+/// and it is told so ([`Registration::overflowed`]): it catches up from the
+/// store (nothing is lost), and one slow reader never holds back the others.
 pub const QUEUE: usize = 4096;
 
 /// What the hub hands a connection.
 #[derive(Debug, Clone)]
 pub enum Out {
-    /// A frame; `event` names the room event it carries, if any.
+    /// A frame, already serialized; `event` names the room event it
+    /// carries, if any.
     Frame { text: Utf8Bytes, event: Option<(RoomId, Seq)> },
     /// Close the connection with this WebSocket close code and reason.
     Close(u16, &'static str),
@@ -27,12 +29,23 @@ pub enum Out {
 
 pub type ConnId = u64;
 
-/// The open connections of one user.
-type UserConns = Vec<(ConnId, mpsc::Sender<Out>)>;
+struct Conn {
+    id: ConnId,
+    tx: mpsc::Sender<Out>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// One registered connection: its frames, and the flag the hub raises when
+/// it had to drop some.
+pub struct Registration {
+    pub id: ConnId,
+    pub frames: mpsc::Receiver<Out>,
+    pub overflowed: Arc<AtomicBool>,
+}
 
 #[derive(Default)]
 pub struct Hub {
-    conns: RwLock<HashMap<UserId, UserConns>>,
+    conns: RwLock<HashMap<UserId, Vec<Conn>>>,
     next: AtomicU64,
 }
 
@@ -41,60 +54,58 @@ impl Hub {
         Hub::default()
     }
 
-    /// Adds a connection of `user`; frames for the user arrive on the receiver.
-    pub fn register(&self, user: UserId) -> (ConnId, mpsc::Receiver<Out>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    /// Adds a connection of `user`.
+    pub fn register(&self, user: UserId) -> Registration {
+        let (tx, frames) = mpsc::channel(QUEUE);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.conns.write().expect("hub poisoned").entry(user).or_default().push((id, tx));
-        (id, rx)
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let conn = Conn { id, tx, overflowed: overflowed.clone() };
+        self.conns.write().expect("hub poisoned").entry(user).or_default().push(conn);
+        Registration { id, frames, overflowed }
     }
 
     pub fn unregister(&self, user: UserId, id: ConnId) {
         let mut conns = self.conns.write().expect("hub poisoned");
         if let Some(list) = conns.get_mut(&user) {
-            list.retain(|(c, _)| *c != id);
+            list.retain(|c| c.id != id);
             if list.is_empty() {
                 conns.remove(&user);
             }
         }
     }
 
-    /// Delivers a committed frame to every connection of its recipients.
-    /// Never blocks: a full queue drops that connection (it will resume).
-    pub fn publish(&self, p: &Published) {
-        let text = Utf8Bytes::from(p.frame.to_string());
-        let mut lagging = Vec::new();
-        {
-            let conns = self.conns.read().expect("hub poisoned");
-            for user in &p.recipients {
-                for (id, tx) in conns.get(user).into_iter().flatten() {
-                    let out = Out::Frame { text: text.clone(), event: p.event };
-                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(out) {
-                        lagging.push((*user, *id));
-                    }
-                }
+    fn deliver(conn: &Conn, out: Out) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(out)
+            && !conn.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::info!(conn = conn.id, "connection behind: it will catch up from the store");
             }
-        }
-        for (user, id) in lagging {
-            tracing::info!(user, conn = id, "connection lagging: closed so that it resumes");
-            self.unregister(user, id);
+    }
+
+    /// Delivers a committed frame to every connection of its recipients,
+    /// serialized once. Never blocks.
+    pub fn publish(&self, p: &Published) {
+        let text = Utf8Bytes::from(p.frame.to_json());
+        let conns = self.conns.read().expect("hub poisoned");
+        for user in &p.recipients {
+            for c in conns.get(user).into_iter().flatten() {
+                Self::deliver(c, Out::Frame { text: text.clone(), event: p.event });
+            }
         }
     }
 
-    /// Delivers a frame to one connection (call signaling). A full queue
-    /// drops the frame: the call re-syncs, the chat is not held back.
-    pub fn send_to(&self, user: UserId, conn: ConnId, text: &str) {
+    /// Delivers a frame to one connection (call signaling).
+    pub fn send_to(&self, user: UserId, conn: ConnId, frame: &ServerFrame) {
         let conns = self.conns.read().expect("hub poisoned");
-        if let Some((_, tx)) = conns.get(&user).into_iter().flatten().find(|(c, _)| *c == conn) {
-            let _ = tx.try_send(Out::Frame { text: Utf8Bytes::from(text.to_string()), event: None });
+        if let Some(c) = conns.get(&user).into_iter().flatten().find(|c| c.id == conn) {
+            Self::deliver(c, Out::Frame { text: Utf8Bytes::from(frame.to_json()), event: None });
         }
     }
 
     /// Closes every connection of a user (disabled, logged out everywhere).
     pub fn disconnect_user(&self, user: UserId, code: u16, reason: &'static str) {
         let list = self.conns.write().expect("hub poisoned").remove(&user);
-        for (_, tx) in list.into_iter().flatten() {
-            let _ = tx.try_send(Out::Close(code, reason));
+        for c in list.into_iter().flatten() {
+            let _ = c.tx.try_send(Out::Close(code, reason));
         }
     }
 
@@ -114,47 +125,44 @@ mod tests {
     use super::*;
 
     fn published(to: Vec<UserId>, seq: Seq) -> Published {
-        Published { recipients: to, frame: format!("{{\"seq\":{seq}}}").into(), event: Some((1, seq)) }
+        Published { recipients: to, frame: ServerFrame::Read { room: 1, seq }, event: Some((1, seq)) }
     }
 
     #[tokio::test]
     async fn delivers_to_every_connection_of_each_recipient() {
         let hub = Hub::new();
-        let (_, mut a1) = hub.register(1);
-        let (_, mut a2) = hub.register(1);
-        let (_, mut b) = hub.register(2);
-        let (_, mut c) = hub.register(3);
+        let mut a1 = hub.register(1);
+        let mut a2 = hub.register(1);
+        let mut b = hub.register(2);
+        let mut c = hub.register(3);
         hub.publish(&published(vec![1, 2], 7));
-        for rx in [&mut a1, &mut a2, &mut b] {
-            assert!(matches!(rx.try_recv(), Ok(Out::Frame { event: Some((1, 7)), .. })));
+        for r in [&mut a1, &mut a2, &mut b] {
+            assert!(matches!(r.frames.try_recv(), Ok(Out::Frame { event: Some((1, 7)), .. })));
         }
-        assert!(c.try_recv().is_err());
+        assert!(c.frames.try_recv().is_err());
     }
 
     #[tokio::test]
-    async fn a_lagging_connection_is_dropped_not_waited_for() {
+    async fn a_full_queue_is_flagged_not_waited_for_and_the_connection_stays() {
         let hub = Hub::new();
-        let (_, mut slow) = hub.register(1);
-        let (_, mut fast) = hub.register(2);
+        let slow = hub.register(1);
+        let mut fast = hub.register(2);
         for seq in 0..(QUEUE as i64 + 10) {
             hub.publish(&published(vec![1, 2], seq));
-            while fast.try_recv().is_ok() {}
+            while fast.frames.try_recv().is_ok() {}
         }
-        assert_eq!(hub.connection_count(), 1);
-        let mut n = 0;
-        while slow.recv().await.is_some() {
-            n += 1;
-        }
-        assert_eq!(n, QUEUE, "queued frames are still delivered, then the stream ends");
+        assert_eq!(hub.connection_count(), 2, "nobody is dropped");
+        assert!(slow.overflowed.load(Ordering::Relaxed));
+        assert!(!fast.overflowed.load(Ordering::Relaxed));
     }
 
     #[tokio::test]
     async fn disconnect_user_closes_all_their_connections() {
         let hub = Hub::new();
-        let (_, mut a) = hub.register(1);
+        let mut a = hub.register(1);
         hub.disconnect_user(1, 4001, "disabled");
-        assert!(matches!(a.recv().await, Some(Out::Close(4001, _))));
-        assert!(a.recv().await.is_none());
+        assert!(matches!(a.frames.recv().await, Some(Out::Close(4001, _))));
+        assert!(a.frames.recv().await.is_none());
         assert_eq!(hub.connection_count(), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! WebSocket sessions and the REST handlers.
 
 pub mod call;
+pub mod frames;
 pub mod hub;
 pub mod protocol;
 pub mod session;

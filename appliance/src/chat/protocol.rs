@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::call::{MediaState, ModAction};
+pub use super::frames::{ErrorCode, ErrorFrame};
 use crate::store::rooms::MAX_BODY_BYTES;
-use crate::store::{RoomId, Seq, StoreError};
+use crate::store::{RoomId, Seq};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -62,92 +63,6 @@ pub enum ClientFrame {
 /// Largest `data` of a `call_signal` frame (an SDP with many m-lines fits).
 pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 
-/// Error codes of the `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Not JSON, not an object, or no `t`.
-    BadFrame,
-    /// `t` names no frame type of this protocol version.
-    UnknownType,
-    /// A field is missing, of the wrong type, unknown, or out of range.
-    Invalid,
-    /// The message body is over 16 KiB.
-    TooLarge,
-    /// The room does not exist or the user is not in it.
-    NotMember,
-    /// The message does not exist.
-    NotFound,
-    /// The user may not do this.
-    Forbidden,
-    /// The room is archived (read-only).
-    Archived,
-    /// Too many frames; slow down.
-    RateLimited,
-    /// The user is not in a call in this room (or no call runs there).
-    NotInCall,
-    /// The call has reached its participant cap.
-    CallFull,
-    /// The server failed and nothing was stored: retry with the same id.
-    Internal,
-    /// The server could not tell whether the write was stored (an I/O
-    /// error during its commit): retry with the same id; the answer says
-    /// (`ack` with `dup: true` when it had been).
-    OutcomeUnknown,
-}
-
-/// An `error` frame.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ErrorFrame {
-    pub t: &'static str,
-    pub code: ErrorCode,
-    pub message: String,
-    /// The `id` of the frame this answers, when it had one.
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub room: Option<RoomId>,
-}
-
-impl ErrorFrame {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorFrame { t: "error", code, message: message.into(), reference: None, room: None }
-    }
-    pub fn reference(mut self, id: Option<String>) -> Self {
-        self.reference = id;
-        self
-    }
-    pub fn room(mut self, room: RoomId) -> Self {
-        self.room = Some(room);
-        self
-    }
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("error frames serialize")
-    }
-
-    /// Maps a store error to what the client is told. Internal errors are
-    /// logged and not described.
-    pub fn from_store(e: &StoreError) -> Self {
-        match e {
-            StoreError::NotMember => ErrorFrame::new(ErrorCode::NotMember, "you are not a member of this room"),
-            StoreError::NotFound => ErrorFrame::new(ErrorCode::NotFound, "no such message"),
-            StoreError::Forbidden(why) => ErrorFrame::new(ErrorCode::Forbidden, *why),
-            StoreError::Archived => ErrorFrame::new(ErrorCode::Archived, "this room is archived"),
-            StoreError::TooLarge(why) => ErrorFrame::new(ErrorCode::TooLarge, why.clone()),
-            StoreError::Invalid(why) => ErrorFrame::new(ErrorCode::Invalid, why.clone()),
-            StoreError::OutcomeUnknown => {
-                tracing::error!("chat store: a commit's outcome is unknown");
-                ErrorFrame::new(ErrorCode::OutcomeUnknown, "the server cannot tell whether this was stored; retry with the same id")
-            }
-            StoreError::Conflict(why) => ErrorFrame::new(ErrorCode::Invalid, *why),
-            other => {
-                tracing::error!("chat store error: {other}");
-                ErrorFrame::new(ErrorCode::Internal, "server error, nothing was stored; retry with the same id")
-            }
-        }
-    }
-}
-
 const KNOWN_TYPES: &[&str] = &[
     "sync",
     "send",
@@ -181,17 +96,15 @@ pub fn parse(text: &str) -> Result<ClientFrame, ErrorFrame> {
         let t: String = t.chars().take(32).collect();
         return Err(ErrorFrame::new(ErrorCode::UnknownType, format!("unknown frame type {t:?}")).reference(id));
     }
-    if t == "send" || t == "edit" {
-        if let Some(body) = obj.get("body").and_then(|v| v.as_str()) {
-            if body.len() > MAX_BODY_BYTES {
+    if (t == "send" || t == "edit")
+        && let Some(body) = obj.get("body").and_then(|v| v.as_str())
+            && body.len() > MAX_BODY_BYTES {
                 return Err(ErrorFrame::new(
                     ErrorCode::TooLarge,
                     format!("body: {} bytes, the limit is {MAX_BODY_BYTES}", body.len()),
                 )
                 .reference(id));
             }
-        }
-    }
     if t == "call_signal" {
         let size = obj.get("data").map_or(0, |d| d.to_string().len());
         if size > MAX_SIGNAL_BYTES {
@@ -203,16 +116,6 @@ pub fn parse(text: &str) -> Result<ClientFrame, ErrorFrame> {
     }
     serde_json::from_value(value)
         .map_err(|e| ErrorFrame::new(ErrorCode::Invalid, format!("{t}: {e}")).reference(id))
-}
-
-/// `ack` for a `send`: stored under `seq` (`dup` when an earlier try stored it).
-pub fn ack_send(id: &str, room: RoomId, seq: Seq, dup: bool) -> String {
-    serde_json::json!({"t": "ack", "id": id, "room": room, "seq": seq, "dup": dup}).to_string()
-}
-
-/// `ack` for edit/delete/react: `seq` of the new event, `null` when nothing changed.
-pub fn ack_change(id: &str, room: RoomId, seq: Option<Seq>) -> String {
-    serde_json::json!({"t": "ack", "id": id, "room": room, "seq": seq}).to_string()
 }
 
 #[cfg(test)]
@@ -266,7 +169,7 @@ mod tests {
     #[test]
     fn error_frames_carry_the_reference() {
         let e = parse(r#"{"t":"send","id":"abc","room":1}"#).unwrap_err();
-        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&e.frame().to_json()).unwrap();
         assert_eq!(v["t"], "error");
         assert_eq!(v["ref"], "abc");
         assert_eq!(v["code"], "invalid");

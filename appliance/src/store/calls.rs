@@ -170,7 +170,7 @@ mod tests {
         assert!(matches!(start(&c, room, x.id, 10), Err(StoreError::NotMember)));
         let (call, p) = start(&c, room, a.id, 10).unwrap();
         let p = p.expect("announced");
-        assert!(p.frame.contains("\"kind\":\"call_started\""), "{}", p.frame);
+        assert!(p.frame.to_json().contains("\"kind\":\"call_started\""), "{:?}", p.frame);
         let mut to = p.recipients.clone();
         to.sort();
         assert_eq!(to, vec![a.id, b.id]);
@@ -183,7 +183,7 @@ mod tests {
         save_roster(&c, call.id, r#"[["pa",1],["pb",2]]"#).unwrap();
         assert_eq!(open_call(&c, room).unwrap().unwrap().roster, vec![("pa".to_string(), 1), ("pb".to_string(), 2)]);
         let ended = end(&c, call.id, "ended", 70_010).unwrap().expect("announced");
-        let v: serde_json::Value = serde_json::from_str(&ended.frame).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&ended.frame).unwrap();
         assert_eq!(v["kind"], "call_ended");
         assert_eq!(v["duration_ms"], 70_000);
         assert_eq!(v["participants"], serde_json::json!([a.id, b.id]));

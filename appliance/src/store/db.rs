@@ -425,7 +425,7 @@ fn writer_loop(path: &Path, mut conn: Connection, rx: mpsc::Receiver<Job>) {
             continue;
         }
         failures += 1;
-        if failures % 3 == 0 {
+        if failures.is_multiple_of(3) {
             match open_conn(path, false) {
                 Ok(fresh) => {
                     tracing::warn!("database: connection opened again after {failures} failed batches");

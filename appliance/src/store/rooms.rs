@@ -7,19 +7,19 @@
 //! to publish; the caller publishes them after commit.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Millis, RoomId, Seq, StoreError, UserId};
+use crate::chat::frames::{Event, ServerFrame};
 
 /// Largest message body, in bytes of UTF-8.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What happened in a room. Stored as JSON in `events.body`; on the wire it
 /// is flattened into the `event` frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
     Message {
@@ -47,20 +47,21 @@ pub enum EventBody {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
     pub recipients: Vec<UserId>,
-    pub frame: Arc<str>,
+    pub frame: ServerFrame,
     /// Room and sequence of a logged event (`None` for per-user frames), so
     /// a connection can drop what it already delivered during a resume.
     pub event: Option<(RoomId, Seq)>,
 }
 
-/// The wire form of a stored event (see docs/protocol.md, `event`).
-pub fn wire_event(room: RoomId, seq: Seq, ts: Millis, actor: UserId, body_json: &str) -> String {
-    let rest = body_json.strip_prefix('{').unwrap_or(body_json);
-    let sep = if rest.starts_with('}') { "" } else { "," };
-    format!("{{\"t\":\"event\",\"room\":{room},\"seq\":{seq},\"ts\":{ts},\"actor\":{actor}{sep}{rest}")
+/// A stored event as the wire's `event` frame. A row whose body no longer
+/// parses is an internal error (the log is written only through `EventBody`).
+fn event_from_row(room: RoomId, seq: Seq, ts: Millis, actor: UserId, body_json: &str) -> rusqlite::Result<Event> {
+    let body = serde_json::from_str(body_json)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(Event { room, seq, ts, actor, body })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Anyone in the company can find and join it.
@@ -186,7 +187,7 @@ fn append_event(
     let json = serde_json::to_string(body).expect("event bodies serialize");
     conn.prepare_cached("INSERT INTO events(room_id, seq, actor, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![room, seq, actor, now, json])?;
-    let frame: Arc<str> = wire_event(room, seq, now, actor, &json).into();
+    let frame = ServerFrame::Event(Event { room, seq, ts: now, actor, body: body.clone() });
     Ok((seq, Published { recipients, frame, event: Some((room, seq)) }))
 }
 
@@ -513,8 +514,7 @@ pub fn mark_read(conn: &Connection, room: RoomId, user: UserId, seq: Seq) -> Res
     }
     let now_read: Seq =
         conn.query_row("SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2", [room, user], |r| r.get(0))?;
-    let frame = format!("{{\"t\":\"read\",\"room\":{room},\"seq\":{now_read}}}");
-    Ok(Some(Published { recipients: vec![user], frame: frame.into(), event: None }))
+    Ok(Some(Published { recipients: vec![user], frame: ServerFrame::Read { room, seq: now_read }, event: None }))
 }
 
 /// Changes to a group room's settings; `None` keeps a field.
@@ -804,25 +804,44 @@ pub fn history(
     Ok((out, more))
 }
 
-/// The events of `room` after `since`, as wire frames, at most `limit`.
-/// Returns `None` when more than `limit` are missing (the client reloads).
-pub fn events_since(
-    conn: &Connection,
-    room: RoomId,
-    user: UserId,
-    since: Seq,
-    limit: u32,
-) -> Result<Option<Vec<(Seq, String)>>, StoreError> {
-    member_role(conn, room, user)?;
+/// What a resuming connection gets for one room (docs/protocol.md, `sync`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Every event after the given sequence, in order (perhaps none).
+    Events(Vec<Event>),
+    /// More than the limit are missing, or the client holds a sequence the
+    /// room never reached (a restored database): reload, from `last`.
+    Reset { last: Seq },
+    /// The user is not (or no longer) a member.
+    Gone,
+}
+
+/// The events of `room` after `since`, at most `limit` of them.
+pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: u32) -> Result<Resume, StoreError> {
+    if member_role(conn, room, user).is_err() {
+        return Ok(Resume::Gone);
+    }
+    let last: Seq = conn.query_row("SELECT last_seq FROM rooms WHERE id = ?1", [room], |r| r.get(0))?;
+    if since > last {
+        return Ok(Resume::Reset { last });
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![room, since, limit + 1], |r| {
-        let seq: Seq = r.get(0)?;
-        Ok((seq, wire_event(room, seq, r.get(2)?, r.get(1)?, &r.get::<_, String>(3)?)))
+        event_from_row(room, r.get(0)?, r.get(2)?, r.get(1)?, &r.get::<_, String>(3)?)
     })?;
-    let frames: Vec<(Seq, String)> = rows.collect::<Result<_, _>>()?;
-    if frames.len() > limit as usize { Ok(None) } else { Ok(Some(frames)) }
+    let events: Vec<Event> = rows.collect::<Result<_, _>>()?;
+    if events.len() > limit as usize { Ok(Resume::Reset { last }) } else { Ok(Resume::Events(events)) }
+}
+
+/// The rooms `user` belongs to, with each one's last sequence.
+pub fn member_rooms(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.last_seq FROM members m JOIN rooms r ON r.id = m.room_id WHERE m.user_id = ?1 ORDER BY r.id",
+    )?;
+    let rows = stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One search hit.
@@ -906,12 +925,11 @@ mod tests {
         assert_eq!(post(&c, r1, a, "m1", "hello"), 3);
         assert_eq!(post(&c, r2, a, "m2", "hello"), 2);
         assert_eq!(post(&c, r1, b, "m3", "hi"), 4);
-        let frames = events_since(&c, r1, b, 2, 100).unwrap().unwrap();
-        assert_eq!(frames.len(), 2);
-        assert_eq!((frames[0].0, frames[1].0), (3, 4));
-        let v: serde_json::Value = serde_json::from_str(&frames[1].1).unwrap();
-        assert_eq!(v["kind"], "message");
-        assert_eq!(v["body"], "hi");
+        let Resume::Events(events) = resume(&c, r1, b, 2, 100).unwrap() else { panic!("events") };
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].seq, events[1].seq), (3, 4));
+        let v = serde_json::to_value(ServerFrame::Event(events[1].clone())).unwrap();
+        assert_eq!((v["t"].as_str(), v["kind"].as_str(), v["body"].as_str()), (Some("event"), Some("message"), Some("hi")));
     }
 
     #[test]
@@ -930,7 +948,7 @@ mod tests {
         let (r, _) = create_group(&c, a, "Secret", "", Visibility::Invite, &[], 2).unwrap();
         assert!(matches!(post_message(&c, r, e, "x", "hi", None, 3), Err(StoreError::NotMember)));
         assert!(matches!(history(&c, r, e, None, 50), Err(StoreError::NotMember)));
-        assert!(matches!(events_since(&c, r, e, 0, 50), Err(StoreError::NotMember)));
+        assert_eq!(resume(&c, r, e, 0, 50).unwrap(), Resume::Gone);
         assert!(matches!(add_member(&c, r, e, e, 3), Err(StoreError::NotFound)));
         assert!(browse_open(&c, e).unwrap().is_empty());
         assert!(search(&c, e, "hi", None).unwrap().is_empty());
@@ -1064,7 +1082,10 @@ mod tests {
         for i in 0..20 {
             post(&c, r, a, &format!("m{i}"), "x");
         }
-        assert!(events_since(&c, r, a, 0, 10).unwrap().is_none());
-        assert_eq!(events_since(&c, r, a, 11, 10).unwrap().unwrap().len(), 10);
+        assert!(matches!(resume(&c, r, a, 0, 10).unwrap(), Resume::Reset { last: 21 }));
+        assert!(matches!(resume(&c, r, a, 11, 10).unwrap(), Resume::Events(e) if e.len() == 10));
+        assert!(matches!(resume(&c, r, a, 22, 10).unwrap(), Resume::Reset { last: 21 }), "ahead of the room");
+        assert!(matches!(resume(&c, r, a, 21, 10).unwrap(), Resume::Events(e) if e.is_empty()));
+        assert_eq!(member_rooms(&c, a).unwrap(), vec![(r, 21)]);
     }
 }

@@ -156,8 +156,7 @@ pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
     }
     if (old.turn_external_address, old.relay_port_min, old.relay_port_max, old.turn_uplink_mbps)
         != (new.turn_external_address, new.relay_port_min, new.relay_port_max, new.turn_uplink_mbps)
-    {
-        if let Some(t) = &state.turn {
+        && let Some(t) = &state.turn {
             let (v4, v6) = match new.turn_external_address {
                 Some(ip @ IpAddr::V4(_)) => (Some(ip), None),
                 Some(ip @ IpAddr::V6(_)) => (None, Some(ip)),
@@ -171,7 +170,6 @@ pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
             })
             .await?;
         }
-    }
     tracing::info!(name = %new.name, tls = ?new.tls.mode, "settings applied");
     Ok(())
 }
@@ -327,11 +325,10 @@ pub async fn unlock(AxState(state): AxState<State>, ip: ClientIp, Json(req): Jso
         settings: state.settings.lock().expect("poisoned").clone(),
         ..Draft::default()
     });
-    if draft.step == 0 {
-        if let Some(l) = req.language.filter(|l| l == "fr" || l == "en") {
+    if draft.step == 0
+        && let Some(l) = req.language.filter(|l| l == "fr" || l == "en") {
             draft.settings.language = l;
         }
-    }
     draft.token_hash = hex::encode(auth::token_hash(&token));
     save_draft(&state.config.data, &draft)?;
     Ok(Json(json!({"token": token, "draft": draft_view(&state, &draft)})))
@@ -372,11 +369,10 @@ fn check_admin(a: &AdminReq, have_password: bool) -> Vec<ConfigError> {
     if let Err(StoreError::Invalid(why)) = users::check_display_name(&a.display_name) {
         bad("admin.display_name", why);
     }
-    if !(a.password.is_empty() && have_password) {
-        if let Err(why) = check_password(&a.password) {
+    if !(a.password.is_empty() && have_password)
+        && let Err(why) = check_password(&a.password) {
             bad("admin.password", why.into());
         }
-    }
     e
 }
 
@@ -518,14 +514,12 @@ pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body
 /// says nothing; readable cross-origin only by the box's own origins.
 pub async fn trust(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
     let mut res = Json(json!({"trusted": true})).into_response();
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        if state.own_origins.read().expect("poisoned").iter().any(|o| o == origin) {
-            if let Ok(v) = HeaderValue::from_str(origin) {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && state.own_origins.read().expect("poisoned").iter().any(|o| o == origin)
+            && let Ok(v) = HeaderValue::from_str(origin) {
                 res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
             }
-        }
-    }
     res
 }
 

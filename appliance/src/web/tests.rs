@@ -241,7 +241,7 @@ async fn disabling_a_user_ends_their_session_at_once() {
     let h = harness();
     let admin = h.setup_admin().await;
     let (bob_id, bob) = h.add_user(&admin, "bob").await;
-    let (_, mut ws_rx) = h.state.chat.hub.register(bob_id);
+    let mut ws_rx = h.state.chat.hub.register(bob_id).frames;
     let (st, _, _) = h.call("PATCH", &format!("/api/users/{bob_id}"), Some(json!({"disabled": true})), Some(&admin)).await;
     assert_eq!(st, StatusCode::OK);
     let (st, _, _) = h.call("GET", "/api/me", None, Some(&bob)).await;

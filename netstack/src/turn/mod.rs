@@ -473,12 +473,11 @@ impl Server {
         // RFC 8656 §5: later requests on an allocation's 5-tuple must use its
         // credentials (441). An Allocate there is answered 437 instead
         // (§7.2), whoever sends it: see `allocate`.
-        if let Some(a) = self.by_five.get(&five).and_then(|id| self.allocs.get(id)) {
-            if a.username != auth.username && m.method() != method::ALLOCATE {
+        if let Some(a) = self.by_five.get(&five).and_then(|id| self.allocs.get(id))
+            && a.username != auth.username && m.method() != method::ALLOCATE {
                 self.reply(five, m, Some(&auth), |b| b.error(441, "Wrong Credentials"));
                 return None;
             }
-        }
         Some(auth)
     }
 
@@ -608,11 +607,10 @@ impl Server {
             return self.reply(five, m, Some(&auth), |b| b.error(437, "Allocation Mismatch"));
         };
         let ipv6 = self.allocs[&id].ipv6;
-        if let Some(fam) = m.requested_family() {
-            if fam != Ok(if ipv6 { 2 } else { 1 }) {
+        if let Some(fam) = m.requested_family()
+            && fam != Ok(if ipv6 { 2 } else { 1 }) {
                 return self.reply(five, m, Some(&auth), |b| b.error(443, "Peer Address Family Mismatch"));
             }
-        }
         if m.lifetime() == Some(0) {
             self.remove(id);
             return self.success(five, m, &auth, |b| b.u32_attr(attr::LIFETIME, 0));

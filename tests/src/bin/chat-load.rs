@@ -175,15 +175,14 @@ async fn main() -> Result<()> {
                 };
                 if v["t"] == "ack" {
                     acked.fetch_add(1, Ordering::Relaxed);
-                } else if v["t"] == "event" && v["kind"] == "message" && v["actor"].as_i64() != Some(me) {
-                    if let Some(sent) = v["body"].as_str().and_then(|b| b.strip_prefix("bench ")).and_then(|x| x.parse::<u64>().ok()) {
+                } else if v["t"] == "event" && v["kind"] == "message" && v["actor"].as_i64() != Some(me)
+                    && let Some(sent) = v["body"].as_str().and_then(|b| b.strip_prefix("bench ")).and_then(|x| x.parse::<u64>().ok()) {
                         local.push((now.saturating_sub(sent)) / 1000);
                         if local.len() >= 16 {
                             lat.lock().unwrap().append(&mut local);
                         }
                         received.fetch_add(1, Ordering::Relaxed);
                     }
-                }
             }
             lat.lock().unwrap().append(&mut local);
         });
