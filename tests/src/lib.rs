@@ -157,7 +157,8 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.turn_tls_port))
             .args(&self.extra)
             .args(if self.boxlike { vec![] } else { vec!["--data".into(), self.data.clone().into_os_string()] })
-            .stdout(Stdio::null())
+            // the log (tracing writes to standard output) and any panic
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("spawn parvis")?;
