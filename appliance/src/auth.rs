@@ -237,7 +237,7 @@ impl Hasher {
             let (rx, pending) = (rx.clone(), pending.clone());
             let spawned = std::thread::Builder::new().name(format!("parvis-hash-{i}")).spawn(move || {
                 // hashing yields to everything else (chat, calls, TLS)
-                crate::sys::lower_thread_priority();
+                crate::system::sys::lower_thread_priority();
                 let mut memory = vec![argon2::Block::default(); argon2::Params::default().block_count()];
                 loop {
                     let job = match rx.lock().expect("hash queue poisoned").recv() {

@@ -254,7 +254,7 @@ async fn shutdown_signal() {
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::tune_allocator();
+    crate::system::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { common, https, http, name, log, no_mdns, run_as, turn } => {
@@ -264,10 +264,10 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&config.log);
-            match runtime().block_on(crate::run(config, shutdown_signal())) {
-                Ok(crate::Exit::Stopped) => ExitCode::SUCCESS,
-                Ok(crate::Exit::Reboot) => ExitCode::from(75),
-                Ok(crate::Exit::Install) => ExitCode::from(76),
+            match runtime().block_on(crate::serve::run(config, shutdown_signal())) {
+                Ok(crate::serve::Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(crate::serve::Exit::Reboot) => ExitCode::from(75),
+                Ok(crate::serve::Exit::Install) => ExitCode::from(76),
                 Err(e) => {
                     eprintln!("parvis: {e:#}");
                     ExitCode::FAILURE
@@ -338,7 +338,7 @@ pub fn main() -> ExitCode {
             };
             init_logging("warn");
             let result = runtime().block_on(async {
-                let db = crate::open_db(&config)?;
+                let db = crate::serve::open_db(&config)?;
                 anyhow::Ok(db.read(crate::store::users::list_users).await?)
             });
             match result {
@@ -388,13 +388,13 @@ pub fn main() -> ExitCode {
         },
         Command::Update { file } => report((|| {
             let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let path = crate::update::install(&crate::update::BoxPaths::default(), &raw, &crate::update::running_version())?;
+            let path = crate::system::update::install(&crate::system::update::BoxPaths::default(), &raw, &crate::system::update::running_version())?;
             println!("installed {}: reboot to use it", path.display());
             Ok(())
         })()),
         Command::InstallDisk { image, disk, copy_data } => report((|| {
             let mut last = 0;
-            crate::install::write_image(&image, &disk, |done, total| {
+            crate::system::install::write_image(&image, &disk, |done, total| {
                 let pct = done * 100 / total.max(1);
                 if pct >= last + 10 || done == total {
                     println!("installing on {}: {pct} % ({} of {} MiB)", disk.display(), done >> 20, total >> 20);
@@ -402,14 +402,14 @@ pub fn main() -> ExitCode {
                 }
             })?;
             if let Some(from) = copy_data {
-                let part = crate::install::partition(&disk, 2);
-                let bytes = crate::install::copy_data(&from, &part, (1000, 1000))?;
+                let part = crate::system::install::partition(&disk, 2);
+                let bytes = crate::system::install::copy_data(&from, &part, (1000, 1000))?;
                 println!("data carried over to {} ({} KiB)", part.display(), bytes >> 10);
             }
             Ok(())
         })()),
         Command::GrowData { device, mount } => report((|| {
-            let g = crate::disk::grow_data(&device, &mount)?;
+            let g = crate::system::disk::grow_data(&device, &mount)?;
             let mib = |b: u64| b >> 20;
             if g.partition_after != g.partition_before || g.filesystem_after != g.filesystem_before {
                 println!(
@@ -439,7 +439,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 fn cert_status(config: &Config, json: bool) -> anyhow::Result<()> {
     let dir = config.data.join("tls");
-    let status = crate::acme::read_status(&dir).unwrap_or_else(|| crate::acme::CertStatus {
+    let status = crate::certs::acme::read_status(&dir).unwrap_or_else(|| crate::certs::acme::CertStatus {
         mode: format!("{:?}", config.tls.mode).to_lowercase(),
         state: "unknown".into(),
         message: "parvis serve has not run with this data folder yet".into(),
@@ -510,10 +510,10 @@ fn user_add(
     let hash = crate::auth::hash_password(&password, &mut rand::rngs::OsRng);
     let role = if admin { Role::Admin } else { Role::User };
     let display = display_name.unwrap_or_else(|| username.to_string());
-    let now = <crate::SystemClock as crate::Clock>::now_ms(&crate::SystemClock);
+    let now = <crate::clock::SystemClock as crate::clock::Clock>::now_ms(&crate::clock::SystemClock);
     let name = username.to_string();
     let user = runtime().block_on(async {
-        let db = crate::open_db(config)?;
+        let db = crate::serve::open_db(config)?;
         anyhow::Ok(
             db.write(move |ctx| {
                 let user = users::create_user(ctx.conn, &name, &display, &hash, role, now)?;

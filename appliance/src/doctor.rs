@@ -207,7 +207,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
     })());
 
-    let lan = crate::net::local_addresses().into_iter().find(IpAddr::is_ipv4);
+    let lan = crate::system::net::local_addresses().into_iter().find(IpAddr::is_ipv4);
     let t = &config.turn;
     println!("\nFor guests outside the company network, forward to {}:", lan.map_or("this box".into(), |ip| ip.to_string()));
     println!("  {}/tcp (HTTPS, and TURN over TLS)", config.https.port());

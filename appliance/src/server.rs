@@ -128,10 +128,10 @@ pub async fn serve_https(
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 // a TLS-ALPN-01 validation: the handshake was the answer
-                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::certs::local::ACME_TLS_ALPN) => {
                     tracing::debug!(%peer, "answered a TLS-ALPN-01 validation");
                 }
-                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::TURN_ALPN) => match turn {
+                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::certs::local::TURN_ALPN) => match turn {
                     Some(events) => netstack::driver::serve_stream(stream, turn_five(peer), events, stop).await,
                     None => tracing::debug!(%peer, "TURN over TLS asked, but TURN is off"),
                 },
@@ -166,7 +166,7 @@ pub async fn serve_http(
     listener: TcpListener,
     https_port: u16,
     ca_pem: String,
-    challenges: Arc<crate::acme::Challenges>,
+    challenges: Arc<crate::certs::acme::Challenges>,
     gate: ConnGate,
     stop: CancellationToken,
 ) {

@@ -36,7 +36,7 @@ pub fn secret(data: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let text = hex::encode(&bytes);
     // atomic and durable: a power cut leaves no file or the whole secret
-    crate::tls::write_file(&path, &format!("{text}\n"), true)?;
+    crate::certs::local::write_file(&path, &format!("{text}\n"), true)?;
     Ok(text.into_bytes())
 }
 
@@ -87,7 +87,7 @@ pub fn engine_config(config: &Config, secret: Vec<u8>, local: &[IpAddr], relays:
 pub async fn start(
     config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
-    budget: crate::sys::FdBudget,
+    budget: crate::system::sys::FdBudget,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<Handle>> {
     if !config.turn.enabled {
@@ -96,7 +96,7 @@ pub async fn start(
     if config.turn.allow_loopback_peers {
         tracing::warn!("TURN: loopback peers ALLOWED (--turn-allow-loopback-peers). For tests only: never on a real box.");
     }
-    let local = crate::net::local_addresses();
+    let local = crate::system::net::local_addresses();
     let relays = relay_addresses(config, &local);
     let mut engine_cfg = engine_config(config, secret(&config.data)?, &local, relays);
     // every allocation holds a relay socket: no more than the relays' share
@@ -146,7 +146,7 @@ pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) ->
     let secret = secret(&config.data)?;
     let username = turn::auth::rest_username(driver::now().unix + ttl, user);
     let password = turn::auth::rest_password(&secret, &username);
-    let local = crate::net::local_addresses();
+    let local = crate::system::net::local_addresses();
     let host = config
         .turn
         .external_address
@@ -161,13 +161,13 @@ pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) ->
 
 /// `parvis turn`: only STUN/TURN, with the data folder's secret and certificate.
 pub async fn run_standalone(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    crate::prepare_data_dir(&config)?;
-    let names = crate::tls::names_for(&config.name, crate::net::hostname().as_deref(), &crate::net::local_addresses());
+    crate::serve::prepare_data_dir(&config)?;
+    let names = crate::certs::local::names_for(&config.name, crate::system::net::hostname().as_deref(), &crate::system::net::local_addresses());
     let now = time::OffsetDateTime::from_unix_timestamp(driver::now().unix as i64).context("clock")?;
-    let tls = crate::tls::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
+    let tls = crate::certs::local::ensure(&config.data.join("tls"), &config.name, &names, now).context("tls")?;
     let stop = CancellationToken::new();
-    let budget = crate::sys::FdBudget::of(crate::sys::raise_fd_limit());
-    let handle = start(&config, Some(crate::tls::turn_server_config(Arc::new(crate::tls::CertResolver::new(tls.leaf.clone())))?), budget, stop.clone())
+    let budget = crate::system::sys::FdBudget::of(crate::system::sys::raise_fd_limit());
+    let handle = start(&config, Some(crate::certs::local::turn_server_config(Arc::new(crate::certs::local::CertResolver::new(tls.leaf.clone())))?), budget, stop.clone())
         .await?
         .context("turn.enabled is false: nothing to run")?;
     println!("Parvis TURN node: udp {:?} tcp {:?} tls {:?}", handle.udp, handle.tcp, handle.tls);

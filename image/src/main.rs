@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use parvis::disk::gpt;
+use parvis_layout::gpt;
 
 /// Modules of the box: storage, network, filesystems, watchdogs (with
 /// their dependencies, resolved against the unpacked kernel).
@@ -422,7 +422,7 @@ fn main() -> Result<()> {
     uki(&stub, &kernel.join(format!("boot/vmlinuz-{kver}")), &initrd, cmdline, &osrel, &work, &uki_file)?;
 
     if bundle_only {
-        let bundle = parvis::update::sign(&version, &fs::read(&uki_file)?, &signing).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bundle = parvis_layout::bundle::sign(&version, &fs::read(&uki_file)?, &signing).map_err(|e| anyhow::anyhow!("{e}"))?;
         let file = out.join(format!("parvis-x86_64-{version}.update"));
         fs::write(&file, bundle)?;
         let _ = fs::remove_dir_all(&work);

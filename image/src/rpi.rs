@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use parvis::disk::mbr;
+use parvis_layout::mbr;
 
 
 /// Room for the firmware (~20 MB), the kernel (~33 MB), the initramfs and

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::Clock;
+use crate::clock::Clock;
 use crate::config::ChatConfig;
 use crate::store::rooms::Published;
 use crate::store::{Db, Millis, StoreError, calls};

@@ -987,7 +987,7 @@ mod tests {
     async fn setup() -> (Chat, User, User, RoomId, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let chat = Chat::new(db, Arc::new(crate::SystemClock), ChatConfig::default());
+        let chat = Chat::new(db, Arc::new(crate::clock::SystemClock), ChatConfig::default());
         let (alice, bob, room) = chat
             .write(|c, now| {
                 let a = users::create_user(c, "alice", "Alice", "h", Role::Admin, now)?;

@@ -220,7 +220,7 @@ fn io(e: std::io::Error) -> StoreError {
 }
 
 fn durable_rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    crate::durable::rename(from, to).map_err(io)
+    crate::system::durable::rename(from, to).map_err(io)
 }
 
 /// Writes [`rollback_copy`] from `conn`: a consistent copy (VACUUM INTO)

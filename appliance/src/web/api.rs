@@ -58,7 +58,7 @@ pub async fn status(AxState(state): AxState<State>) -> ApiResult<Json<Value>> {
         "company": company(&state).await?,
         "name": state.settings.lock().expect("poisoned").name.clone(),
         "version": env!("CARGO_PKG_VERSION"),
-        "image_version": crate::update::running_version(),
+        "image_version": crate::system::update::running_version(),
     })))
 }
 

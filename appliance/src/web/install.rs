@@ -1,7 +1,7 @@
 //! Settings → Box → "Install on this computer" (live system only): the
 //! disks that can take the box, and the admin's choice, which ends Parvis
-//! with [`crate::Exit::Install`] so the box's init installs as root. And
-//! Settings → Box → "Restart", which ends it with [`crate::Exit::Reboot`].
+//! with [`crate::serve::Exit::Install`] so the box's init installs as root. And
+//! Settings → Box → "Restart", which ends it with [`crate::serve::Exit::Reboot`].
 
 use axum::Json;
 use axum::extract::State as AxState;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiResult, AppError, CurrentUser, State};
-use crate::install;
+use crate::system::install;
 
 fn offer() -> Option<(install::Live, u64, Vec<install::Disk>)> {
     let live = install::live(std::path::Path::new(install::LIVE_MARK))?;
@@ -33,11 +33,11 @@ pub async fn get_install(me: CurrentUser) -> ApiResult<Json<Value>> {
 /// restarted the way it was started.
 pub async fn post_restart(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<Response> {
     me.require_admin()?;
-    if !crate::update::on_a_box(&crate::update::BoxPaths::default()) {
+    if !crate::system::update::on_a_box(&crate::system::update::BoxPaths::default()) {
         return Err(AppError::new(StatusCode::CONFLICT, "not_a_box", "Parvis does not run on its box here: restart it the way it was started"));
     }
     tracing::warn!(by = %me.user.username, "restart asked by {}: the box reboots", me.user.username);
-    state.end_soon(crate::Exit::Reboot);
+    state.end_soon(crate::serve::Exit::Reboot);
     Ok((StatusCode::ACCEPTED, Json(json!({"restarting": true}))).into_response())
 }
 
@@ -65,6 +65,6 @@ pub async fn post_install(AxState(state): AxState<State>, me: CurrentUser, Json(
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the installation could not be started")
     })?;
     tracing::warn!(by = %me.user.username, disk = %disk.name, "installing on the disk; the box turns off when done");
-    state.end_soon(crate::Exit::Install);
+    state.end_soon(crate::serve::Exit::Install);
     Ok((StatusCode::ACCEPTED, Json(json!({"installing": disk.name}))).into_response())
 }

@@ -48,7 +48,7 @@ pub struct AppState {
     /// The TURN REST secret, for minting browsers' short-lived credentials.
     pub turn_secret: Vec<u8>,
     /// What the certificate manager last did (ACME or local).
-    pub cert_status: Arc<Mutex<crate::acme::CertStatus>>,
+    pub cert_status: Arc<Mutex<crate::certs::acme::CertStatus>>,
     /// Wakes the certificate manager for a renewal now.
     pub cert_renew: Arc<tokio::sync::Notify>,
     /// The certificate settings the manager follows (changed live).
@@ -59,7 +59,7 @@ pub struct AppState {
     pub config_file: std::path::PathBuf,
     /// The box name now (the local certificate follows it).
     pub box_name: Arc<std::sync::RwLock<String>>,
-    pub mdns: Option<crate::mdns::Announcer>,
+    pub mdns: Option<crate::system::mdns::Announcer>,
     /// SHA-256 of the local CA certificate, `AA:BB:…`.
     pub ca_fingerprint: String,
     /// `https://<name>:<port>` for every name and address of the box: the
@@ -69,12 +69,12 @@ pub struct AppState {
     pub end: Arc<tokio::sync::Notify>,
     /// How it then ends: a reboot (an update was installed) or an
     /// installation (live system).
-    pub end_as: Mutex<crate::Exit>,
+    pub end_as: Mutex<crate::serve::Exit>,
 }
 
 impl AppState {
     /// Ends `parvis serve` as `exit`, once the reply in hand has gone out.
-    pub fn end_soon(&self, exit: crate::Exit) {
+    pub fn end_soon(&self, exit: crate::serve::Exit) {
         *self.end_as.lock().expect("poisoned") = exit;
         let end = self.end.clone();
         tokio::spawn(async move {

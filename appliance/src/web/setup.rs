@@ -116,7 +116,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     turn.insert("relay_port_min".into(), toml::Value::Integer(s.relay_port_min.into()));
     turn.insert("relay_port_max".into(), toml::Value::Integer(s.relay_port_max.into()));
     turn.insert("uplink_mbps".into(), toml::Value::Integer(s.turn_uplink_mbps.into()));
-    crate::tls::write_file(file, &toml::to_string_pretty(&doc)?, true)?;
+    crate::certs::local::write_file(file, &toml::to_string_pretty(&doc)?, true)?;
     Ok(())
 }
 
@@ -151,7 +151,7 @@ pub async fn apply(state: &State, new: Settings) -> anyhow::Result<()> {
         if let Some(m) = &state.mdns {
             m.announce(&new.name);
         }
-        let names = crate::tls::names_for(&new.name, crate::net::hostname().as_deref(), &crate::net::local_addresses());
+        let names = crate::certs::local::names_for(&new.name, crate::system::net::hostname().as_deref(), &crate::system::net::local_addresses());
         *state.own_origins.write().expect("poisoned") = origins(&names, state.config.https.port());
     }
     if (old.turn_external_address, old.relay_port_min, old.relay_port_max, old.turn_uplink_mbps)
@@ -181,7 +181,7 @@ fn invalid(errors: Vec<ConfigError>) -> Response {
 
 /// What the admin needs to decide: addresses, certificate, ports to forward.
 fn info(state: &State, s: &Settings) -> Value {
-    let addrs = crate::net::local_addresses();
+    let addrs = crate::system::net::local_addresses();
     let https_port = state.config.https.port();
     let mut forward = vec![json!({"port": https_port, "proto": "tcp", "what": "HTTPS and TURN over TLS"})];
     if state.config.turn.enabled {
@@ -195,7 +195,7 @@ fn info(state: &State, s: &Settings) -> Value {
     }
     let detected = addrs.iter().copied().find(|ip| ip.is_ipv4());
     json!({
-        "hostname": crate::net::hostname(),
+        "hostname": crate::system::net::hostname(),
         "addresses": addrs,
         "network": "configured by the system (DHCP or static)",
         "https_port": https_port,
@@ -205,7 +205,7 @@ fn info(state: &State, s: &Settings) -> Value {
         "detected_address": detected,
         "forward": forward,
         "trust_origins": *state.own_origins.read().expect("poisoned"),
-        "on_box": crate::update::on_a_box(&crate::update::BoxPaths::default()),
+        "on_box": crate::system::update::on_a_box(&crate::system::update::BoxPaths::default()),
     })
 }
 
@@ -233,7 +233,7 @@ fn load_draft(data: &Path) -> Option<Draft> {
 
 fn save_draft(data: &Path, d: &Draft) -> ApiResult<()> {
     let text = serde_json::to_string_pretty(d).expect("serializes");
-    crate::tls::write_file(&draft_path(data), &text, true).map_err(|e| {
+    crate::certs::local::write_file(&draft_path(data), &text, true).map_err(|e| {
         tracing::error!("wizard: {e}");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot save the wizard's progress")
     })
@@ -487,8 +487,8 @@ pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body
             "the database could not be copied for a rollback, so the update was not installed",
         ));
     }
-    let running = crate::update::running_version();
-    let installed = tokio::task::spawn_blocking(move || crate::update::install(&crate::update::BoxPaths::default(), &body, &running))
+    let running = crate::system::update::running_version();
+    let installed = tokio::task::spawn_blocking(move || crate::system::update::install(&crate::system::update::BoxPaths::default(), &body, &running))
         .await
         .map_err(|_| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
     if installed.is_err() {
@@ -497,11 +497,11 @@ pub async fn upload_update(AxState(state): AxState<State>, me: CurrentUser, body
     match installed {
         Ok(path) => {
             tracing::warn!(by = %me.user.username, "update {} installed; rebooting", path.display());
-            state.end_soon(crate::Exit::Reboot);
+            state.end_soon(crate::serve::Exit::Reboot);
             Ok((StatusCode::ACCEPTED, Json(json!({"installed": path.file_name().and_then(|n| n.to_str()), "rebooting": true}))).into_response())
         }
-        Err(e @ crate::update::UpdateError::NoBox(_)) => Err(AppError::new(StatusCode::CONFLICT, "not_a_box", e.to_string())),
-        Err(crate::update::UpdateError::Io(e)) => {
+        Err(e @ crate::system::update::UpdateError::NoBox(_)) => Err(AppError::new(StatusCode::CONFLICT, "not_a_box", e.to_string())),
+        Err(crate::system::update::UpdateError::Io(e)) => {
             tracing::error!("update: {e}");
             Err(AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the update could not be written"))
         }

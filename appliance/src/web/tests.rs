@@ -28,7 +28,7 @@ fn harness_with(hasher: crate::auth::Hasher) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("t.db")).unwrap();
     let config = Config { data: dir.path().to_path_buf(), ..Config::default() };
-    let chat = Chat::new(db, Arc::new(crate::SystemClock), config.chat.clone());
+    let chat = Chat::new(db, Arc::new(crate::clock::SystemClock), config.chat.clone());
     let state = Arc::new(AppState {
         chat,
         config,
@@ -49,7 +49,7 @@ fn harness_with(hasher: crate::auth::Hasher) -> Harness {
         ca_fingerprint: "AA:BB".into(),
         own_origins: Default::default(),
         end: Arc::default(),
-        end_as: Mutex::new(crate::Exit::Reboot),
+        end_as: Mutex::new(crate::serve::Exit::Reboot),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -366,7 +366,7 @@ async fn ice_servers_are_only_this_box_with_short_lived_credentials() {
     assert_eq!(user, "u1");
     let ttl = v["ttl"].as_u64().unwrap();
     assert!(ttl <= 3600);
-    let now = crate::Clock::now_ms(&crate::SystemClock) as u64 / 1000;
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64 / 1000;
     assert!(expiry.parse::<u64>().unwrap() <= now + ttl + 1);
     assert_eq!(turn["credential"], netstack::turn::auth::rest_password(b"test-secret", username));
 }
@@ -498,7 +498,7 @@ async fn installing_is_for_admins_of_a_live_box_only() {
     assert_eq!((st, v["live"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
     let (st, _, e) = h.call("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&admin)).await;
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_live")), "{e}");
-    assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
+    assert_eq!(*h.state.end_as.lock().unwrap(), crate::serve::Exit::Reboot, "nothing was started");
 }
 
 #[tokio::test]
@@ -517,7 +517,7 @@ async fn an_update_off_a_box_is_refused_and_leaves_no_database_copy() {
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_a_box")), "{e}");
     let copy = crate::store::db::rollback_copy(&h.state.config.data.join("t.db"));
     assert!(!copy.exists(), "the copy taken for the update is gone with it");
-    assert_eq!(*h.state.end_as.lock().unwrap(), crate::Exit::Reboot, "nothing was started");
+    assert_eq!(*h.state.end_as.lock().unwrap(), crate::serve::Exit::Reboot, "nothing was started");
 }
 
 #[tokio::test]

@@ -8,101 +8,14 @@
 //! `systemd-bless-boot` does). A version that never gets healthy is tried 3
 //! times, then systemd-boot falls back to the previous one. The data
 //! partition is never touched.
-//!
-//! Bundle layout: `PARVISU1`, u16 version length, version, u64 image length,
-//! image, 64-byte signature over everything before it (all big-endian).
+//! The bundle format is `parvis_layout::bundle`.
 
 use std::path::PathBuf;
 
-use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
-
-const MAGIC: &[u8; 8] = b"PARVISU1";
 /// The vendor GUID of systemd-boot's EFI variables.
 const LOADER_VARS: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UpdateError {
-    #[error("not a Parvis update bundle")]
-    NotABundle,
-    #[error("the bundle is truncated or has trailing bytes")]
-    Truncated,
-    #[error("bad signature: this bundle was not made for this box (or was altered)")]
-    BadSignature,
-    #[error("version {0:?} is not a version")]
-    BadVersion(String),
-    #[error("version {new} is not newer than the running {running}")]
-    NotNewer { new: String, running: String },
-    #[error("this is not a box: {0}")]
-    NoBox(String),
-    #[error("{0}")]
-    Io(String),
-}
-
-/// A verified bundle.
-#[derive(Debug)]
-pub struct Bundle<'a> {
-    pub version: &'a str,
-    pub image: &'a [u8],
-}
-
-fn valid_version(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') && v.as_bytes()[0].is_ascii_digit()
-}
-
-/// A version's order: dotted numbers compare as numbers ("0.10.0" >
-/// "0.9.1"), non-numeric parts as text.
-fn version_key(s: &str) -> Vec<Result<u64, String>> {
-    s.split(['.', '-']).map(|p| p.parse::<u64>().map_err(|_| p.to_string())).collect()
-}
-
-pub fn newer(a: &str, b: &str) -> bool {
-    version_key(a) > version_key(b)
-}
-
-/// The bytes before the signature.
-fn body(version: &str, image: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + 2 + version.len() + 8 + image.len());
-    b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&(version.len() as u16).to_be_bytes());
-    b.extend_from_slice(version.as_bytes());
-    b.extend_from_slice(&(image.len() as u64).to_be_bytes());
-    b.extend_from_slice(image);
-    b
-}
-
-/// Makes a signed bundle (the image builder; `pkcs8` is the signing key).
-pub fn sign(version: &str, image: &[u8], pkcs8: &[u8]) -> Result<Vec<u8>, UpdateError> {
-    if !valid_version(version) {
-        return Err(UpdateError::BadVersion(version.into()));
-    }
-    let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| UpdateError::Io("bad signing key".into()))?;
-    let mut b = body(version, image);
-    let sig = key.sign(&b);
-    b.extend_from_slice(sig.as_ref());
-    Ok(b)
-}
-
-/// Checks the layout and the signature with `public_key` (32 bytes).
-pub fn verify<'a>(raw: &'a [u8], public_key: &[u8]) -> Result<Bundle<'a>, UpdateError> {
-    if raw.len() < 8 + 2 || &raw[..8] != MAGIC {
-        return Err(UpdateError::NotABundle);
-    }
-    let vlen = usize::from(u16::from_be_bytes([raw[8], raw[9]]));
-    let after_version = 10 + vlen;
-    let len_bytes = raw.get(after_version..after_version + 8).ok_or(UpdateError::Truncated)?;
-    let ilen = usize::try_from(u64::from_be_bytes(len_bytes.try_into().expect("8 bytes"))).map_err(|_| UpdateError::Truncated)?;
-    let image_start = after_version + 8;
-    let sig_start = image_start.checked_add(ilen).ok_or(UpdateError::Truncated)?;
-    if raw.len() != sig_start + 64 {
-        return Err(UpdateError::Truncated);
-    }
-    UnparsedPublicKey::new(&ED25519, public_key).verify(&raw[..sig_start], &raw[sig_start..]).map_err(|_| UpdateError::BadSignature)?;
-    let version = std::str::from_utf8(&raw[10..after_version]).map_err(|_| UpdateError::BadVersion("(not text)".into()))?;
-    if !valid_version(version) {
-        return Err(UpdateError::BadVersion(version.into()));
-    }
-    Ok(Bundle { version, image: &raw[image_start..sig_start] })
-}
+pub use parvis_layout::bundle::{Bundle, UpdateError, newer, sign, valid_version, verify};
 
 /// The running image's version (`/etc/os-release` of the initramfs), else
 /// the binary's.
@@ -161,7 +74,7 @@ pub fn install(paths: &BoxPaths, raw: &[u8], running: &str) -> Result<PathBuf, U
         f.write_all(bundle.image).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    crate::durable::rename(&tmp, &dest).map_err(io)?;
+    crate::system::durable::rename(&tmp, &dest).map_err(io)?;
     tracing::info!(version = bundle.version, "update installed: {}", dest.display());
     Ok(dest)
 }
@@ -186,7 +99,7 @@ pub fn bless(paths: &BoxPaths) -> Result<Option<String>, UpdateError> {
     let Some(good) = blessed_name(name) else { return Ok(None) };
     let dir = paths.esp.join("EFI/Linux");
     if dir.join(name).exists() {
-        crate::durable::rename(&dir.join(name), &dir.join(&good)).map_err(io)?;
+        crate::system::durable::rename(&dir.join(name), &dir.join(&good)).map_err(io)?;
         tracing::info!("boot entry {name} is good: now {good}");
     }
     // keep the two newest good versions
@@ -195,7 +108,8 @@ pub fn bless(paths: &BoxPaths) -> Result<Option<String>, UpdateError> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_prefix("parvis-")?.strip_suffix(".efi").filter(|v| !v.contains('+')).map(str::to_string))
         .collect();
-    good_versions.sort_by_cached_key(|v| version_key(v));
+    // oldest first (semantic versions; anything else before them)
+    good_versions.sort_by(|a, b| if newer(a, b) { std::cmp::Ordering::Greater } else if newer(b, a) { std::cmp::Ordering::Less } else { a.cmp(b) });
     for old in good_versions.iter().rev().skip(2) {
         let _ = std::fs::remove_file(dir.join(format!("parvis-{old}.efi")));
     }
@@ -205,6 +119,7 @@ pub fn bless(paths: &BoxPaths) -> Result<Option<String>, UpdateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::signature::Ed25519KeyPair;
 
     fn keypair() -> (Vec<u8>, Vec<u8>) {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
@@ -235,7 +150,7 @@ mod tests {
         assert!(newer("0.10.0", "0.9.9"));
         assert!(newer("0.1.1", "0.1.0"));
         assert!(!newer("0.1.0", "0.1.0"));
-        assert!(!newer("0.1.0", "0.2"));
+        assert!(!newer("0.1.0", "0.2.0"));
     }
 
     #[test]

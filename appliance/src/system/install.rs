@@ -5,7 +5,7 @@
 //!
 //! The image is the flashable disk image itself, gzipped on the ISO (so an
 //! installed box is byte for byte what `dd` would have written); its data
-//! partition grows to the disk on first boot ([`crate::disk::grow_data`]).
+//! partition grows to the disk on first boot ([`crate::system::disk::grow_data`]).
 //! Parvis, unprivileged, only lists the disks and records the admin's
 //! choice; the box's init, as root, runs [`write_image`] and
 //! [`copy_data`] (`parvis install-disk`), then turns the box off.
@@ -26,7 +26,7 @@ use serde::Serialize;
 /// path, then the boot medium's device name (never offered as a target).
 pub const LIVE_MARK: &str = "/run/parvis-live";
 /// Written by Parvis: the disk the admin chose. init acts on it when
-/// Parvis ends with [`crate::Exit::Install`].
+/// Parvis ends with [`crate::serve::Exit::Install`].
 pub const REQUEST: &str = "/run/parvis/install";
 
 /// What init said about the live system.

@@ -1,6 +1,6 @@
 //! The box's disk: its partition tables (GPT on PCs, MBR on the Raspberry
-//! Pi), defined once and used both by the image builder and by the box,
-//! which grows the `data` partition and its ext4 filesystem to the whole
+//! Pi; the layouts are in `parvis_layout`, shared with the image builder).
+//! The box grows the `data` partition and its ext4 filesystem to the whole
 //! disk or card on first boot, while mounted, with nothing but the kernel.
 //!
 //! Why unsafe here: the two kernel calls that do it, BLKPG (tell the
@@ -8,8 +8,7 @@
 //! ext4), are ioctls, which nix can declare but not call safely.
 #![allow(unsafe_code)]
 
-pub mod gpt;
-pub mod mbr;
+pub use parvis_layout::{gpt, mbr};
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -123,9 +122,6 @@ impl Table {
 
 /// The partition size in a table after growing the last partition to
 /// `end`: None when that gains less than 1 MiB (shared by both kinds).
-pub(crate) fn grown_size(start: u64, size: u64, end: u64) -> Option<u64> {
-    (end >= start + size + gpt::ALIGN).then(|| end - start)
-}
 
 /// Grows the partition `part` (e.g. /dev/mmcblk0p2, the `data` partition,
 /// mounted at `mount`) to the end of its disk, then its filesystem to the

@@ -1,12 +1,12 @@
 //! The Raspberry Pi's disk layout, defined once: a classic MBR partition
 //! table (the Pi's boot ROM reads only that) with a FAT32 boot partition
 //! (firmware, kernel, device trees) and the ext4 `data` partition, written
-//! through `impl Write` like [`super::gpt`], read back and grown to the
+//! through `impl Write` like [`crate::gpt`], read back and grown to the
 //! card on the box's first boot.
 
 use std::io::{self, Write};
 
-use super::gpt::{ALIGN, SECTOR};
+use crate::gpt::{ALIGN, SECTOR};
 
 /// FAT32 with LBA addressing: what the Pi's firmware looks for.
 pub const FAT32_LBA: u8 = 0x0C;
@@ -82,7 +82,7 @@ impl Layout {
     /// would not grow by at least 1 MiB.
     pub fn grown(&self, disk_size: u64) -> Option<Layout> {
         let last = self.partitions.last().filter(|p| p.kind == LINUX)?;
-        let size = super::grown_size(last.start, last.size, (disk_size.min(u64::from(u32::MAX) * SECTOR) / ALIGN) * ALIGN)?;
+        let size = crate::grown_size(last.start, last.size, (disk_size.min(u64::from(u32::MAX) * SECTOR) / ALIGN) * ALIGN)?;
         let mut l = self.clone();
         l.size = disk_size;
         l.partitions.last_mut().expect("has a last").size = size;

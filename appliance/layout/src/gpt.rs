@@ -2,7 +2,7 @@
 //! with an EFI system partition and the `data` partition, written through
 //! `impl Write`. No loop devices, no root: partition contents are made as
 //! files and copied to their offsets by the image builder. The box reads it
-//! back and grows `data` to the disk on first boot ([`super::grow_data`]).
+//! back and grows `data` to the disk on first boot (`parvis::system::disk::grow_data`).
 
 use std::io::{self, Write};
 
@@ -209,7 +209,7 @@ impl Layout {
     /// grow by at least 1 MiB.
     pub fn grown(&self, disk_size: u64) -> Option<Layout> {
         let last = self.partitions.last().filter(|p| p.name == "data" && p.type_guid == LINUX_DATA_TYPE)?;
-        let size = super::grown_size(last.start, last.size, (disk_size.saturating_sub(ALIGN) / ALIGN) * ALIGN)?;
+        let size = crate::grown_size(last.start, last.size, (disk_size.saturating_sub(ALIGN) / ALIGN) * ALIGN)?;
         let mut l = self.clone();
         l.size = disk_size / SECTOR * SECTOR;
         l.partitions.last_mut().expect("has a last").size = size;

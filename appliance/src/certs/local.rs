@@ -133,7 +133,7 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsE
         .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    crate::durable::rename(&tmp, path).map_err(io)
+    crate::system::durable::rename(&tmp, path).map_err(io)
 }
 
 fn days(n: i64) -> time::Duration {

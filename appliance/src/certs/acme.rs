@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::Clock;
+use crate::clock::Clock;
 use crate::config::{AcmeChallenge, TlsConfig, TlsMode};
-use crate::tls::{self, CertResolver};
+use crate::certs::local::{self as tls, CertResolver};
 
 /// HTTP-01 answers: token → key authorization, served on the HTTP port.
 #[derive(Default)]
@@ -308,7 +308,7 @@ impl Issuer<'_> {
     async fn wait_for_txt(&self, record: &DnsRecord) -> anyhow::Result<()> {
         let resolver = self.dns_resolver.context("no DNS server to check with: set tls.acme_dns_resolver")?;
         for _ in 0..900 {
-            match crate::dns::txt(resolver, &record.name).await {
+            match crate::certs::dns::txt(resolver, &record.name).await {
                 Ok(values) if values.iter().any(|v| v == &record.value) => return Ok(()),
                 Ok(_) => {}
                 Err(e) => tracing::debug!("DNS check: {e:#}"),
@@ -611,7 +611,7 @@ impl Manager {
             challenges: &self.challenges,
             resolver: &self.resolver,
             status: &self.status,
-            dns_resolver: cfg.acme_dns_resolver.or_else(crate::dns::system_resolver),
+            dns_resolver: cfg.acme_dns_resolver.or_else(crate::certs::dns::system_resolver),
             stop,
         };
         let result = tokio::select! {
