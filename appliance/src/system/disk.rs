@@ -120,9 +120,6 @@ impl Table {
     }
 }
 
-/// The partition size in a table after growing the last partition to
-/// `end`: None when that gains less than 1 MiB (shared by both kinds).
-
 /// Grows the partition `part` (e.g. /dev/mmcblk0p2, the `data` partition,
 /// mounted at `mount`) to the end of its disk, then its filesystem to the
 /// partition. Each step happens only when there is at least 1 MiB to gain,
