@@ -151,6 +151,26 @@ impl RateLimiter {
     }
 }
 
+/// The accounts side of the web: password hashing and the limits on
+/// guessing (logins, the setup code, invite links).
+pub struct Auth {
+    pub hasher: Hasher,
+    /// Login attempts ([`login_keys`]).
+    pub logins: RateLimiter,
+    /// Setup code and invite link attempts, per address and in all.
+    pub links: RateLimiter,
+}
+
+impl Auth {
+    pub fn new(limits: &crate::config::LimitsConfig) -> Auth {
+        Auth {
+            hasher: Hasher::new(limits.hashers(), limits.password_queue),
+            logins: RateLimiter::new(LOGIN_WINDOW_MS),
+            links: RateLimiter::new(10 * 60 * 1000),
+        }
+    }
+}
+
 /// Login limits per 15 minutes. The per-user-and-address and per-user
 /// limits are strict; the per-address one is much higher, so that one
 /// person's typos behind an office NAT never lock out their colleagues.

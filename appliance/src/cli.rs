@@ -103,6 +103,10 @@ enum Command {
     /// The HTTPS certificate: status, renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Print the HTTP API's description (OpenAPI 3.1, JSON), with the
+    /// WebSocket frames' schemas among its components; the same as
+    /// `GET /api/openapi.json`.
+    Openapi,
     /// On the box: verify a signed update bundle and install it as the next
     /// boot entry (reboot to use it; a version that never gets healthy is
     /// rolled back by the boot loader).
@@ -386,6 +390,10 @@ pub fn main() -> ExitCode {
             Ok(c) => report(cert_renew(&c)),
             Err(code) => code,
         },
+        Command::Openapi => {
+            println!("{}", crate::web::openapi::document().to_pretty_json().expect("serializes"));
+            ExitCode::SUCCESS
+        }
         Command::Update { file } => report((|| {
             let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let path = crate::system::update::install(&crate::system::update::BoxPaths::default(), &raw, &crate::system::update::running_version())?;

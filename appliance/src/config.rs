@@ -53,7 +53,7 @@ pub struct Config {
 }
 
 /// How the box gets its address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// From the LAN's DHCP server; a link-local address when none answers.
@@ -64,7 +64,7 @@ pub enum NetworkMode {
 }
 
 /// `[network]`: the box's IPv4 settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// `dhcp` (default) or `static`.
@@ -149,7 +149,7 @@ pub fn parse_cidr4(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
 }
 
 /// Federation mode (used by the federation service).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Federation {
     #[default]
@@ -159,7 +159,7 @@ pub enum Federation {
 }
 
 /// Where the HTTPS certificate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// The box's own certificate authority (works offline; browsers trust it
@@ -172,7 +172,7 @@ pub enum TlsMode {
 }
 
 /// ACME challenge types (RFC 8555 §8.3, §8.4; RFC 8737).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 pub enum AcmeChallenge {
     /// Answered on the HTTP port (port 80 must be reachable from the CA).
     #[default]
@@ -187,7 +187,7 @@ pub enum AcmeChallenge {
 }
 
 /// Certificates (`[tls]`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// `local` (default) or `acme`.
@@ -208,6 +208,7 @@ pub struct TlsConfig {
     /// DNS server (`IP:port`) asked whether a DNS-01 TXT record is in place
     /// before the CA is told to look. Default: the first `nameserver` of
     /// /etc/resolv.conf.
+    #[schema(value_type = Option<String>)]
     pub acme_dns_resolver: Option<SocketAddr>,
 }
 
@@ -281,8 +282,13 @@ pub struct TurnConfig {
     /// so guests cannot fill the uplink; 0 for none. Default: 80 % of
     /// `uplink_mbps` when stated, else 50000. Example: `total_bandwidth_kbps = 20000`.
     pub total_bandwidth_kbps: Option<u64>,
-    /// Longest accepted validity of a REST username, seconds. Default: 86400.
+    /// Longest accepted validity of a REST username, seconds; also how long
+    /// an allocation made with one may be refreshed. Default: 86400.
     pub credential_horizon_secs: u64,
+    /// Validity of the credentials handed to browsers (`/api/ice`), seconds.
+    /// A relayed call outlives them: its allocations are refreshed with the
+    /// same credentials. Default: 3600. Range 30–86400.
+    pub credential_ttl_secs: u64,
 }
 
 impl Default for TurnConfig {
@@ -305,6 +311,7 @@ impl Default for TurnConfig {
             uplink_mbps: 0,
             total_bandwidth_kbps: None,
             credential_horizon_secs: 86_400,
+            credential_ttl_secs: 3600,
         }
     }
 }
@@ -402,7 +409,7 @@ impl Default for ChatConfig {
 }
 
 /// One problem found by [`Config::check`]: which key, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConfigError {
     pub key: String,
     pub reason: String,
@@ -563,6 +570,9 @@ impl Config {
         }
         if l.web_per_address == 0 || l.turn_per_address == 0 {
             bad("limits.web_per_address", "per-address limits must be at least 1".into());
+        }
+        if !(30..=86_400).contains(&t.credential_ttl_secs) {
+            bad("turn.credential_ttl_secs", "must be between 30 and 86400".into());
         }
         if !(60..=7 * 86_400).contains(&t.credential_horizon_secs) {
             bad("turn.credential_horizon_secs", "must be between 60 and 604800".into());

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod serve;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod system;
 pub mod turn;

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::certs::{acme, local as tls};
+use crate::certs::{Certs, acme, local as tls};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::{self, Db};
 use crate::system::{mdns, net, sys, update};
+use crate::settings::SettingsService;
 use crate::{auth, chat, server, turn, web};
 
 /// Opens (creating) the data folder, readable by its owner only.
@@ -44,6 +45,36 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
     Ok(code)
 }
 
+/// How `parvis serve` will end when asked to by the web side (an update
+/// was installed, an admin restarts the box or installs the live system).
+pub struct Lifecycle {
+    end: Arc<tokio::sync::Notify>,
+    end_as: Mutex<Exit>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle { end: Arc::default(), end_as: Mutex::new(Exit::Reboot) }
+    }
+}
+
+impl Lifecycle {
+    /// Ends `parvis serve` as `exit`, once the reply in hand has gone out.
+    pub fn end_soon(&self, exit: Exit) {
+        *self.end_as.lock().expect("poisoned") = exit;
+        let end = self.end.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            end.notify_one();
+        });
+    }
+
+    /// How it was asked to end.
+    pub fn exit(&self) -> Exit {
+        *self.end_as.lock().expect("poisoned")
+    }
+}
+
 /// Why `parvis serve` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -73,29 +104,34 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let needs_setup = !db.read(store::users::admin_exists).await?;
     let code = if needs_setup { Some(setup_code(&config)?) } else { None };
+    let (company, language) = db_settings(&db).await?;
+    let settings = SettingsService::new(config.clone(), company, language, db.clone());
 
-    let hostname = net::hostname();
     let addrs = net::local_addresses();
-    let names = tls::names_for(&config.name, hostname.as_deref(), &addrs);
+    let names = tls::names_for(&config.name, net::hostname().as_deref(), &addrs);
     let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).context("clock")?;
     let tls_dir = config.data.join("tls");
     let tls_state = tls::ensure(&tls_dir, &config.name, &names, now).context("tls")?;
     let resolver = Arc::new(tls::CertResolver::new(tls_state.leaf.clone()));
     let tls_config = tls::server_config(resolver.clone())?;
     let challenges = Arc::new(acme::Challenges::default());
-    let (tls_settings, tls_rx) = tokio::sync::watch::channel(config.tls.clone());
-    let box_name = Arc::new(std::sync::RwLock::new(config.name.clone()));
-    let certs = acme::Manager::new(tls_dir.clone(), tls_rx, resolver.clone(), challenges.clone(), clock.clone(), {
-        let (dir, box_name, clock) = (tls_dir.clone(), box_name.clone(), clock.clone());
+    let cert_manager = acme::Manager::new(tls_dir.clone(), settings.tls_watch(), resolver.clone(), challenges.clone(), clock.clone(), {
+        let (dir, settings, clock) = (tls_dir.clone(), settings.clone(), clock.clone());
         Box::new(move || {
-            // the local certificate follows the box's names and addresses
-            let name = box_name.read().expect("poisoned").clone();
+            // the local certificate follows the box's name and addresses
+            let name = settings.name();
             let names = tls::names_for(&name, net::hostname().as_deref(), &net::local_addresses());
             let now = time::OffsetDateTime::from_unix_timestamp(clock.now_ms() / 1000).ok()?;
             tls::ensure(&dir, &name, &names, now).map_err(|e| tracing::warn!("local certificate: {e}")).ok().map(|t| t.leaf)
         })
     });
-    let (cert_status, cert_renew) = (certs.status.clone(), certs.renew.clone());
+    let certs = Certs {
+        ca_pem: tls_state.ca_pem.clone(),
+        ca_fingerprint: tls_state.ca_fingerprint.clone(),
+        status: cert_manager.status.clone(),
+        renew: cert_manager.renew.clone(),
+    };
+    let cert_renew = certs.renew.clone();
 
     let https_port = https.local_addr()?.as_socket().context("https address")?.port();
 
@@ -108,6 +144,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let turn = turn::start(&config, Some(turn_tls), budget, stop.clone()).await.context(
         "STUN/TURN could not start: pick free addresses with --turn / --turn-tls, or set turn.enabled = false",
     )?;
+    if let Some(t) = &turn {
+        settings.attach_turn(t.clone());
+    }
 
     let chat = chat::Chat::new(db.clone(), clock, config.chat.clone());
     let restored = chat.restore_calls().await.context("reading open calls")?;
@@ -115,32 +154,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::info!(calls = restored, "calls left open by the last run wait for their participants to rejoin");
     }
     let sweeper = tokio::spawn(chat.clone().sweep_calls());
-    let (company, language) = db_settings(&chat).await?;
-    let settings = web::setup::Settings::from_config(&config, company, language);
-    let own_origins = web::setup::origins(&names, https_port);
-    let mdns = if config.mdns { mdns::Announcer::start(&config.name, https_port) } else { None };
-    let end = Arc::new(tokio::sync::Notify::new());
+    if config.mdns
+        && let Some(m) = mdns::Announcer::start(&config.name, https_port) {
+            settings.attach_mdns(m);
+        }
+    let lifecycle = Lifecycle::default();
+    let ended = lifecycle.end.clone();
     let state = Arc::new(web::AppState {
         chat,
-        config: config.clone(),
+        auth: auth::Auth::new(&config.limits),
+        settings,
+        certs,
+        turn: turn::TurnService::new(turn.clone(), &config)?,
         setup_code: Mutex::new(code.clone()),
-        login_limiter: auth::RateLimiter::new(auth::LOGIN_WINDOW_MS),
-        setup_limiter: auth::RateLimiter::new(10 * 60 * 1000),
-        hasher: auth::Hasher::new(config.limits.hashers(), config.limits.password_queue),
-        ca_pem: tls_state.ca_pem.clone(),
-        turn: turn.clone(),
-        turn_secret: if config.turn.enabled { turn::secret(&config.data)? } else { Vec::new() },
-        cert_status: cert_status.clone(),
-        cert_renew: cert_renew.clone(),
-        tls_settings,
-        settings: Mutex::new(settings),
-        config_file: config.file_to_save(),
-        box_name,
-        mdns,
-        ca_fingerprint: tls_state.ca_fingerprint.clone(),
-        own_origins: std::sync::RwLock::new(own_origins),
-        end: end.clone(),
-        end_as: Mutex::new(Exit::Reboot),
+        lifecycle,
     });
     // the hash unknown users are checked against, made now rather than by
     // the first login
@@ -173,7 +200,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             tokio::join!(
                 server::serve_https(https, tls_config, app, turn.map(|t| t.streams), web_gate.clone(), stop.clone()),
                 server::serve_http(http, https_port, tls_state.ca_pem.clone(), challenges, web_gate, stop.clone()),
-                certs.run(stop.clone()),
+                cert_manager.run(stop.clone()),
                 renew_on_sighup(cert_renew, stop),
             );
         }
@@ -189,7 +216,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     let exit = tokio::select! {
         _ = shutdown => Exit::Stopped,
-        _ = end.notified() => *ending.end_as.lock().expect("poisoned"),
+        _ = ended.notified() => ending.lifecycle.exit(),
     };
     tracing::info!(?exit, "shutting down");
     stop.cancel();
@@ -203,9 +230,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// Company name and default language as stored by setup / Settings.
-async fn db_settings(chat: &chat::Chat) -> anyhow::Result<(String, String)> {
-    Ok(chat
-        .db
+async fn db_settings(db: &Db) -> anyhow::Result<(String, String)> {
+    Ok(db
         .read(|c| {
             Ok((
                 store::get_setting(c, "company")?.unwrap_or_default(),

@@ -135,6 +135,63 @@ pub fn uris(config: &Config, host: &str) -> Vec<String> {
     out
 }
 
+/// The ICE servers handed to browsers (`GET /api/ice`): only this box's
+/// own STUN/TURN, with TURN REST credentials minted for the caller.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct IceServers {
+    /// For `new RTCPeerConnection({iceServers})`: STUN first, then TURN
+    /// over UDP, TCP, TLS, and TLS on the HTTPS port.
+    #[serde(rename = "iceServers")]
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the credentials are valid for new allocations (fetch fresh
+    /// ones before: a relayed call keeps its allocations beyond).
+    pub ttl: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What the web side needs of TURN: the running engine (if any) and the
+/// secret credentials are minted from.
+pub struct TurnService {
+    pub handle: Option<Handle>,
+    secret: Vec<u8>,
+    config: Config,
+}
+
+impl TurnService {
+    pub fn new(handle: Option<Handle>, config: &Config) -> anyhow::Result<TurnService> {
+        let secret = if config.turn.enabled { secret(&config.data)? } else { Vec::new() };
+        Ok(TurnService { handle, secret, config: config.clone() })
+    }
+
+    /// ICE servers for a browser that reached the box as `host`, with
+    /// credentials naming `who` (e.g. `u7`), valid `turn.credential_ttl_secs`
+    /// from `now` (Unix seconds).
+    pub fn ice(&self, host: &str, who: &str, now: u64) -> IceServers {
+        if !self.config.turn.enabled {
+            return IceServers { ice_servers: vec![], ttl: 0 };
+        }
+        let ttl = self.config.turn.credential_ttl_secs.min(self.config.turn.credential_horizon_secs);
+        let username = turn::auth::rest_username(now + ttl, who);
+        let credential = turn::auth::rest_password(&self.secret, &username);
+        let (stun, relays): (Vec<String>, Vec<String>) = uris(&self.config, host).into_iter().partition(|u| u.starts_with("stun:"));
+        IceServers {
+            ice_servers: vec![
+                IceServer { urls: stun, username: None, credential: None },
+                IceServer { urls: relays, username: Some(username), credential: Some(credential) },
+            ],
+            ttl,
+        }
+    }
+}
+
 /// `parvis turn-credentials`: a REST username/password from the secret.
 pub fn credentials_command(config: &Config, user: &str, ttl: u64, json: bool) -> anyhow::Result<String> {
     if ttl == 0 || ttl > config.turn.credential_horizon_secs {

@@ -5,6 +5,7 @@
 // A test harness waits on the real clock (process start-up, timeouts).
 #![allow(clippy::disallowed_methods)]
 
+pub mod contract;
 pub mod pebble;
 pub mod turn_client;
 
@@ -82,6 +83,8 @@ pub struct Server {
     pub boxlike: bool,
     /// Open-file limit to start the server with (soft and hard).
     pub nofile: Option<u64>,
+    /// What the server says it answers (fetched on first use).
+    contract: std::sync::OnceLock<Arc<contract::Contract>>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -115,6 +118,7 @@ impl Server {
             extra: extra.iter().map(|x| x.to_string()).collect(),
             boxlike: false,
             nofile: None,
+            contract: std::sync::OnceLock::new(),
             child: None,
             _tmp: Some(tmp),
         })
@@ -136,6 +140,7 @@ impl Server {
             extra: vec![],
             boxlike: false,
             nofile: None,
+            contract: std::sync::OnceLock::new(),
             child: None,
             _tmp: None,
         }
@@ -248,8 +253,38 @@ impl Server {
         Arc::new(config)
     }
 
-    /// One HTTPS request (HTTP/1.1, `Connection: close`).
+    /// The server's API description, fetched once.
+    pub async fn contract(&self) -> Result<Arc<contract::Contract>> {
+        if let Some(c) = self.contract.get() {
+            return Ok(c.clone());
+        }
+        let doc = self.http_raw("GET", "/api/openapi.json", None, None).await?;
+        anyhow::ensure!(doc.status == 200, "/api/openapi.json: {}", doc.status);
+        let c = Arc::new(contract::Contract::new(doc.body)?);
+        Ok(self.contract.get_or_init(|| c).clone())
+    }
+
+    /// One HTTPS request (HTTP/1.1, `Connection: close`); the answer is
+    /// checked against the server's API description.
     pub async fn http(&self, method: &str, path: &str, body: Option<Value>, session: Option<&Session>) -> Result<Response> {
+        let res = self.http_raw(method, path, body, session).await?;
+        self.contract().await?.check_response(method, path, res.status, res.header("content-type"), &res.text)?;
+        Ok(res)
+    }
+
+    /// [`Server::http`] with extra headers.
+    pub async fn http_with(&self, method: &str, path: &str, body: Option<Value>, session: Option<&Session>, headers: &[(&str, &str)]) -> Result<Response> {
+        let res = self.request(method, path, body, session, headers).await?;
+        self.contract().await?.check_response(method, path, res.status, res.header("content-type"), &res.text)?;
+        Ok(res)
+    }
+
+    /// [`Server::http`] without the check.
+    pub async fn http_raw(&self, method: &str, path: &str, body: Option<Value>, session: Option<&Session>) -> Result<Response> {
+        self.request(method, path, body, session, &[]).await
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<Value>, session: Option<&Session>, extra: &[(&str, &str)]) -> Result<Response> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https_port)).await?;
         let connector = TlsConnector::from(self.tls(&[b"http/1.1"]));
         let mut tls = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
@@ -264,6 +299,9 @@ impl Server {
         }
         if let Some(s) = session {
             req.push_str(&format!("Cookie: parvis_session={}\r\nX-CSRF-Token: {}\r\n", s.cookie, s.csrf));
+        }
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
         req.push_str(&body);
@@ -325,7 +363,7 @@ impl Server {
         let connector = Connector::Rustls(self.tls(&[b"http/1.1"]));
         let (stream, _) =
             tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await?;
-        let mut ws = Ws { stream };
+        let mut ws = Ws { stream, contract: Some(self.contract().await?) };
         let welcome = ws.recv().await?;
         anyhow::ensure!(welcome["t"] == "welcome", "expected welcome, got {welcome}");
         Ok(ws)
@@ -414,9 +452,11 @@ fn dechunk(s: &str) -> String {
     out
 }
 
-/// A chat WebSocket client.
+/// A chat WebSocket client; every frame it receives is checked against
+/// the server's `ServerFrame` schema.
 pub struct Ws {
     pub stream: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    pub contract: Option<Arc<contract::Contract>>,
 }
 
 impl Ws {
@@ -438,7 +478,13 @@ impl Ws {
                 .context("no frame within 10 s")?
                 .context("connection closed")??;
             match msg {
-                Message::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    if let Some(c) = &self.contract {
+                        c.check_frame(&v)?;
+                    }
+                    return Ok(v);
+                }
                 Message::Close(c) => bail!("closed: {c:?}"),
                 _ => continue,
             }

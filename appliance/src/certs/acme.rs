@@ -45,14 +45,14 @@ impl Challenges {
 }
 
 /// A TXT record the admin must create for DNS-01.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DnsRecord {
     pub name: String,
     pub value: String,
 }
 
 /// What `parvis cert status` and the admin pages show.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertStatus {
     /// `local` or `acme`.
     pub mode: String,

@@ -18,7 +18,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 
 /// Frames a client sends.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     /// Replay what happened after these sequence numbers (room id → seq).
@@ -51,7 +51,12 @@ pub enum ClientFrame {
     },
     CallLeave { room: RoomId },
     /// SDP or ICE candidate for one other participant; relayed as is.
-    CallSignal { room: RoomId, to: String, data: serde_json::Value },
+    CallSignal {
+        room: RoomId,
+        to: String,
+        #[schema(value_type = Object)]
+        data: serde_json::Value,
+    },
     /// Mute, camera, screen sharing, raised hand.
     CallState { room: RoomId, media: MediaState },
     /// Turn down a ringing direct call.

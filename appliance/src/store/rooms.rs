@@ -83,7 +83,7 @@ impl Visibility {
 }
 
 /// A room as listed for one user.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RoomSummary {
     pub id: RoomId,
     pub kind: String,
@@ -102,7 +102,7 @@ pub struct RoomSummary {
 }
 
 /// One member of a room.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user: UserId,
     pub role: String,
@@ -110,7 +110,7 @@ pub struct Member {
 }
 
 /// A message as returned by history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub seq: Seq,
     pub sender: UserId,
@@ -125,6 +125,7 @@ pub struct Message {
     /// For a call record (started/ended) shown in the timeline: the event
     /// body; `body` is empty then.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub call: Option<serde_json::Value>,
 }
 
@@ -518,7 +519,7 @@ pub fn mark_read(conn: &Connection, room: RoomId, user: UserId, seq: Seq) -> Res
 }
 
 /// Changes to a group room's settings; `None` keeps a field.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoomChange {
     pub name: Option<String>,
@@ -700,7 +701,7 @@ pub fn room_summary(conn: &Connection, room: RoomId, user: UserId) -> Result<Roo
 }
 
 /// An open room that a user can join.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OpenRoom {
     pub id: RoomId,
     pub name: String,
@@ -845,7 +846,7 @@ pub fn member_rooms(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, Seq)
 }
 
 /// One search hit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub room: RoomId,
     pub seq: Seq,

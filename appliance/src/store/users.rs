@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Millis, StoreError, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -30,7 +30,7 @@ impl Role {
 }
 
 /// A user as shown to other users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub username: String,

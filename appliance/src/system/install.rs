@@ -45,7 +45,7 @@ pub fn live(mark: &Path) -> Option<Live> {
 }
 
 /// An internal disk that can take the box.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Disk {
     /// Kernel name: sda, nvme0n1, mmcblk0, vda.
     pub name: String,

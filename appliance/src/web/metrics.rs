@@ -35,7 +35,7 @@ pub async fn metrics(AxState(state): AxState<State>, mut parts: axum::http::requ
     let (calls, participants) = state.chat.calls.counts();
     gauge("parvis_calls", "Calls in progress.", calls as u64);
     gauge("parvis_call_participants", "Participants in calls (including those reconnecting).", participants as u64);
-    if let Some(turn) = &state.turn {
+    if let Some(turn) = &state.turn.handle {
         let s = turn.stats.lock().expect("stats poisoned").clone();
         gauge("parvis_turn_allocations", "Active TURN allocations.", s.allocations as u64);
         gauge("parvis_turn_permissions", "Active TURN permissions.", s.permissions as u64);

@@ -1,28 +1,44 @@
 //! The web side: one axum router for the UI, the REST API and the chat
-//! WebSocket. `router(state)` is tested without sockets (tower `oneshot`).
+//! WebSocket, one file per resource. Handlers check the caller, call the
+//! services and the store's verbs, and map errors; they hold no state of
+//! their own. `router(state)` is tested without sockets (tower `oneshot`);
+//! the API is described by OpenAPI 3.1 generated from the handlers' types
+//! (`GET /api/openapi.json`).
 
-pub mod api;
-pub mod install;
+pub mod account;
+pub mod admin;
+pub mod calls;
+pub mod invites;
+pub mod messages;
 pub mod metrics;
-pub mod setup;
+pub mod openapi;
+pub mod rooms;
 pub mod ui;
+pub mod users;
+pub mod wizard;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, State as AxState};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
 
-use crate::auth::{RateLimiter, token_hash};
+use crate::auth::{Auth, token_hash};
+use crate::certs::Certs;
 use crate::chat::Chat;
-use crate::config::Config;
+use crate::config::ConfigError;
+use crate::serve::Lifecycle;
+use crate::settings::SettingsService;
 use crate::store::StoreError;
-use crate::store::users::{self, Role, User};
+use crate::store::users::{Role, User};
+use crate::turn::TurnService;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "parvis_session";
@@ -31,60 +47,35 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Session lifetime: 30 days.
 pub const SESSION_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// Shared state of the web side.
+/// The services the web side calls; each has one owner of its state.
 pub struct AppState {
+    /// The store, the fan-out hub, the calls, the clock.
     pub chat: Chat,
-    pub config: Config,
+    /// Password hashing and the limits on guessing.
+    pub auth: Auth,
+    /// The live settings (box name, certificates, TURN, network…).
+    pub settings: Arc<SettingsService>,
+    pub certs: Certs,
+    pub turn: TurnService,
     /// The one-time setup code while the box has no admin.
     pub setup_code: Mutex<Option<String>>,
-    pub login_limiter: RateLimiter,
-    pub setup_limiter: RateLimiter,
-    /// Password hashing: bounded in threads, memory and queue.
-    pub hasher: crate::auth::Hasher,
-    /// PEM of the local CA, offered for download so browsers can trust it.
-    pub ca_pem: String,
-    /// The STUN/TURN server, when it runs.
-    pub turn: Option<netstack::driver::Handle>,
-    /// The TURN REST secret, for minting browsers' short-lived credentials.
-    pub turn_secret: Vec<u8>,
-    /// What the certificate manager last did (ACME or local).
-    pub cert_status: Arc<Mutex<crate::certs::acme::CertStatus>>,
-    /// Wakes the certificate manager for a renewal now.
-    pub cert_renew: Arc<tokio::sync::Notify>,
-    /// The certificate settings the manager follows (changed live).
-    pub tls_settings: tokio::sync::watch::Sender<crate::config::TlsConfig>,
-    /// What the wizard and the Settings page edit, as applied now.
-    pub settings: Mutex<setup::Settings>,
-    /// Where those settings are persisted.
-    pub config_file: std::path::PathBuf,
-    /// The box name now (the local certificate follows it).
-    pub box_name: Arc<std::sync::RwLock<String>>,
-    pub mdns: Option<crate::system::mdns::Announcer>,
-    /// SHA-256 of the local CA certificate, `AA:BB:…`.
-    pub ca_fingerprint: String,
-    /// `https://<name>:<port>` for every name and address of the box: the
-    /// only other origins the UI may fetch from (the trust check).
-    pub own_origins: std::sync::RwLock<Vec<String>>,
-    /// Notified to end `parvis serve` (see [`AppState::end_soon`]).
-    pub end: Arc<tokio::sync::Notify>,
-    /// How it then ends: a reboot (an update was installed) or an
-    /// installation (live system).
-    pub end_as: Mutex<crate::serve::Exit>,
-}
-
-impl AppState {
-    /// Ends `parvis serve` as `exit`, once the reply in hand has gone out.
-    pub fn end_soon(&self, exit: crate::serve::Exit) {
-        *self.end_as.lock().expect("poisoned") = exit;
-        let end = self.end.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            end.notify_one();
-        });
-    }
+    /// How `parvis serve` ends (reboot after an update, install).
+    pub lifecycle: Lifecycle,
 }
 
 pub type State = Arc<AppState>;
+
+/// The documented error body (`{"error", "message"}`; `errors` for 422).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    /// A stable code, e.g. `invalid`, `unauthorized`, `rate_limited`.
+    pub error: String,
+    /// Words safe to show.
+    pub message: String,
+    /// A 422: every problem, keyed like the configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ConfigError>>,
+}
 
 /// Errors of handlers: a status, a stable code, and a message safe to show.
 #[derive(Debug)]
@@ -93,11 +84,12 @@ pub struct AppError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<u64>,
+    pub errors: Option<Vec<ConfigError>>,
 }
 
 impl AppError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError { status, code, message: message.into(), retry_after: None }
+        AppError { status, code, message: message.into(), retry_after: None, errors: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         AppError::new(StatusCode::BAD_REQUEST, "invalid", message)
@@ -107,6 +99,12 @@ impl AppError {
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
     /// The box is busy (the password hashing queue is full): 503.
     pub fn busy(wait_secs: u64) -> Self {
@@ -123,35 +121,64 @@ impl AppError {
         e.retry_after = Some(wait_secs);
         e
     }
+    /// 422 with every problem, keyed like the configuration.
+    pub fn invalid(errors: Vec<ConfigError>) -> Self {
+        let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        AppError { errors: Some(errors), ..AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message) }
+    }
 }
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => AppError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            StoreError::NotFound => AppError::not_found("not found"),
             StoreError::NotMember => {
                 AppError::new(StatusCode::FORBIDDEN, "not_member", "you are not a member of this room")
             }
             StoreError::Forbidden(why) => AppError::forbidden(why),
             StoreError::Invalid(why) => AppError::bad_request(why),
             StoreError::TooLarge(why) => AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why),
+            StoreError::Conflict(why) => AppError::new(StatusCode::CONFLICT, "conflict", why),
+            StoreError::Archived => AppError::new(StatusCode::CONFLICT, "archived", "this room is archived"),
             StoreError::OutcomeUnknown => {
                 tracing::error!("a commit's outcome is unknown");
                 AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown", "the server cannot tell whether this was saved; look, then retry")
             }
-            StoreError::Conflict(why) => AppError::new(StatusCode::CONFLICT, "conflict", why),
-            StoreError::Archived => AppError::new(StatusCode::CONFLICT, "archived", "this room is archived"),
             other => {
                 tracing::error!("internal error: {other}");
-                AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                AppError::internal("internal error")
             }
         }
     }
 }
 
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        let code = match r {
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            _ => "invalid",
+        };
+        AppError::new(r.status(), code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid", r.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid", r.body_text())
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        let body = ApiError { error: self.code.into(), message: self.message, errors: self.errors };
+        let mut res = (self.status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
@@ -160,6 +187,37 @@ impl IntoResponse for AppError {
 }
 
 pub type ApiResult<T> = Result<T, AppError>;
+
+/// A JSON body; a body that is not one gets the documented error (400, 413,
+/// 415, 422) instead of axum's plain text.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = AppError;
+    async fn from_request(req: Request<axum::body::Body>, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Json(axum::Json::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// A query string, rejected as the documented error.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Query(axum::extract::Query::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// Path parameters, rejected as the documented error.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Path(axum::extract::Path::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
 
 /// The caller's address as rate limits count it: the IPv4 address or the
 /// IPv6 /64, as the listener saw it ("unknown" in router tests).
@@ -215,7 +273,7 @@ impl FromRequestParts<State> for CurrentUser {
         let (user, csrf) = state
             .chat
             .db
-            .read(move |c| users::session_user(c, &h, now))
+            .read(move |c| crate::store::users::session_user(c, &h, now))
             .await?
             .ok_or_else(AppError::unauthorized)?;
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -278,7 +336,7 @@ async fn security(AxState(state): AxState<State>, req: Request<axum::body::Body>
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let csp = {
-        let origins = state.own_origins.read().expect("poisoned");
+        let origins = state.settings.own_origins();
         if origins.is_empty() { CSP.to_string() } else { CSP.replace("connect-src 'self'", &format!("connect-src 'self' {}", origins.join(" "))) }
     };
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(CSP)));
@@ -296,43 +354,60 @@ async fn security(AxState(state): AxState<State>, req: Request<axum::body::Body>
     res
 }
 
+/// Whatever reaches the client from under `/api` as an error is the
+/// documented JSON: this rewrites the rest (405 from the router, a body
+/// over its limit refused before a handler, …), keeping the status.
+async fn json_errors(req: Request<axum::body::Body>, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let retry = res.headers().get(header::RETRY_AFTER).cloned();
+    let text = match axum::body::to_bytes(res.into_body(), 4096).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "invalid",
+    };
+    let mut res = AppError::new(status, code, text).into_response();
+    if let Some(r) = retry {
+        res.headers_mut().insert(header::RETRY_AFTER, r);
+    }
+    res
+}
+
 /// The whole HTTPS application.
 pub fn router(state: State) -> Router {
-    let api = Router::new()
-        .route("/status", get(api::status))
-        .route("/setup", post(api::setup))
-        .route("/login", post(api::login))
-        .route("/logout", post(api::logout))
-        .route("/me", get(api::me).patch(api::update_me))
-        .route("/me/password", post(api::change_password))
-        .route("/users", get(api::list_users).post(api::create_user))
-        .route("/users/{id}", axum::routing::patch(api::update_user))
-        .route("/users/{id}/password", post(api::reset_password))
-        .route("/invites", post(api::create_invite))
-        .route("/invites/{token}", get(api::invite_info).post(api::accept_invite))
-        .route("/rooms", get(api::list_rooms).post(api::create_room))
-        .route("/rooms/browse", get(api::browse_rooms))
-        .route("/rooms/{id}", get(api::room_detail).patch(api::update_room))
-        .route("/rooms/{id}/members", post(api::add_member))
-        .route("/rooms/{id}/members/{user}", delete(api::remove_member))
-        .route("/rooms/{id}/messages", get(api::history))
-        .route("/direct", post(api::open_direct))
-        .route("/search", get(api::search))
-        .route("/ice", get(api::ice_servers))
-        .route("/ws", get(api::websocket))
-        .route("/setup/unlock", post(setup::unlock))
-        .route("/setup/draft", get(setup::get_draft).put(setup::put_draft))
-        .route("/setup/finish", post(setup::finish))
-        .route("/admin/settings", get(setup::get_settings).put(setup::put_settings))
-        .route("/admin/certificate/renew", post(setup::renew_certificate))
-        .route("/trust", get(setup::trust))
-        .route("/admin/install", get(install::get_install).post(install::post_install))
-        .route("/admin/restart", post(install::post_restart))
-        .route("/admin/update", post(setup::upload_update).layer(axum::extract::DefaultBodyLimit::max(128 << 20)))
-        .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") });
+    let (api, _) = openapi::api_router().split_for_parts();
+    let doc_json = openapi::document().to_json().expect("the API description serializes");
+    let api = api
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .fallback(|| async { AppError::not_found("no such API endpoint") })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed here")
+        })
+        .layer(middleware::from_fn(json_errors));
     Router::new()
         .nest("/api", api)
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .merge(ui::routes())
         .layer(middleware::from_fn_with_state(state.clone(), security))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

@@ -19,6 +19,7 @@ struct Harness {
 }
 
 const CODE: &str = "ABCD-2345";
+const TURN_SECRET: &str = "test-secret-0123456789";
 
 fn harness() -> Harness {
     harness_with(crate::auth::Hasher::new(2, 64))
@@ -29,27 +30,21 @@ fn harness_with(hasher: crate::auth::Hasher) -> Harness {
     let db = Db::open(&dir.path().join("t.db")).unwrap();
     let config = Config { data: dir.path().to_path_buf(), ..Config::default() };
     let chat = Chat::new(db, Arc::new(crate::clock::SystemClock), config.chat.clone());
+    std::fs::write(dir.path().join("turn-secret"), TURN_SECRET).unwrap();
+    let settings = crate::settings::SettingsService::new(config.clone(), String::new(), "fr".into(), chat.db.clone());
     let state = Arc::new(AppState {
         chat,
-        config,
+        auth: crate::auth::Auth { hasher, ..crate::auth::Auth::new(&config.limits) },
+        settings,
+        certs: crate::certs::Certs {
+            ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+            ca_fingerprint: "AA:BB".into(),
+            status: Arc::default(),
+            renew: Arc::default(),
+        },
+        turn: crate::turn::TurnService::new(None, &config).unwrap(),
         setup_code: Mutex::new(Some(CODE.into())),
-        login_limiter: RateLimiter::new(crate::auth::LOGIN_WINDOW_MS),
-        setup_limiter: RateLimiter::new(10 * 60 * 1000),
-        hasher,
-        ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
-        turn: None,
-        turn_secret: b"test-secret".to_vec(),
-        cert_status: Arc::default(),
-        cert_renew: Arc::default(),
-        tls_settings: tokio::sync::watch::channel(Default::default()).0,
-        settings: Mutex::new(super::setup::Settings::from_config(&Config::default(), String::new(), "fr".into())),
-        config_file: dir.path().join("parvis.toml"),
-        box_name: Arc::default(),
-        mdns: None,
-        ca_fingerprint: "AA:BB".into(),
-        own_origins: Default::default(),
-        end: Arc::default(),
-        end_as: Mutex::new(crate::serve::Exit::Reboot),
+        lifecycle: crate::serve::Lifecycle::default(),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -321,13 +316,48 @@ async fn malformed_bodies_get_precise_errors() {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from("{\"name\": \"x\", "))
         .unwrap();
-    let (st, _, b) = h.send(req).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    let (st, headers, b) = h.send(req).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid")), "{b}");
+    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
     let (st, _, b) = h.call("POST", "/api/rooms", Some(json!({"name": "x", "visibility": "public"})), Some(&s)).await;
-    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(b.as_str().unwrap().contains("visibility"), "{b}");
+    assert_eq!((st, b["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("visibility"), "{b}");
     let (st, _, b) = h.call("POST", "/api/rooms", Some(json!({"name": " ", "visibility": "open"})), Some(&s)).await;
     assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid")));
+}
+
+/// Every error under /api is the documented JSON, whatever refused the
+/// request: an extractor, the body limit, the router.
+#[tokio::test]
+async fn every_api_error_is_the_documented_json() {
+    let h = harness();
+    let s = h.setup_admin().await;
+    let raw = |method: &str, path: &str, ctype: Option<&str>, body: Vec<u8>| {
+        let mut r = Harness::request(method, path, Some(&s));
+        if let Some(t) = ctype {
+            r = r.header(header::CONTENT_TYPE, t);
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    let cases = [
+        (raw("GET", "/api/rooms/1/messages?before=yesterday", None, vec![]), StatusCode::BAD_REQUEST, "invalid"),
+        (raw("GET", "/api/rooms/one/messages", None, vec![]), StatusCode::BAD_REQUEST, "invalid"),
+        (raw("GET", "/api/search", None, vec![]), StatusCode::BAD_REQUEST, "invalid"),
+        (raw("POST", "/api/rooms", Some("application/json"), vec![b' '; 70 * 1024]), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        (raw("POST", "/api/rooms", Some("text/plain"), b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (raw("POST", "/api/rooms", Some("application/json"), b"[1]".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        (raw("DELETE", "/api/rooms", None, vec![]), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (raw("GET", "/api/ws", None, vec![]), StatusCode::BAD_REQUEST, "invalid"),
+        (raw("GET", "/api/no/such/thing", None, vec![]), StatusCode::NOT_FOUND, "not_found"),
+        (raw("POST", "/api/admin/update", Some("application/octet-stream"), vec![0; 129 << 20]), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+    ];
+    for (req, status, code) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (st, headers, b) = h.send(req).await;
+        assert_eq!((st, b["error"].as_str()), (status, Some(code)), "{what}: {b}");
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {b}");
+        assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json", "{what}");
+    }
 }
 
 #[tokio::test]
@@ -368,7 +398,7 @@ async fn ice_servers_are_only_this_box_with_short_lived_credentials() {
     assert!(ttl <= 3600);
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64 / 1000;
     assert!(expiry.parse::<u64>().unwrap() <= now + ttl + 1);
-    assert_eq!(turn["credential"], netstack::turn::auth::rest_password(b"test-secret", username));
+    assert_eq!(turn["credential"], netstack::turn::auth::rest_password(TURN_SECRET.as_bytes(), username));
 }
 
 #[test]
@@ -445,7 +475,7 @@ async fn the_wizard_needs_the_code_validates_each_step_resumes_and_finishes_into
     let admin = Harness::session_from(&headers, &b);
     let (_, _, rooms) = h.call("GET", "/api/rooms", None, Some(&admin)).await;
     assert_eq!(rooms[0]["name"], "General", "{rooms}");
-    let saved = Config::from_toml(&std::fs::read_to_string(h.state.config.data.join("parvis.toml")).unwrap()).unwrap();
+    let saved = Config::from_toml(&std::fs::read_to_string(h.state.settings.base().data.join("parvis.toml")).unwrap()).unwrap();
     assert_eq!((saved.name.as_str(), saved.federation), ("office", crate::config::Federation::Allowlist));
     assert_eq!(saved.turn.external_address, Some("203.0.113.7".parse().unwrap()));
     let (_, _, status) = h.call("GET", "/api/status", None, None).await;
@@ -475,7 +505,7 @@ async fn settings_are_for_admins_and_go_through_the_same_check() {
     s["relay_port_max"] = json!(50100);
     let (st, _, v) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(h.state.tls_settings.borrow().acme_domains, ["chat.example.com"], "applied live");
+    assert_eq!(h.state.settings.tls_watch().borrow().acme_domains, ["chat.example.com"], "applied live");
     assert_eq!(v["settings"]["relay_port_max"], 50100);
     // a static address: checked, then kept for the box's next start
     s["network"] = json!({"mode": "static", "address": "192.168.1.20/24", "gateway": "10.0.0.1", "dns": []});
@@ -484,7 +514,7 @@ async fn settings_are_for_admins_and_go_through_the_same_check() {
     s["network"]["gateway"] = json!("192.168.1.1");
     let (st, _, v) = h.call("PUT", "/api/admin/settings", Some(json!({"settings": s})), Some(&admin)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let saved = std::fs::read_to_string(&h.state.config_file).unwrap();
+    let saved = std::fs::read_to_string(h.state.settings.base().file_to_save()).unwrap();
     assert!(saved.contains("[network]") && saved.contains("192.168.1.20/24"), "{saved}");
 }
 
@@ -498,7 +528,7 @@ async fn installing_is_for_admins_of_a_live_box_only() {
     assert_eq!((st, v["live"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
     let (st, _, e) = h.call("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&admin)).await;
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_live")), "{e}");
-    assert_eq!(*h.state.end_as.lock().unwrap(), crate::serve::Exit::Reboot, "nothing was started");
+    assert_eq!(h.state.lifecycle.exit(), crate::serve::Exit::Reboot, "nothing was started");
 }
 
 #[tokio::test]
@@ -515,9 +545,9 @@ async fn an_update_off_a_box_is_refused_and_leaves_no_database_copy() {
     assert_eq!(h.send(upload(&bob)).await.0, StatusCode::FORBIDDEN);
     let (st, _, e) = h.send(upload(&admin)).await;
     assert_eq!((st, e["error"].as_str()), (StatusCode::CONFLICT, Some("not_a_box")), "{e}");
-    let copy = crate::store::db::rollback_copy(&h.state.config.data.join("t.db"));
+    let copy = crate::store::db::rollback_copy(&h.state.settings.base().data.join("t.db"));
     assert!(!copy.exists(), "the copy taken for the update is gone with it");
-    assert_eq!(*h.state.end_as.lock().unwrap(), crate::serve::Exit::Reboot, "nothing was started");
+    assert_eq!(h.state.lifecycle.exit(), crate::serve::Exit::Reboot, "nothing was started");
 }
 
 #[tokio::test]

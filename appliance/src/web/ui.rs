@@ -48,7 +48,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 
 /// The local CA certificate, for installing in browsers and systems.
 pub async fn ca_certificate(AxState(state): AxState<State>) -> Response {
-    let mut res = state.ca_pem.clone().into_response();
+    let mut res = state.certs.ca_pem.clone().into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"parvis-ca.pem\""));

@@ -1,0 +1,141 @@
+//! The HTTP API as OpenAPI 3.1, generated from the handlers' own types
+//! (utoipa): every route of `/api` is registered here with its description,
+//! so a route cannot exist without one. Served at `/api/openapi.json`; the
+//! WebSocket's frames are in its components too (`ServerFrame`,
+//! `ClientFrame`), and docs/protocol.md carries one JSON Schema per frame.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{State, account, admin, calls, invites, messages, rooms, users, wizard};
+use crate::chat::frames::ServerFrame;
+use crate::chat::protocol::ClientFrame;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(super::SESSION_COOKIE))));
+        c.add_security_scheme("csrf", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-CSRF-Token"))));
+    }
+}
+
+/// Every operation may also answer any other error status with the
+/// documented body (a body not JSON, too large, a busy box…).
+fn default_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let error = ResponseBuilder::new()
+        .description("any other error: the documented `{error, message}` body")
+        .content("application/json", ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ApiError")))).build())
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+            op.responses.responses.entry("default".into()).or_insert_with(|| RefOr::T(error.clone()));
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Parvis",
+        description = "The HTTP API of a Parvis box. Authenticated by the `parvis_session` cookie (HttpOnly, Secure, \
+            SameSite=Strict) from `/api/login`; every POST, PUT, PATCH and DELETE also carries the session's CSRF token \
+            in `X-CSRF-Token`, and a request from another origin is refused. Errors are `{\"error\": code, \"message\": \
+            text}` with the status. The live part (chat, calls) is the WebSocket `/api/ws`: see docs/protocol.md."
+    ),
+    modifiers(&Security),
+    components(schemas(ServerFrame, ClientFrame)),
+    tags(
+        (name = "account", description = "the box's status, setup, logging in, one's own profile"),
+        (name = "users", description = "the company directory and accounts"),
+        (name = "invites", description = "invite links for colleagues"),
+        (name = "rooms", description = "rooms, direct conversations, members"),
+        (name = "messages", description = "history and search"),
+        (name = "calls", description = "ICE servers and the WebSocket"),
+        (name = "wizard", description = "the first-boot wizard"),
+        (name = "admin", description = "Settings → Box (admins)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Every route under `/api`, with its OpenAPI description.
+pub fn api_router() -> OpenApiRouter<State> {
+    let update = OpenApiRouter::new()
+        .routes(routes!(admin::upload_update))
+        .layer(axum::extract::DefaultBodyLimit::max(128 << 20));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(account::status))
+        .routes(routes!(account::setup))
+        .routes(routes!(account::login))
+        .routes(routes!(account::logout))
+        .routes(routes!(account::me, account::update_me))
+        .routes(routes!(account::change_password))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::update_user))
+        .routes(routes!(users::reset_password))
+        .routes(routes!(invites::create_invite))
+        .routes(routes!(invites::invite_info, invites::accept_invite))
+        .routes(routes!(rooms::list_rooms, rooms::create_room))
+        .routes(routes!(rooms::browse_rooms))
+        .routes(routes!(rooms::room_detail, rooms::update_room))
+        .routes(routes!(rooms::add_member))
+        .routes(routes!(rooms::remove_member))
+        .routes(routes!(rooms::open_direct))
+        .routes(routes!(messages::history))
+        .routes(routes!(messages::search))
+        .routes(routes!(calls::ice_servers))
+        .routes(routes!(calls::websocket))
+        .routes(routes!(wizard::unlock))
+        .routes(routes!(wizard::get_draft, wizard::put_draft))
+        .routes(routes!(wizard::finish))
+        .routes(routes!(wizard::trust))
+        .routes(routes!(admin::get_settings, admin::put_settings))
+        .routes(routes!(admin::renew_certificate))
+        .routes(routes!(admin::get_install, admin::post_install))
+        .routes(routes!(admin::post_restart))
+        .merge(update)
+}
+
+/// The API description as the server serves it (paths under `/api`).
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_router().split_for_parts();
+    default_errors(&mut doc);
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths.into_iter().map(|(p, item)| (format!("/api{p}"), item)).collect();
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_describes_every_route_with_its_errors() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 25, "{}", paths.len());
+        for (path, item) in paths {
+            assert!(path.starts_with("/api/"), "{path}");
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: no responses"));
+                assert!(!responses.is_empty(), "{method} {path}");
+                assert!(responses.contains_key("default"), "{method} {path}");
+                for (status, r) in responses {
+                    if status.starts_with('4') || status.starts_with('5') || status == "default" {
+                        let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                        assert_eq!(schema, "#/components/schemas/ApiError", "{method} {path} {status}");
+                    }
+                }
+            }
+        }
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in ["ServerFrame", "ClientFrame", "ApiError", "SessionInfo", "RoomSummary", "IceServers", "Settings"] {
+            assert!(schemas.contains_key(name), "{name} missing");
+        }
+    }
+}

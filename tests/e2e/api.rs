@@ -1,0 +1,90 @@
+//! The HTTP API against its own description: every operation of
+//! `/api/openapi.json` is called on a real `parvis serve` (the harness
+//! checks each answer against the description: path, method, status,
+//! body schema), and none may be left uncalled.
+
+use parvis_e2e::Server;
+use serde_json::json;
+
+type R = anyhow::Result<()>;
+
+#[tokio::test]
+async fn every_operation_answers_as_described() -> R {
+    // the wizard, on a box not set up yet
+    let w = Server::start().await?;
+    let code = w.setup_code();
+    let st = w.http("GET", "/api/status", None, None).await?;
+    assert_eq!(st.body["setup_needed"], true);
+    assert_eq!(w.http("POST", "/api/setup/unlock", Some(json!({"code": "WRONG-CODE"})), None).await?.status, 403);
+    let unlocked = w.http("POST", "/api/setup/unlock", Some(json!({"code": code, "language": "en"})), None).await?;
+    assert_eq!(unlocked.status, 200, "{}", unlocked.text);
+    let token = unlocked.body["token"].as_str().unwrap().to_string();
+    let with_token = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let (w, token) = (&w, token.clone());
+        let (method, path) = (method.to_string(), path.to_string());
+        async move { w.http_with(&method, &path, body, None, &[("x-setup-token", &token)]).await }
+    };
+    let draft = with_token("GET", "/api/setup/draft", None).await?;
+    assert_eq!(draft.status, 200, "{}", draft.text);
+    let mut settings = draft.body["settings"].clone();
+    settings["company"] = json!("Acme");
+    let bad = with_token("PUT", "/api/setup/draft", Some(json!({"step": 3, "settings": settings, "admin": {"username": "A", "display_name": "", "password": "x"}}))).await?;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    let saved = with_token("PUT", "/api/setup/draft", Some(json!({"step": 7, "settings": settings, "admin": {"username": "alice", "display_name": "Alice", "password": "password-1"}}))).await?;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert_eq!(w.http("GET", "/api/trust", None, None).await?.status, 200);
+    let finished = with_token("POST", "/api/setup/finish", None).await?;
+    assert_eq!(finished.status, 200, "{}", finished.text);
+    assert_eq!(w.http("POST", "/api/setup", Some(json!({"code": code, "company": "x", "username": "bob", "display_name": "B", "password": "password-1"})), None).await?.status, 409);
+
+    // everything else, on a box set up through POST /api/setup
+    let s = Server::start().await?;
+    let alice = s.setup_admin().await?;
+    assert_eq!(s.http("GET", "/api/me", None, Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("PATCH", "/api/me", Some(json!({"display_name": "Alice M."})), Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("POST", "/api/me/password", Some(json!({"current": "nope-nope", "new": "password-9"})), Some(&alice)).await?.status, 403);
+    let (bob_id, bob) = s.add_user(&alice, "bob").await?;
+    assert_eq!(s.http("GET", "/api/users", None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("PATCH", &format!("/api/users/{bob_id}"), Some(json!({"disabled": false})), Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("POST", &format!("/api/users/{bob_id}/password"), Some(json!({"password": "password-2"})), Some(&alice)).await?.status, 204);
+    let bob = s.login("bob", "password-2").await.unwrap_or(bob);
+    let inv = s.http("POST", "/api/invites", Some(json!({"hours": 2})), Some(&alice)).await?;
+    let token = inv.body["token"].as_str().unwrap().to_string();
+    assert_eq!(s.http("GET", &format!("/api/invites/{token}"), None, None).await?.status, 200);
+    let carol = s.http("POST", &format!("/api/invites/{token}"), Some(json!({"username": "carol", "display_name": "Carol", "password": "password-3"})), None).await?;
+    assert_eq!(carol.status, 200, "{}", carol.text);
+    let carol_id = carol.body["user"]["id"].as_i64().unwrap();
+    let room = s.create_room(&alice, "Support", "open", &[bob_id]).await?;
+    assert_eq!(s.http("GET", "/api/rooms", None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/rooms/browse", None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("GET", &format!("/api/rooms/{room}"), None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("PATCH", &format!("/api/rooms/{room}"), Some(json!({"topic": "helping customers"})), Some(&alice)).await?.status, 204);
+    assert_eq!(s.http("POST", &format!("/api/rooms/{room}/members"), Some(json!({"user": carol_id})), Some(&alice)).await?.status, 204);
+    assert_eq!(s.http("DELETE", &format!("/api/rooms/{room}/members/{carol_id}"), None, Some(&alice)).await?.status, 204);
+    assert_eq!(s.http("POST", "/api/direct", Some(json!({"user": bob_id})), Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("GET", &format!("/api/rooms/{room}/messages?limit=10"), None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/search?q=help", None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/ice", None, Some(&bob)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/ws", None, Some(&bob)).await?.status, 400, "not a WebSocket upgrade");
+    let settings = s.http("GET", "/api/admin/settings", None, Some(&alice)).await?;
+    assert_eq!(settings.status, 200);
+    let mut wrong = settings.body["settings"].clone();
+    wrong["name"] = json!("Not A Name");
+    assert_eq!(s.http("PUT", "/api/admin/settings", Some(json!({"settings": wrong})), Some(&alice)).await?.status, 422);
+    assert_eq!(s.http("POST", "/api/admin/certificate/renew", None, Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/admin/install", None, Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&alice)).await?.status, 409);
+    assert_eq!(s.http("POST", "/api/admin/restart", None, Some(&alice)).await?.status, 409);
+    assert_eq!(s.http("POST", "/api/admin/update", Some(json!("not a bundle")), Some(&alice)).await?.status, 409);
+    assert_eq!(s.http("POST", "/api/logout", None, Some(&bob)).await?.status, 204);
+    // and a few errors through the same description
+    assert_eq!(s.http("GET", "/api/me", None, Some(&bob)).await?.status, 401);
+    assert_eq!(s.http("GET", "/api/rooms/one", None, Some(&alice)).await?.status, 400);
+
+    // nothing in the description went uncalled
+    let mut seen = s.contract().await?.seen.lock().unwrap().clone();
+    seen.extend(w.contract().await?.seen.lock().unwrap().iter().cloned());
+    let missing: Vec<_> = s.contract().await?.operations().into_iter().filter(|op| !seen.contains(op)).collect();
+    assert!(missing.is_empty(), "operations no test called: {missing:?}");
+    Ok(())
+}
