@@ -285,6 +285,10 @@ pub struct TurnConfig {
     /// Longest accepted validity of a REST username, seconds; also how long
     /// an allocation made with one may be refreshed. Default: 86400.
     pub credential_horizon_secs: u64,
+    /// Longest lifetime an allocation is granted between two refreshes,
+    /// seconds (clients refresh before it ends; the default lifetime is 600
+    /// or this, whichever is less). Default: 3600. Range 60–3600.
+    pub allocation_lifetime_secs: u64,
     /// Validity of the credentials handed to browsers (`/api/ice`), seconds.
     /// A relayed call outlives them: its allocations are refreshed with the
     /// same credentials. Default: 3600. Range 30–86400.
@@ -312,6 +316,7 @@ impl Default for TurnConfig {
             total_bandwidth_kbps: None,
             credential_horizon_secs: 86_400,
             credential_ttl_secs: 3600,
+            allocation_lifetime_secs: 3600,
         }
     }
 }
@@ -570,6 +575,9 @@ impl Config {
         }
         if l.web_per_address == 0 || l.turn_per_address == 0 {
             bad("limits.web_per_address", "per-address limits must be at least 1".into());
+        }
+        if !(60..=3600).contains(&t.allocation_lifetime_secs) {
+            bad("turn.allocation_lifetime_secs", "must be between 60 and 3600".into());
         }
         if !(30..=86_400).contains(&t.credential_ttl_secs) {
             bad("turn.credential_ttl_secs", "must be between 30 and 86400".into());

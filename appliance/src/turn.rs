@@ -76,6 +76,8 @@ pub fn engine_config(config: &Config, secret: Vec<u8>, local: &[IpAddr], relays:
         Some(ip @ IpAddr::V6(_)) => c.external_v6 = Some(ip),
         None => {}
     }
+    c.max_lifetime = std::time::Duration::from_secs(t.allocation_lifetime_secs);
+    c.default_lifetime = c.default_lifetime.min(c.max_lifetime);
     c.user_quota = t.user_quota;
     c.total_quota = t.total_quota;
     c.bandwidth_bytes_per_sec = t.bandwidth_kbps * 1000 / 8;

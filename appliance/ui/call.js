@@ -376,7 +376,10 @@ export class Calls {
     } catch (e) {
       a.ice = { iceServers: [] };
     }
-    a.iceTimer = setInterval(() => this.refreshIce(), Math.max(60, (a.ice.ttl || 3600) - 600) * 1000);
+    // fresh credentials well before these expire: new allocations (an ICE
+    // restart after a network change) need valid ones; the allocations a
+    // call already has keep theirs on the server
+    a.iceTimer = setInterval(() => this.refreshIce(), Math.max(15, (a.ice.ttl || 3600) * 0.75) * 1000);
     this.sendJoin();
     this.render();
   }
@@ -687,7 +690,8 @@ export class Calls {
         if (s.type === 'candidate-pair' && (s.id === pairId || (!pairId && s.selected))) {
           const l = report.get(s.localCandidateId);
           const rm = report.get(s.remoteCandidateId);
-          r.local = l && { type: l.candidateType, protocol: l.relayProtocol || l.protocol };
+          r.pair = s.id;
+          r.local = l && { type: l.candidateType, protocol: l.relayProtocol || l.protocol, address: `${l.address}:${l.port}` };
           r.remote = rm && { type: rm.candidateType };
           r.relay = l?.candidateType === 'relay' || rm?.candidateType === 'relay';
         }

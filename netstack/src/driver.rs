@@ -63,6 +63,8 @@ pub struct Stats {
 
 enum Event {
     Reconfigure(Reconfigure),
+    /// End the allocations of this REST user.
+    Revoke(String),
     /// A stream connection, its writer, and whether it holds an allocation
     /// (set by the engine task; an allocation keeps an idle stream open).
     StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>, Arc<AtomicBool>),
@@ -303,6 +305,10 @@ impl EngineTask {
                 self.server.set_total_bandwidth(r.total_bandwidth_bytes_per_sec);
                 self.cfg.relay_ports = r.relay_ports;
                 self.next_port = 0;
+            }
+            Event::Revoke(user) => {
+                let n = self.server.revoke(&user);
+                tracing::info!(%user, allocations = n, "TURN allocations revoked");
             }
             Event::Client(five, data) => self.server.handle_client(t, five, &data),
             Event::StreamOpened(five, tx, allocated) => {
@@ -565,6 +571,11 @@ impl Handle {
     /// Applies `r` in the engine task (next event).
     pub async fn reconfigure(&self, r: Reconfigure) -> io::Result<()> {
         self.streams.0.send(Event::Reconfigure(r)).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
+    }
+
+    /// Ends every allocation of REST user `user` (see `Server::revoke`).
+    pub async fn revoke(&self, user: &str) -> io::Result<()> {
+        self.streams.0.send(Event::Revoke(user.to_string())).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
     }
 }
 

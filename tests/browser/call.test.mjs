@@ -123,6 +123,45 @@ test('three people in a relayed call: media both ways, screen sharing, chatting 
   }
 });
 
+// TURN credentials of one minute and allocations of two: a relayed call
+// held for three minutes must outlive both (its allocations are refreshed
+// with the credentials they were made with; the page keeps fresh ones for
+// new allocations).
+test('a relayed call lasts longer than its TURN credentials', async () => {
+  const server = await Server.start({ toml: '[turn]\ncredential_ttl_secs = 60\nallocation_lifetime_secs = 120\n' });
+  try {
+    const { api, people } = await team(browser, server, ['alice', 'bob']);
+    const { alice, bob } = people;
+    const ttl = await alice.page.evaluate(() => fetch('/api/ice').then((r) => r.json()).then((v) => v.ttl));
+    assert.equal(ttl, 60);
+    await joinCall(alice.page);
+    await bob.page.waitForSelector('#call-banner:not([hidden])');
+    await joinCall(bob.page);
+    for (const p of [alice, bob]) await flowing(p.page, 1);
+    const relays = async (page) => (await stats(page)).map((s) => `${s.pid} ${s.pair} ${s.local?.address}`).sort().join(', ');
+    const allocations = async () => {
+      const m = await alice.page.evaluate(() => fetch('/metrics').then((r) => r.text()));
+      return Number(m.split('\n').find((l) => l.startsWith('parvis_turn_allocations_created_total '))?.split(' ')[1]);
+    };
+    const before = { alice: await relays(alice.page), bob: await relays(bob.page), created: await allocations() };
+    const started = Date.now();
+    while (Date.now() - started < 180_000) {
+      for (const p of [alice, bob]) await flowing(p.page, 1, { timeout: 15000 });
+      await sleep(20000);
+    }
+    for (const p of [alice, bob]) await flowing(p.page, 1, { timeout: 15000 });
+    // the same relayed path all along: no allocation was lost and redone,
+    // no ICE restart (each would have broken the media for a moment)
+    assert.equal(await relays(alice.page), before.alice);
+    assert.equal(await relays(bob.page), before.bob);
+    assert.equal(await allocations(), before.created, 'no new TURN allocation in three minutes');
+    for (const p of [alice, bob]) assert.deepEqual(p.page.errors || [], []);
+    await api.dispose();
+  } finally {
+    server.kill9();
+  }
+});
+
 test('a direct call rings the other person, who can decline or accept', async () => {
   const server = await Server.start();
   try {

@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: a real `parvis serve` process on
 // loopback ports and Debian's Chromium driven by playwright-core.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, existsSync, openSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import net from 'node:net';
@@ -58,11 +58,15 @@ async function waitForPort(port, ms = 20000) {
 /** A running parvis on a fresh data folder. */
 export class Server {
   /** `mdns`: announce <name>.local (only inside the test network namespace). */
-  static async start({ mdns = false } = {}) {
+  static async start({ mdns = false, toml = '' } = {}) {
     if (!existsSync(PARVIS_BIN)) throw new Error(`${PARVIS_BIN} missing: run cargo build --release`);
     const s = new Server();
     s.mdns = mdns;
     s.data = join(mkdtempSync(join(tmpdir(), 'parvis-browser-')), 'data');
+    if (toml) {
+      mkdirSync(s.data, { recursive: true, mode: 0o700 });
+      writeFileSync(join(s.data, 'parvis.toml'), toml);
+    }
     s.httpsPort = await freePort();
     s.httpPort = await freePort();
     s.turnPort = await freePort();

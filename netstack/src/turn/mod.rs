@@ -161,6 +161,7 @@ struct Allocation {
     relay: Option<SocketAddr>,
     pending: Option<Pending>,
     created_tid: [u8; 12],
+    created: Instant,
     expires: Instant,
     lifetime: Duration,
     permissions: HashMap<IpAddr, Instant>,
@@ -318,6 +319,22 @@ impl Server {
         }
     }
 
+    /// Ends at once every allocation made with a REST username for `user`
+    /// (`<expiry>:<user>`), e.g. a guest whose link was revoked: its relays
+    /// close, and its expired credentials cannot make new ones.
+    pub fn revoke(&mut self, user: &str) -> usize {
+        let ids: Vec<AllocId> = self
+            .allocs
+            .iter()
+            .filter(|(_, a)| a.username.split_once(':').is_some_and(|(_, u)| u == user))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            self.remove(id);
+        }
+        ids.len()
+    }
+
     /// A stream client went away: its allocation goes with it (RFC 8656 §3.1).
     pub fn client_closed(&mut self, five: FiveTuple) {
         if let Some(id) = self.by_five.get(&five).copied() {
@@ -454,7 +471,19 @@ impl Server {
             self.challenge(now, five, m, 401);
             return None;
         }
-        let key = match self.cfg.credentials.key(username, realm, now.unix) {
+        // A live allocation keeps the credentials it was made with: its
+        // later requests (Refresh, CreatePermission, ChannelBind) are checked
+        // against them even once a REST username has expired, for up to the
+        // credential horizon, so a relayed call lasts as long as the meeting.
+        // New allocations always need valid credentials.
+        let held = self
+            .by_five
+            .get(&five)
+            .and_then(|id| self.allocs.get(id))
+            .filter(|a| m.method() != method::ALLOCATE && a.username == username)
+            .filter(|a| now.mono.saturating_duration_since(a.created).as_secs() < self.cfg.credentials.horizon_secs)
+            .map(|a| a.key);
+        let key = match held.map_or_else(|| self.cfg.credentials.key(username, realm, now.unix), Ok) {
             Ok(k) => k,
             Err(_) => {
                 self.metrics.auth_failures += 1;
@@ -555,6 +584,7 @@ impl Server {
                 relay: None,
                 pending: Some(Pending { tid: m.transaction_id() }),
                 created_tid: m.transaction_id(),
+                created: now.mono,
                 expires: now.mono + lifetime,
                 lifetime,
                 permissions: HashMap::new(),

@@ -47,7 +47,12 @@ impl H {
     }
 
     fn client(&self, addr: &str, user: &str) -> Client {
-        let username = auth::rest_username(UNIX0 + 3600, user);
+        self.client_until(addr, user, UNIX0 + 3600)
+    }
+
+    /// A client whose REST username expires at `expiry` (Unix seconds).
+    fn client_until(&self, addr: &str, user: &str, expiry: u64) -> Client {
+        let username = auth::rest_username(expiry, user);
         let password = auth::rest_password(b"secret", &username);
         Client { five: five(addr), key: long_term_key(&username, REALM, &password), username, nonce: None }
     }
@@ -119,6 +124,18 @@ impl H {
             .finish_with_fingerprint();
         self.s.handle_client(self.now, c.five, &raw);
         self.client_gets(c.five).pop().expect("an answer")
+    }
+
+    /// [`H::request`], taking the new nonce of a 438 and asking again, as
+    /// real clients do.
+    fn request_fresh(&mut self, c: &mut Client, method: u16, f: impl Fn(Builder) -> Builder) -> Vec<u8> {
+        let answer = self.request(c, method, &f);
+        let m = Message::parse(&answer).unwrap();
+        if m.error_code().map(|e| e.0) != Some(438) {
+            return answer;
+        }
+        c.nonce = Some(m.text(attr::NONCE, 763).unwrap().to_string());
+        self.request(c, method, f)
     }
 
     fn allocate(&mut self, c: &mut Client) -> SocketAddr {
@@ -649,4 +666,45 @@ fn the_total_bandwidth_cap_holds_across_allocations() {
     h.advance(1);
     h.send(&clients[2], "93.184.216.5:1", &[0; 300]);
     assert_eq!(h.peers_get().len(), 1, "refilled");
+}
+
+/// Browsers keep the credentials an allocation was made with for its
+/// refreshes: a relayed call must not end when they expire.
+#[test]
+fn a_live_allocation_outlives_its_credentials_up_to_the_horizon() {
+    let mut cfg = config();
+    cfg.credentials.horizon_secs = 3600;
+    let mut h = H::with(cfg);
+    let mut c = h.client_until("198.51.100.7:40000", "alice", UNIX0 + 60);
+    h.allocate(&mut c);
+    for _ in 0..12 {
+        h.advance(280);
+        assert_eq!(code(&h.request_fresh(&mut c, method::REFRESH, |b| b)), None, "refresh with expired credentials");
+        let peer: SocketAddr = "93.184.216.5:1".parse().unwrap();
+        let r = h.request_fresh(&mut c, method::CREATE_PERMISSION, |b| b.xor_address(attr::XOR_PEER_ADDRESS, peer));
+        assert_eq!(code(&r), None, "permissions too");
+    }
+    // a new allocation needs valid credentials
+    let mut other = h.client_until("198.51.100.7:40001", "alice", UNIX0 + 60);
+    let r = h.request(&mut other, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24));
+    assert_eq!(code(&r), Some(401));
+    // and after the horizon (an hour from the allocation) the old one ends
+    h.advance(280);
+    assert_eq!(code(&h.request_fresh(&mut c, method::REFRESH, |b| b)), Some(401));
+}
+
+#[test]
+fn revoking_a_user_ends_its_allocations_only() {
+    let mut h = H::new();
+    let mut g1 = h.client("198.51.100.7:1", "g42");
+    let mut g2 = h.client("198.51.100.7:2", "g42");
+    let mut m = h.client("198.51.100.8:1", "u7");
+    h.allocate(&mut g1);
+    h.allocate(&mut g2);
+    h.allocate(&mut m);
+    assert_eq!(h.s.revoke("g42"), 2);
+    assert_eq!(h.s.allocation_count(), 1);
+    let closed = h.outputs().iter().filter(|o| matches!(o, Output::CloseRelay { .. })).count();
+    assert_eq!(closed, 2);
+    assert_eq!(h.s.revoke("g4"), 0, "the whole user name, not a prefix");
 }
