@@ -330,4 +330,22 @@ mod tests {
         let event: serde_json::Value = serde_json::from_str(&samples[1].to_json()).unwrap();
         assert_eq!((event["kind"].as_str(), event["user"].as_i64()), (Some("join"), Some(4)), "{event}");
     }
+
+    #[test]
+    fn docs_protocol_md_lists_exactly_the_frame_types_the_server_sends() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let start = doc.find("<!-- server-frames -->").expect("the list's start marker");
+        let end = doc.find("<!-- /server-frames -->").expect("the list's end marker");
+        let mut listed: Vec<&str> = doc[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|t| *t != "t")
+            .collect();
+        let mut kinds = ServerFrame::KINDS.to_vec();
+        listed.sort_unstable();
+        kinds.sort_unstable();
+        assert_eq!(listed, kinds, "docs/protocol.md's list of server frames and ServerFrame disagree");
+    }
+
 }

@@ -2,7 +2,8 @@
 //! (utoipa): every route of `/api` is registered here with its description,
 //! so a route cannot exist without one. Served at `/api/openapi.json`; the
 //! WebSocket's frames are in its components too (`ServerFrame`,
-//! `ClientFrame`), and docs/protocol.md carries one JSON Schema per frame.
+//! `ClientFrame`, one `oneOf` branch per frame), which docs/protocol.md
+//! points to and lists (a test in chat/frames.rs checks the list).
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
