@@ -1,9 +1,10 @@
 // Parvis web app: first-run setup, login, invites, and the chat.
 import { h, clear, $ } from './dom.js';
+import { icon } from './icons.js';
 import { get, post, patch, del, setCsrf, ApiError } from './api.js';
 import { Conn, newId } from './conn.js';
-import { Calls } from './call.js';
-import { renderBody, renderSnippet } from './format.js';
+import { Calls, avatarClass } from './call.js';
+import { renderBody, renderSnippet, plainText } from './format.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
 import { errorText, field, formError, showFormError } from './forms.js';
 import { wizardView, boxSettingsSection, certificateAlert } from './wizard.js';
@@ -159,11 +160,13 @@ async function startChat(me) {
   window.parvis = { conn: S.conn, state: S, calls: S.calls }; // for diagnostics and tests
   S.conn.start();
   renderConnState();
+  const settings = location.hash.match(/^#settings\/([a-z]+)$/);
   const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get('room'));
   const first = S.rooms.has(fromHash) ? fromHash : sortedRooms()[0]?.id;
   if (first) openRoom(first); else renderEmpty();
   maybeAskNotifications();
   if (S.me.role === 'admin') showCertificateAlert();
+  if (settings) settingsDialog(settings[1]);
 }
 
 /** Admins see a failed certificate renewal until it is fixed. */
@@ -187,7 +190,7 @@ function renderShell() {
     h('header', { class: 'side-head' },
       h('div', { class: 'company' }, h('img', { src: '/assets/icon.svg', alt: '' }), h('span', {}, S.company || 'Parvis')),
       h('span', { id: 'conn-state', class: 'pill', role: 'status' }),
-      h('button', { class: 'icon', title: t('settings'), 'aria-label': t('settings'), onclick: settingsDialog }, '⚙')),
+      h('button', { class: 'icon', title: t('settings'), 'aria-label': t('settings'), onclick: settingsDialog }, icon('settings'))),
     h('div', { class: 'side-search' }, search),
     h('nav', { id: 'room-list', 'aria-label': t('rooms') }),
     h('footer', { class: 'side-foot' },
@@ -200,11 +203,11 @@ function renderShell() {
   textarea.addEventListener('input', composerInput);
   const main = h('main', { class: 'conversation', id: 'conversation' },
     h('header', { class: 'conv-head' },
-      h('button', { class: 'icon back', 'aria-label': t('back'), onclick: () => root.classList.remove('in-room') }, '←'),
+      h('button', { class: 'icon back', 'aria-label': t('back'), onclick: () => root.classList.remove('in-room') }, icon('back')),
       h('div', { class: 'titles' }, h('h1', { id: 'room-title' }), h('p', { id: 'room-topic', class: 'topic' })),
-      h('button', { class: 'icon', id: 'call-btn', title: t('call_start'), 'aria-label': t('call_start'), onclick: () => S.calls.prejoin(S.current) }, '📞'),
-      h('button', { class: 'icon', id: 'members-btn', title: t('members'), 'aria-label': t('members'), onclick: toggleMembers }, '👥'),
-      h('button', { class: 'icon', id: 'room-settings-btn', title: t('room_settings'), 'aria-label': t('room_settings'), onclick: roomSettingsDialog }, '✎')),
+      h('button', { class: 'icon', id: 'call-btn', title: t('call_start'), 'aria-label': t('call_start'), onclick: () => S.calls.prejoin(S.current) }, icon('phone')),
+      h('button', { class: 'icon', id: 'members-btn', title: t('members'), 'aria-label': t('members'), onclick: toggleMembers }, icon('members')),
+      h('button', { class: 'icon', id: 'room-settings-btn', title: t('room_settings'), 'aria-label': t('room_settings'), onclick: roomSettingsDialog }, icon('edit'))),
     h('div', { id: 'offline-banner', class: 'banner', hidden: true, role: 'status' }),
     h('div', { id: 'call-banner', class: 'banner call', hidden: true, role: 'status' }),
     h('div', { class: 'messages-wrap' }, messages,
@@ -254,16 +257,17 @@ function renderRoomList() {
       h('a', { href: '#room=' + r.id, class: 'room' + (r.id === S.current ? ' active' : '') + (r.unread ? ' has-unread' : '') + (r.archived ? ' archived' : ''),
         'aria-current': r.id === S.current ? 'page' : null, dataset: { room: r.id },
         onclick: (ev) => { ev.preventDefault(); openRoom(r.id); } },
-      h('span', { class: 'room-name' }, (r.kind === 'group' ? (r.visibility === 'open' ? '# ' : '🔒 ') : '● ') + roomTitle(r)),
-      S.calls?.of(r.id) ? h('span', { class: 'in-call', title: t('call_in_progress'), 'aria-label': t('call_in_progress') }, S.calls.active?.room === r.id ? '🔊' : '📞') : null,
+      r.kind === 'group' && r.visibility !== 'open' ? icon('lock') : h('span', { class: 'room-mark', 'aria-hidden': 'true' }, r.kind === 'group' ? '#' : '●'),
+      h('span', { class: 'room-name' }, roomTitle(r)),
+      S.calls?.of(r.id) ? h('span', { class: 'in-call', title: t('call_in_progress'), 'aria-label': t('call_in_progress') }, icon(S.calls.active?.room === r.id ? 'speaker' : 'phone')) : null,
       r.unread ? h('span', { class: 'badge' + (r.mentions ? ' mention' : ''), 'aria-label': t('unread_n', { n: r.unread }) }, r.mentions ? '@' + r.unread : String(r.unread)) : null));
     nav.append(
       h('div', { class: 'section' }, h('h2', {}, t('rooms')),
-        h('button', { class: 'icon small', title: t('browse_rooms'), 'aria-label': t('browse_rooms'), onclick: browseDialog }, '🔍'),
-        h('button', { class: 'icon small', title: t('new_room'), 'aria-label': t('new_room'), onclick: newRoomDialog }, '+')),
+        h('button', { class: 'icon small', title: t('browse_rooms'), 'aria-label': t('browse_rooms'), onclick: browseDialog }, icon('search')),
+        h('button', { class: 'icon small', title: t('new_room'), 'aria-label': t('new_room'), onclick: newRoomDialog }, icon('plus'))),
       h('ul', {}, groups.map(item)),
       h('div', { class: 'section' }, h('h2', {}, t('direct_messages')),
-        h('button', { class: 'icon small', title: t('new_direct'), 'aria-label': t('new_direct'), onclick: directDialog }, '+')),
+        h('button', { class: 'icon small', title: t('new_direct'), 'aria-label': t('new_direct'), onclick: directDialog }, icon('plus'))),
       h('ul', {}, directs.map(item)));
     const total = [...S.rooms.values()].reduce((n, r) => n + (r.unread || 0), 0);
     document.title = (total ? `(${total}) ` : '') + (S.company ? S.company + ' · ' : '') + 'Parvis';
@@ -307,6 +311,7 @@ async function openRoom(id) {
   S.newBelow = 0;
   S.divider = room.unread > 0 ? room.read_seq : null;
   root.classList.add('in-room');
+  S.calls?.compactForReading();
   if (location.hash !== '#room=' + id) history.replaceState(null, '', '#room=' + id);
   renderRoomHeader();
   renderRoomList();
@@ -354,7 +359,7 @@ function renderCallBanner() {
   if (el.hidden) return;
   const names = call.participants.map((p) => userName(p.user));
   clear(el).append(
-    h('span', {}, '📞 ', t('call_in_progress'), names.length ? ' · ' + [...new Set(names)].join(', ') : ''), ' ',
+    icon('phone'), h('span', {}, t('call_in_progress'), names.length ? ' · ' + [...new Set(names)].join(', ') : ''), ' ',
     h('button', { class: 'primary small', id: 'call-banner-join', onclick: () => S.calls.prejoin(S.current) }, t('call_join')));
 }
 
@@ -373,7 +378,7 @@ function callNode(msg) {
   else if (c.outcome === 'declined') text = t('call_was_declined');
   else text = t('call_ended_summary', { duration: durationText(c.duration_ms), names: (c.participants || []).map(userName).join(', ') });
   return h('div', { class: 'sys call-record' + (c.outcome === 'missed' ? ' missed' : ''), dataset: { seq: msg.seq } },
-    h('span', {}, (c.kind === 'call_started' ? '📞 ' : c.outcome === 'ended' ? '☎ ' : '📵 ') + text),
+    icon(c.kind === 'call_started' || c.outcome === 'ended' ? 'phone' : 'phone-off'), h('span', {}, text),
     h('time', { datetime: new Date(msg.ts).toISOString() }, timeOf(msg.ts)));
 }
 
@@ -397,8 +402,8 @@ function messageNode(msg, prev) {
   if (msg.reply_to && !msg.deleted) {
     const target = msgsFor(S.current).list.find((x) => x.seq === msg.reply_to);
     quote = h('button', { class: 'reply-quote', type: 'button', onclick: () => highlight(msg.reply_to) },
-      '↪ ', h('strong', {}, target ? userName(target.sender) : ''), ' ',
-      target ? (target.deleted ? t('message_deleted') : target.body.slice(0, 120)) : t('earlier_message'));
+      icon('reply'), ' ', h('strong', {}, target ? userName(target.sender) : ''), ' ',
+      target ? (target.deleted ? t('message_deleted') : plainText(target.body, 120)) : t('earlier_message'));
   }
   const reactions = h('div', { class: 'reactions' },
     Object.entries(msg.reactions || {}).map(([emoji, users]) => h('button', {
@@ -407,15 +412,15 @@ function messageNode(msg, prev) {
       onclick: () => react(msg, emoji, !users.includes(S.me.id)) }, emoji, ' ', String(users.length))));
   const actions = msg.pending || msg.deleted || room?.archived ? null : h('div', { class: 'actions', role: 'toolbar', 'aria-label': t('message_actions') },
     QUICK_REACTIONS.slice(0, 3).map((e) => h('button', { type: 'button', class: 'icon small', 'aria-label': t('react_with', { emoji: e }), onclick: () => react(msg, e, true) }, e)),
-    h('button', { type: 'button', class: 'icon small', title: t('more_reactions'), 'aria-label': t('more_reactions'), onclick: (ev) => reactionPicker(ev.currentTarget, msg) }, '☺'),
-    h('button', { type: 'button', class: 'icon small', title: t('reply'), 'aria-label': t('reply'), onclick: () => startReply(msg) }, '↩'),
-    mine ? h('button', { type: 'button', class: 'icon small', title: t('edit'), 'aria-label': t('edit'), onclick: () => startEdit(msg) }, '✎') : null,
-    mine || canModerate(room) ? h('button', { type: 'button', class: 'icon small', title: t('delete'), 'aria-label': t('delete'), onclick: () => deleteMessage(msg) }, '🗑') : null);
+    h('button', { type: 'button', class: 'icon small', title: t('more_reactions'), 'aria-label': t('more_reactions'), onclick: (ev) => reactionPicker(ev.currentTarget, msg) }, icon('smile')),
+    h('button', { type: 'button', class: 'icon small', title: t('reply'), 'aria-label': t('reply'), onclick: () => startReply(msg) }, icon('reply')),
+    mine ? h('button', { type: 'button', class: 'icon small', title: t('edit'), 'aria-label': t('edit'), onclick: () => startEdit(msg) }, icon('edit')) : null,
+    mine || canModerate(room) ? h('button', { type: 'button', class: 'icon small', title: t('delete'), 'aria-label': t('delete'), onclick: () => deleteMessage(msg) }, icon('trash')) : null);
   const sender = userName(msg.sender);
   return h('article', {
     class: 'msg' + (compact ? ' compact' : '') + (mine ? ' mine' : '') + (msg.pending ? ' pending' : '') + (msg.failed ? ' failed' : '') + (msg.mentions?.includes(S.me.id) ? ' mentions-me' : ''),
     dataset: msg.pending ? { cid: msg.client_id } : { seq: msg.seq, cid: msg.client_id }, tabindex: '-1' },
-  compact ? null : h('div', { class: 'avatar', 'aria-hidden': 'true' }, initials(sender)),
+  compact ? null : h('div', { class: 'avatar ' + avatarClass(msg.sender), 'aria-hidden': 'true' }, initials(sender)),
   h('div', { class: 'content' },
     compact ? null : h('header', {}, h('span', { class: 'sender' }, sender), ' ',
       h('time', { datetime: new Date(msg.ts).toISOString(), title: new Date(msg.ts).toLocaleString(lang()) }, timeOf(msg.ts))),
@@ -434,6 +439,16 @@ function renderMessages() {
   for (const msg of m.list) appendMessage(box, msg, prev), prev = msg;
   for (const p of pendingFor(S.current)) { appendMessage(box, p, prev); prev = p; }
   if (!m.list.length && !pendingFor(S.current).length) box.append(h('p', { class: 'empty', id: 'empty-hint' }, t('no_messages')));
+  // a new box: its admin alone in the directory is shown the next step
+  const alone = [...S.users.values()].filter((u) => !u.disabled).length <= 1;
+  if (S.me.role === 'admin' && alone) {
+    box.append(h('div', { class: 'onboarding', id: 'onboarding' },
+      h('h2', {}, t('onboard_title', { company: S.company || 'Parvis' })),
+      h('p', {}, t('onboard_text')),
+      h('div', { class: 'row' },
+        h('button', { class: 'primary', onclick: () => settingsDialog('people') }, t('onboard_invite')),
+        h('button', { class: 'secondary', onclick: () => settingsDialog('box') }, t('onboard_box')))));
+  }
 }
 
 function appendMessage(box, msg, prev) {
@@ -563,11 +578,11 @@ function renderComposeContext() {
   box.hidden = !target;
   if (!target) return;
   box.append(h('span', {}, S.editing ? t('editing') : t('replying_to', { name: userName(target.sender) }), ' ',
-    h('q', {}, target.body.slice(0, 80))),
+    h('q', {}, plainText(target.body, 80))),
   h('button', { type: 'button', class: 'icon small', 'aria-label': t('cancel'), onclick: () => {
     if (S.editing) $('#composer-input').value = '';
     S.replyTo = null; S.editing = null; renderComposeContext();
-  } }, '✕'));
+  } }, icon('close')));
 }
 
 function startReply(msg) {
@@ -716,12 +731,12 @@ function onEvent(ev) {
     }
     case 'edit': {
       const x = find(ev.target);
-      if (x) { x.body = ev.body; x.edited = ev.ts; rerender(x); }
+      if (x) { x.body = ev.body; x.edited = ev.ts; rerender(x); rerenderReplies(x); }
       break;
     }
     case 'delete': {
       const x = find(ev.target);
-      if (x) { x.deleted = true; x.body = ''; x.reactions = {}; rerender(x); }
+      if (x) { x.deleted = true; x.body = ''; x.reactions = {}; rerender(x); rerenderReplies(x); }
       break;
     }
     case 'react': {
@@ -768,6 +783,11 @@ function onEvent(ev) {
       break;
   }
   renderRoomList();
+}
+
+/** The messages that quote `msg` show its current text. */
+function rerenderReplies(msg) {
+  for (const r of S.msgs.get(S.current)?.list || []) if (r.reply_to === msg.seq && r !== msg) rerender(r);
 }
 
 function rerender(msg) {
@@ -906,7 +926,7 @@ function showDialog(d) {
 
 function dialogShell(title, ...content) {
   const d = h('dialog', { 'aria-label': title },
-    h('header', {}, h('h2', {}, title), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, '✕')),
+    h('header', {}, h('h2', {}, title), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, icon('close'))),
     ...content);
   return d;
 }
@@ -1030,9 +1050,9 @@ async function renderMembers() {
   const inRoom = new Set(res.members.map((m) => m.user));
   const mod = canModerate(r);
   clear(panel).append(
-    h('header', {}, h('h2', {}, t('members_n', { n: res.members.length })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, '✕')),
+    h('header', {}, h('h2', {}, t('members_n', { n: res.members.length })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
     h('ul', { class: 'member-list' }, res.members.map((m) => h('li', {},
-      h('span', { class: 'avatar small', 'aria-hidden': 'true' }, initials(userName(m.user))),
+      h('span', { class: 'avatar small ' + avatarClass(m.user), 'aria-hidden': 'true' }, initials(userName(m.user))),
       h('span', {}, userName(m.user), m.role === 'owner' ? h('small', {}, ' · ' + t('owner')) : null),
       r.kind === 'group' && mod && m.user !== S.me.id ? h('button', { class: 'link', 'aria-label': t('remove_x', { name: userName(m.user) }), onclick: async () => {
         try { await del(`/rooms/${id}/members/${m.user}`); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
@@ -1056,7 +1076,7 @@ async function runSearch(q) {
   let res;
   try { res = await get('/search?q=' + encodeURIComponent(q)); } catch (e) { toast(errorText(e), 'error'); return; }
   clear(panel).append(
-    h('header', {}, h('h2', {}, t('search_results', { q })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, '✕')),
+    h('header', {}, h('h2', {}, t('search_results', { q })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
     res.hits.length ? h('ul', { class: 'hits' }, res.hits.map((hit) => h('li', {}, h('button', { class: 'hit', onclick: async () => {
       await openRoom(hit.room);
       highlight(hit.seq);
@@ -1066,38 +1086,67 @@ async function runSearch(q) {
 
 // --------------------------------------------------------------- settings --
 
-function settingsDialog() {
-  const err = formError();
-  const display = h('input', { required: true, maxlength: 64, value: S.me.display_name });
-  const cur = h('input', { type: 'password', autocomplete: 'current-password', required: true });
-  const pw = h('input', { type: 'password', autocomplete: 'new-password', minlength: 8, required: true });
-  const notifySel = h('select', { onchange: () => localStorage.setItem('parvis.notify', notifySel.value) },
-    ['all', 'mentions', 'off'].map((v) => h('option', { value: v, selected: notifyPref() === v }, t('notify_' + v))));
-  const perm = 'Notification' in window ? Notification.permission : 'unsupported';
-  const sections = [
-    h('section', {}, h('h3', {}, t('profile')), h('form', { class: 'stack', onsubmit: async (ev) => {
-      ev.preventDefault();
-      try {
-        S.me = await patch('/me', { display_name: display.value });
-        S.users.set(S.me.id, S.me);
-        $('#me-name').textContent = S.me.display_name;
-        toast(t('saved'));
-      } catch (e) { showFormError(err, e); }
-    } }, field(t('display_name'), display), h('button', { type: 'submit', class: 'primary' }, t('save')))),
-    h('section', {}, h('h3', {}, t('change_password')), h('form', { class: 'stack', onsubmit: async (ev) => {
-      ev.preventDefault();
-      try { await post('/me/password', { current: cur.value, new: pw.value }); cur.value = pw.value = ''; toast(t('saved')); } catch (e) { showFormError(err, e); }
-    } }, field(t('current_password'), cur), field(t('new_password'), pw, t('password_hint')), h('button', { type: 'submit', class: 'primary' }, t('save')))),
-    h('section', {}, h('h3', {}, t('preferences')),
-      field(t('language'), langPickerInline()),
-      field(t('notifications'), notifySel, t('notify_permission_' + perm)),
-      perm === 'default' ? h('button', { class: 'secondary', onclick: async () => { await Notification.requestPermission(); d.close(); settingsDialog(); } }, t('notify_enable')) : null),
-    err,
-  ];
-  if (S.me.role === 'admin') sections.push(adminSection(), boxSettingsSection(toast));
-  const d = dialogShell(t('settings'), ...sections);
-  d.classList.add('wide');
+/** Settings, in sections with their own URLs (#settings/people …). */
+const SETTINGS_SECTIONS = [
+  ['profile', 'profile', false], ['notifications', 'notifications', false],
+  ['people', 'people', true], ['box', 'settings_box', true], ['certificates', 'wiz_certs', true], ['system', 'settings_system', true],
+];
+
+function settingsDialog(section = 'profile') {
+  const mine = SETTINGS_SECTIONS.filter(([, , admin]) => !admin || S.me.role === 'admin');
+  if (!mine.some(([id]) => id === section)) section = 'profile';
+  const pane = h('div', { class: 'settings-pane', id: 'settings-pane' });
+  const nav = h('nav', { class: 'settings-nav', 'aria-label': t('settings') },
+    mine.map(([id, key]) => h('a', { href: '#settings/' + id, dataset: { section: id }, onclick: (ev) => { ev.preventDefault(); show(id); } }, t(key))));
+  const show = (id) => {
+    for (const a of nav.querySelectorAll('a')) a.toggleAttribute('aria-current', a.dataset.section === id);
+    history.replaceState(null, '', '#settings/' + id);
+    clear(pane).append(settingsSection(id, d));
+  };
+  const d = dialogShell(t('settings'), h('div', { class: 'settings-layout' }, nav, pane));
+  d.classList.add('wide', 'settings');
+  d.addEventListener('close', () => history.replaceState(null, '', S.current ? '#room=' + S.current : location.pathname));
   showDialog(d);
+  show(section);
+}
+
+function settingsSection(id, d) {
+  const err = formError();
+  if (id === 'profile') {
+    const display = h('input', { required: true, maxlength: 64, value: S.me.display_name });
+    const cur = h('input', { type: 'password', autocomplete: 'current-password', required: true });
+    const pw = h('input', { type: 'password', autocomplete: 'new-password', minlength: 8, required: true });
+    return h('div', {},
+      h('section', {}, h('h3', {}, t('profile')), h('form', { class: 'stack', onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          S.me = await patch('/me', { display_name: display.value });
+          S.users.set(S.me.id, S.me);
+          $('#me-name').textContent = S.me.display_name;
+          toast(t('saved'));
+        } catch (e) { showFormError(err, e); }
+      } }, field(t('display_name'), display), field(t('language'), langPickerInline()), h('button', { type: 'submit', class: 'primary' }, t('save')))),
+      h('section', {}, h('h3', {}, t('change_password')), h('form', { class: 'stack', onsubmit: async (ev) => {
+        ev.preventDefault();
+        try { await post('/me/password', { current: cur.value, new: pw.value }); cur.value = pw.value = ''; toast(t('saved')); } catch (e) { showFormError(err, e); }
+      } }, field(t('current_password'), cur), field(t('new_password'), pw, t('password_hint')), h('button', { type: 'submit', class: 'primary' }, t('save')))),
+      err);
+  }
+  if (id === 'notifications') {
+    const notifySel = h('select', { onchange: () => localStorage.setItem('parvis.notify', notifySel.value) },
+      ['all', 'mentions', 'off'].map((v) => h('option', { value: v, selected: notifyPref() === v }, t('notify_' + v))));
+    const perm = 'Notification' in window ? Notification.permission : 'unsupported';
+    return h('section', {}, h('h3', {}, t('notifications')),
+      field(t('notifications'), notifySel, t('notify_permission_' + perm)),
+      perm === 'default' ? h('button', { class: 'secondary', onclick: async () => {
+        localStorage.setItem('parvis.notify-asked', '1');
+        await Notification.requestPermission();
+        $('.banner.ask')?.remove();
+        clear($('#settings-pane')).append(settingsSection('notifications', d));
+      } }, t('notify_enable')) : null);
+  }
+  if (id === 'people') return adminSection();
+  return boxSettingsSection(toast, id);
 }
 
 function langPickerInline() {

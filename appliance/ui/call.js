@@ -3,7 +3,8 @@
 // chat view, so browsing and writing in other rooms never touches it; a
 // dropped WebSocket does not end the media (the browsers talk through
 // Parvis's TURN), and the tab rebinds its participant when it reconnects.
-import { h, clear, $ } from './dom.js';
+import { h, clear, append, $ } from './dom.js';
+import { icon } from './icons.js';
 import { get } from './api.js';
 import { newId } from './conn.js';
 import { t } from './i18n.js';
@@ -13,6 +14,9 @@ const SPEAKING_LEVEL = 0.04;
 const DISCONNECTED_RESTART_MS = 4000;
 const NEVER_CONNECTED_MS = 6000;
 const SAVED = 'parvis.call';
+const DOCK_SIZE = 'parvis.dock-size';
+const DOCK_WIDTH = 'parvis.dock-width';
+const PHONE = '(max-width: 899px)';
 const JOIN_ERRORS = ['call_full', 'not_member', 'archived', 'invalid', 'forbidden'];
 
 /** Video sending quality by participant count (each sender sends n−1 streams). */
@@ -21,6 +25,30 @@ export function videoQuality(n) {
   if (n <= 4) return { maxBitrate: 700_000, scaleResolutionDownBy: 1.5 };
   if (n <= 6) return { maxBitrate: 400_000, scaleResolutionDownBy: 2 };
   return { maxBitrate: 250_000, scaleResolutionDownBy: 3 };
+}
+
+/** Initials of a name, for avatars. */
+export function initialsOf(name) {
+  return (name || '?').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
+}
+
+/** One of eight avatar colours, the same for a user everywhere. */
+export function avatarClass(userId) {
+  return 'c' + (((Number(userId) || 0) * 2654435761) % 2 ** 32 % 8);
+}
+
+/**
+ * A participant's streams as their camera and their shared screens. The
+ * screen is the stream its sender named in `call_state`; until that state
+ * arrives (it may come after the media), a stream without sound next to one
+ * with sound is taken for the screen (the camera stream carries the mic).
+ */
+export function splitStreams(streams, screenId) {
+  const named = streams.filter((s) => screenId && s.id === screenId);
+  const rest = streams.filter((s) => !named.includes(s));
+  const cam = rest.find((s) => s.getAudioTracks().length) || (named.length ? rest[0] : rest[0]) || null;
+  const guessed = rest.filter((s) => s !== cam && s.getVideoTracks().length);
+  return { cam, screens: [...named, ...guessed] };
 }
 
 /** One RTCPeerConnection to one other participant. */
@@ -328,7 +356,7 @@ export class Calls {
       this.start(room, { stream: s });
     } }, this.of(room) ? t('call_join') : t('call_start'));
     d.append(
-      h('header', {}, h('h2', {}, t('call_join_title')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, '✕')),
+      h('header', {}, h('h2', {}, t('call_join_title')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, icon('close'))),
       h('p', {}, this.app.roomTitle(room)), video,
       h('div', { class: 'devices' },
         h('label', { class: 'check' }, camOn, ' ', t('camera')), camSel,
@@ -588,6 +616,7 @@ export class Calls {
     for (const s of [a.local, a.screen]) s?.getTracks().forEach((tr) => tr.stop());
     sessionStorage.removeItem(SAVED);
     $('#call-dock')?.remove();
+    delete document.body.dataset.dock;
     if (why) this.app.toast(why);
     this.app.changed(a.room);
   }
@@ -605,7 +634,8 @@ export class Calls {
   ring(f) {
     const caller = this.app.userName(f.by);
     const d = h('div', { id: 'call-ring', class: 'call-ring', role: 'alertdialog', 'aria-label': t('call_incoming', { name: caller }) },
-      h('p', {}, h('strong', {}, caller), ' ', t('call_is_calling')),
+      h('div', { class: 'ring-who' }, h('span', { class: 'avatar ' + avatarClass(f.by), 'aria-hidden': 'true' }, initialsOf(caller)),
+        h('p', {}, h('strong', {}, caller), ' ', t('call_is_calling'))),
       h('div', { class: 'row' },
         h('button', { class: 'danger', id: 'call-decline', onclick: () => { this.conn.raw({ t: 'call_decline', room: f.room }); this.stopRing(); } }, t('call_decline')),
         h('button', { class: 'primary', id: 'call-accept', onclick: () => { this.stopRing(); this.app.openRoom(f.room); this.start(f.room); } }, t('call_accept'))));
@@ -703,10 +733,55 @@ export class Calls {
 
   // ------------------------------------------------------------- the dock --
 
+  /**
+   * The dock's size: 'large' (beside the conversation on wide screens, the
+   * whole screen on phones) or 'small' (a narrow column beside it; a bar at
+   * the top on phones). Remembered, as is the width it was dragged to. The
+   * page makes room for it: the dock never covers the composer.
+   */
   setDock(size) {
     const dock = $('#call-dock');
     if (!dock) return;
     dock.dataset.size = size;
+    document.body.dataset.dock = size;
+    localStorage.setItem(DOCK_SIZE, size);
+    const b = $('#call-size');
+    if (b) {
+      const label = size === 'large' ? t('call_minimize') : t('call_maximize');
+      b.setAttribute('aria-label', label);
+      b.title = label;
+      b.replaceChildren(icon(size === 'large' ? 'minimize' : 'maximize'));
+    }
+  }
+
+  /** Phones: reading a conversation shrinks a full-screen call to its bar. */
+  compactForReading() {
+    if ($('#call-dock')?.dataset.size === 'large' && matchMedia(PHONE).matches) this.setDock('small');
+  }
+
+  /** Dragging the dock's edge sets its width (wide screens). */
+  resizer(dock) {
+    const grip = h('div', { class: 'dock-grip', role: 'separator', 'aria-orientation': 'vertical', 'aria-label': t('call_resize'), tabindex: '0' });
+    const apply = (px) => {
+      const w = Math.round(Math.min(Math.max(px, 300), window.innerWidth * 0.7));
+      document.documentElement.style.setProperty('--dock-w', w + 'px');
+      localStorage.setItem(DOCK_WIDTH, String(w));
+    };
+    grip.addEventListener('pointerdown', (ev) => {
+      ev.preventDefault();
+      grip.setPointerCapture(ev.pointerId);
+      const move = (e) => apply(window.innerWidth - e.clientX);
+      const up = () => { grip.removeEventListener('pointermove', move); grip.removeEventListener('pointerup', up); };
+      grip.addEventListener('pointermove', move);
+      grip.addEventListener('pointerup', up);
+    });
+    grip.addEventListener('keydown', (ev) => {
+      const step = ev.key === 'ArrowLeft' ? 40 : ev.key === 'ArrowRight' ? -40 : 0;
+      if (step) { ev.preventDefault(); apply(dock.getBoundingClientRect().width + step); }
+    });
+    const saved = Number(localStorage.getItem(DOCK_WIDTH));
+    if (saved) apply(saved);
+    return grip;
   }
 
   renderDock() {
@@ -715,26 +790,29 @@ export class Calls {
     const btn = (id, label, icon, onclick) => h('button', { id, class: 'icon', title: label, 'aria-label': label, onclick }, icon);
     const dock = h('section', { id: 'call-dock', class: 'call-dock', dataset: { size: 'large', layout: 'grid' }, 'aria-label': t('call') },
       h('header', {},
+        h('span', { class: 'call-live', 'aria-hidden': 'true' }),
         h('button', { class: 'link call-room', onclick: () => this.app.openRoom(a.room) }, this.app.roomTitle(a.room)),
         h('span', { class: 'call-timer', id: 'call-timer' }),
         h('span', { class: 'call-status', id: 'call-status', role: 'status' }),
         h('span', { class: 'spacer' }),
-        btn('call-layout', t('call_layout'), '▦', () => { dock.dataset.layout = dock.dataset.layout === 'grid' ? 'speaker' : 'grid'; this.render(); }),
-        btn('call-size', t('call_minimize'), '▁', () => this.setDock(dock.dataset.size === 'large' ? 'small' : 'large')),
-        btn('call-fullscreen', t('call_fullscreen'), '⛶', () => {
+        btn('call-layout', t('call_layout'), icon('grid'), () => { dock.dataset.layout = dock.dataset.layout === 'grid' ? 'speaker' : 'grid'; this.render(); }),
+        btn('call-size', t('call_minimize'), icon('minimize'), () => this.setDock(dock.dataset.size === 'large' ? 'small' : 'large')),
+        btn('call-fullscreen', t('call_fullscreen'), icon('fullscreen'), () => {
           if (document.fullscreenElement) document.exitFullscreen(); else dock.requestFullscreen?.().catch(() => {});
         })),
       h('div', { class: 'tiles', id: 'call-tiles' }),
       h('footer', { class: 'controls' },
-        btn('call-mic', t('call_mic'), '🎤', () => this.setMic(!this.media().audio)),
-        btn('call-cam', t('call_cam'), '📷', () => this.setCam(!this.media().video)),
-        navigator.mediaDevices?.getDisplayMedia ? btn('call-share', t('call_share'), '🖥', () => this.toggleScreen()) : null,
-        btn('call-hand', t('call_hand'), '✋', () => this.toggleHand()),
-        btn('call-audio-only', t('call_audio_only'), '🔈', () => this.setAudioOnly(!a.audioOnly)),
-        btn('call-devices', t('call_devices'), '⚙', () => this.devicesDialog()),
+        btn('call-mic', t('call_mic'), icon('mic'), () => this.setMic(!this.media().audio)),
+        btn('call-cam', t('call_cam'), icon('camera'), () => this.setCam(!this.media().video)),
+        navigator.mediaDevices?.getDisplayMedia ? btn('call-share', t('call_share'), icon('screen'), () => this.toggleScreen()) : null,
+        btn('call-hand', t('call_hand'), icon('hand'), () => this.toggleHand()),
+        btn('call-audio-only', t('call_audio_only'), icon('speaker'), () => this.setAudioOnly(!a.audioOnly)),
+        btn('call-devices', t('call_devices'), icon('settings'), () => this.devicesDialog()),
         h('button', { id: 'call-leave', class: 'danger', onclick: () => this.hangUp(true) }, t('call_leave'))),
       h('div', { id: 'call-audio', hidden: true }));
+    dock.prepend(this.resizer(dock));
     document.body.append(dock);
+    this.setDock(localStorage.getItem(DOCK_SIZE) === 'small' ? 'small' : 'large');
     this.render();
   }
 
@@ -742,7 +820,7 @@ export class Calls {
     const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
     const outs = devices.filter((x) => x.kind === 'audiooutput');
     const d = h('dialog', { 'aria-label': t('call_devices') },
-      h('header', {}, h('h2', {}, t('call_devices')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, '✕')));
+      h('header', {}, h('h2', {}, t('call_devices')), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => d.close() }, icon('close'))));
     const pick = (label, kind, current, onpick) => {
       const list = devices.filter((x) => x.kind === kind);
       if (!list.length) return null;
@@ -817,12 +895,10 @@ export class Calls {
     for (const [pid, peer] of a.peers) {
       const info = byPid.get(pid) || {};
       const name = this.app.userName(info.user);
-      let cam = null;
-      for (const s of peer.streams.values()) {
-        if (info.screen && s.id === info.screen) tiles.push(this.tile(pid + ':screen', s, { name: t('call_screen_of', { name }), screen: true }));
-        else cam = s;
-      }
-      tiles.push(this.tile(pid, cam, { ...info, name, pid, state: peer.pc.connectionState }));
+      const { cam, screens } = splitStreams([...peer.streams.values()], info.screen);
+      for (const sc of screens) tiles.push(this.tile(pid + ':screen:' + sc.id, sc, { name: t('call_screen_of', { name }), screen: true }));
+      // the camera tile is the person, never styled as a screen
+      tiles.push(this.tile(pid, cam, { ...info, screen: false, name, pid, state: peer.pc.connectionState }));
       this.audioFor(pid, cam);
     }
     if (a.screen) tiles.push(this.tile('self:screen', a.screen, { name: t('call_your_screen'), screen: true, self: true }));
@@ -832,7 +908,10 @@ export class Calls {
     for (const el of [...$('#call-audio').children]) if (!a.peers.has(el.dataset.pid)) el.remove();
     dock.classList.toggle('has-screen', tiles.some((x) => x.classList.contains('screen')));
     const away = this.conn.state !== 'connected';
-    $('#call-status').textContent = away ? t('call_reconnecting') : t('call_n', { n: a.participants.length || 1 });
+    // the caller of a direct call waits for the other person: "Ringing…"
+    const ringing = this.rooms.get(a.room)?.ring && a.participants.length <= 1;
+    $('#call-status').textContent = away ? t('call_reconnecting') : ringing ? t('call_ringing') : t('call_n', { n: a.participants.length || 1 });
+    dock.classList.toggle('ringing', !!ringing);
     for (const [id, on] of [['#call-mic', mine.audio], ['#call-cam', mine.video], ['#call-share', !!a.screen], ['#call-hand', a.hand], ['#call-audio-only', a.audioOnly]]) {
       const b = $(id);
       if (b) { b.setAttribute('aria-pressed', String(!!on)); b.classList.toggle('off', (id === '#call-mic' || id === '#call-cam') && !on); }
@@ -857,16 +936,16 @@ export class Calls {
     el.classList.toggle('self', !!info.self);
     el.classList.toggle('away', !!info.away);
     const cap = clear(el.querySelector('figcaption'));
-    cap.append(
-      h('span', { class: 'avatar', 'aria-hidden': 'true' }, (info.name || '?').slice(0, 1).toUpperCase()),
+    append(cap, [
+      h('span', { class: 'avatar ' + avatarClass(info.user ?? this.app.me().id), 'aria-hidden': 'true' }, initialsOf(info.name)),
       h('span', { class: 'name' }, info.name || ''),
-      info.audio === false && !info.screen ? h('span', { class: 'badge', title: t('call_muted') }, '🔇') : null,
-      info.hand ? h('span', { class: 'badge hand', title: t('call_hand_up') }, '✋') : null,
-      info.away ? h('span', { class: 'badge', title: t('call_away') }, '⏳') : null,
+      info.audio === false && !info.screen ? h('span', { class: 'badge', title: t('call_muted') }, icon('mic-off')) : null,
+      info.hand ? h('span', { class: 'badge hand', title: t('call_hand_up') }, icon('hand')) : null,
+      info.away ? h('span', { class: 'badge', title: t('call_away') }, icon('away')) : null,
       info.state && info.state !== 'connected' && !info.away ? h('span', { class: 'badge', title: info.state }, '…') : null,
       info.pid && this.app.canModerate(this.active.room) ? h('span', { class: 'mod' },
-        h('button', { class: 'icon small', title: t('call_mute_them'), 'aria-label': t('call_mute_them'), onclick: () => this.moderate(info.pid, 'mute') }, '🔇'),
-        h('button', { class: 'icon small', title: t('call_remove_them'), 'aria-label': t('call_remove_them'), onclick: () => this.moderate(info.pid, 'remove') }, '⏏')) : null);
+        h('button', { class: 'icon small', title: t('call_mute_them'), 'aria-label': t('call_mute_them'), onclick: () => this.moderate(info.pid, 'mute') }, icon('mic-off')),
+        h('button', { class: 'icon small', title: t('call_remove_them'), 'aria-label': t('call_remove_them'), onclick: () => this.moderate(info.pid, 'remove') }, icon('eject'))) : null]);
     return el;
   }
 

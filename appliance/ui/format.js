@@ -58,13 +58,29 @@ export function renderBody(text, ctx = {}) {
   return frag;
 }
 
+/**
+ * A message body as one line of plain text, for quotes, banners and
+ * previews: the Markdown markers are dropped (`**team**` reads "team"),
+ * code blocks and quotes become their text, lines are joined.
+ */
+export function plainText(text, max = 120) {
+  const flat = text
+    .replace(/```[a-z0-9+-]*\n?/gi, ' ')
+    .split('\n').map((l) => l.replace(/^>\s?/, '')).join(' ')
+    .replace(INLINE, (s, code, bold, em1, em2) => (code ? s.slice(1, -1) : bold ? s.slice(2, -2) : em1 || em2 ? s.slice(1, -1) : s))
+    .replace(/\s+/g, ' ').trim();
+  return flat.length > max ? flat.slice(0, max - 1).trimEnd() + '…' : flat;
+}
+
 /** Renders a search snippet whose hits are wrapped in \u0002 … \u0003. */
 export function renderSnippet(snippet) {
   const frag = document.createDocumentFragment();
+  // the markers of the formatting go, the hits stay marked
+  const bare = (x) => x.replace(/\*\*|`{1,3}|(^|\s)[*_](?=\S)|(?<=\S)[*_](?=\s|$)|^>\s?/gm, '$1');
   snippet.split('\u0002').forEach((chunk, i) => {
-    if (i === 0) { frag.append(chunk); return; }
+    if (i === 0) { frag.append(bare(chunk)); return; }
     const [hit, rest = ''] = chunk.split('\u0003');
-    frag.append(h('mark', {}, hit), rest);
+    frag.append(h('mark', {}, bare(hit)), bare(rest));
   });
   return frag;
 }

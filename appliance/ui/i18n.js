@@ -121,7 +121,7 @@ const en = {
   speaker: 'Speaker', call_no_camera: 'No camera available: joining with sound only.', call_no_devices: 'No microphone or camera: you can listen and watch.',
   call_declined: 'Call declined.', call_muted_by: '{name} muted your microphone.', call_removed_by: '{name} removed you from the call.',
   call_incoming: '{name} is calling', call_is_calling: 'is calling you', call_accept: 'Accept', call_decline: 'Decline',
-  call_layout: 'Grid or speaker layout', call_minimize: 'Shrink or enlarge', call_fullscreen: 'Full screen', call_mic: 'Microphone on/off',
+  call_layout: 'Grid or speaker layout', call_minimize: 'Shrink the call', call_maximize: 'Enlarge the call', call_resize: 'Resize the call', call_fullscreen: 'Full screen', call_mic: 'Microphone on/off',
   call_cam: 'Camera on/off', call_share: 'Share your screen', call_hand: 'Raise your hand', call_audio_only: 'Audio only (no video)',
   call_devices: 'Devices', call_leave: 'Leave', call_reconnecting: 'Reconnecting… (the call goes on)', call_n: '{n} in the call',
   call_you: '(you)', call_screen_of: 'Screen of {name}', call_your_screen: 'Your screen', call_muted: 'Muted', call_hand_up: 'Hand raised',
@@ -142,7 +142,7 @@ const en = {
   leave_room: 'Leave room', load_older: 'Load older messages', loading: 'Loading…',
   logged_out_remote: 'You were signed out (account disabled or password reset).', login: 'Log in', login_to: 'Log in to {company}',
   logout: 'Log out', make_admin: 'Administrator', members: 'Members', members_n: 'Members ({n})', message_actions: 'Message actions',
-  message_deleted: 'Message deleted', messages: 'Messages', more_reactions: 'More reactions', n_members: '{n} members',
+  message_deleted: 'Message deleted', messages: 'Messages', more_reactions: 'More reactions', n_members: '{n} members', settings_box: 'Box', call_ringing: 'Ringing…', onboard_title: 'Welcome to {company}’s Parvis', onboard_text: 'You are the only one here so far. Invite your colleagues with a link (it expires, and works once), or create their accounts; then start a room or a call.', onboard_invite: 'Invite your team', onboard_box: 'Check the box settings', settings_system: 'System and updates', n_members_one: '{n} member',
   n_new_messages: '{n} new message(s) ↓', new_direct: 'New direct message', new_messages: 'New messages', new_password: 'New password',
   new_room: 'New room', no_messages: 'No messages yet. Say hello!', no_open_rooms: 'No other open rooms.', no_results: 'Nothing found.',
   no_room: 'No conversation', no_room_hint: 'Create a room or start a direct message.', not_now: 'Not now', notifications: 'Notifications',
@@ -289,7 +289,7 @@ const fr = {
   speaker: 'Haut-parleur', call_no_camera: 'Pas de caméra disponible : vous rejoignez avec le son seulement.', call_no_devices: 'Ni micro ni caméra : vous pouvez écouter et regarder.',
   call_declined: 'Appel refusé.', call_muted_by: '{name} a coupé votre micro.', call_removed_by: '{name} vous a retiré de l’appel.',
   call_incoming: '{name} vous appelle', call_is_calling: 'vous appelle', call_accept: 'Accepter', call_decline: 'Refuser',
-  call_layout: 'Disposition grille ou orateur', call_minimize: 'Réduire ou agrandir', call_fullscreen: 'Plein écran', call_mic: 'Micro activé/coupé',
+  call_layout: 'Disposition grille ou orateur', call_minimize: 'Réduire l’appel', call_maximize: 'Agrandir l’appel', call_resize: 'Redimensionner l’appel', call_fullscreen: 'Plein écran', call_mic: 'Micro activé/coupé',
   call_cam: 'Caméra activée/coupée', call_share: 'Partager votre écran', call_hand: 'Lever la main', call_audio_only: 'Audio seulement (sans vidéo)',
   call_devices: 'Périphériques', call_leave: 'Quitter', call_reconnecting: 'Reconnexion… (l’appel continue)', call_n: '{n} dans l’appel',
   call_you: '(vous)', call_screen_of: 'Écran de {name}', call_your_screen: 'Votre écran', call_muted: 'Micro coupé', call_hand_up: 'Main levée',
@@ -310,7 +310,7 @@ const fr = {
   leave_room: 'Quitter le salon', load_older: 'Charger les messages précédents', loading: 'Chargement…',
   logged_out_remote: 'Vous avez été déconnecté (compte désactivé ou mot de passe réinitialisé).', login: 'Se connecter', login_to: 'Connexion à {company}',
   logout: 'Se déconnecter', make_admin: 'Administrateur', members: 'Membres', members_n: 'Membres ({n})', message_actions: 'Actions sur le message',
-  message_deleted: 'Message supprimé', messages: 'Messages', more_reactions: 'Plus de réactions', n_members: '{n} membres',
+  message_deleted: 'Message supprimé', messages: 'Messages', more_reactions: 'Plus de réactions', n_members: '{n} membres', settings_box: 'Boîtier', call_ringing: 'Ça sonne…', onboard_title: 'Bienvenue sur le Parvis de {company}', onboard_text: 'Vous êtes seul ici pour l’instant. Invitez vos collègues par un lien (il expire et ne sert qu’une fois) ou créez leurs comptes ; puis ouvrez un salon ou lancez un appel.', onboard_invite: 'Inviter votre équipe', onboard_box: 'Vérifier les réglages du boîtier', settings_system: 'Système et mises à jour', n_members_one: '{n} membre',
   n_new_messages: '{n} nouveau(x) message(s) ↓', new_direct: 'Nouveau message direct', new_messages: 'Nouveaux messages', new_password: 'Nouveau mot de passe',
   new_room: 'Nouveau salon', no_messages: 'Aucun message pour l’instant. Dites bonjour !', no_open_rooms: 'Aucun autre salon ouvert.', no_results: 'Aucun résultat.',
   no_room: 'Aucune conversation', no_room_hint: 'Créez un salon ou commencez un message direct.', not_now: 'Plus tard', notifications: 'Notifications',
@@ -340,6 +340,8 @@ const fr = {
 };
 
 const DICTS = { en, fr };
+/** For tests: every language's keys. */
+export const KEYS = Object.fromEntries(Object.entries(DICTS).map(([k, d]) => [k, Object.keys(d).sort()]));
 
 function detect() {
   const saved = localStorage.getItem('parvis.lang');
@@ -364,6 +366,8 @@ export function setLang(code) {
 
 /** Looks a key up in the current language (English as fallback). */
 export function t(key, vars = {}) {
-  const s = DICTS[current][key] ?? en[key] ?? key;
+  // a count picks the singular form where the language has one: key_one
+  const plural = typeof vars.n === 'number' && new Intl.PluralRules(current).select(vars.n) === 'one' ? key + '_one' : null;
+  const s = (plural && (DICTS[current][plural] ?? en[plural])) ?? DICTS[current][key] ?? en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] ?? `{${k}}`));
 }

@@ -123,6 +123,7 @@ async function trustCheck(info, out) {
   const trusted = await Promise.any(otherOrigins(info).map(one)).then(() => true, () => false);
   out.textContent = t(trusted ? 'wiz_trust_ok' : 'wiz_trust_no');
   out.className = 'trust ' + (trusted ? 'ok' : 'no');
+  out.scrollIntoView({ block: 'nearest', behavior: 'smooth' }); // the answer in view
   return trusted;
 }
 
@@ -300,9 +301,15 @@ function steps(root, draft, done) {
 // ---------------------------------------------------- admin: box settings --
 
 /** The Settings dialog's "Box" section for admins: same panels, one Save. */
-export function boxSettingsSection(toast) {
+/**
+ * Settings → Box ('box': company, name and network, calls, federation),
+ * Certificates ('certificates') or System ('system': update, restart,
+ * install). Each form saves the whole settings object it was shown.
+ */
+export function boxSettingsSection(toast, part = 'box') {
   const body = h('div', { class: 'stack' }, h('p', {}, t('loading')));
-  const section = h('section', {}, h('h3', {}, t('wiz_box_settings')), body);
+  const title = { box: 'wiz_box_settings', certificates: 'wiz_certs', system: 'settings_system' }[part];
+  const section = h('section', {}, h('h3', {}, t(title)), body);
   const render = async () => {
     let v;
     try { v = await get('/admin/settings'); } catch (e) { clear(body).append(h('p', { class: 'form-error' }, errorText(e))); return; }
@@ -314,11 +321,12 @@ export function boxSettingsSection(toast) {
         if (e instanceof ApiError && e.errors.length) showErrors(form, e.errors, err); else showFormError(err, e);
       }
     } },
-    ...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_certs')), ...certsPanel(s, v.info, v.certificate),
-    h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now')),
-    h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s),
+    ...(part === 'certificates' ? [...certsPanel(s, v.info, v.certificate),
+      h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now'))]
+      : [...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s)]),
     err, h('button', { type: 'submit', class: 'primary' }, t('save')));
-    clear(body).append(...[form, await installBlock(), await updateBlock(), v.info.on_box ? restartBlock() : null].filter(Boolean));
+    if (part === 'system') clear(body).append(...[await updateBlock(), v.info.on_box ? restartBlock() : null, await installBlock()].filter(Boolean));
+    else clear(body).append(form);
   };
   render();
   return section;

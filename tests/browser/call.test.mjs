@@ -174,6 +174,9 @@ test('a direct call rings the other person, who can decline or accept', async ()
     await openRoomByName(alice.page, 'Bob');
     await joinCall(alice.page);
     await bob.page.waitForSelector('#call-ring');
+    // the caller sees it ring; the person called sees who calls
+    await alice.page.waitForFunction(() => document.getElementById('call-status')?.textContent === 'Ringing…');
+    assert.equal(await bob.page.textContent('#call-ring .avatar'), 'A');
     await bob.page.click('#call-decline');
     await alice.page.waitForSelector('#call-dock', { state: 'detached' });
     await alice.page.locator('.call-record', { hasText: 'declined' }).waitFor();
@@ -181,6 +184,7 @@ test('a direct call rings the other person, who can decline or accept', async ()
     await joinCall(alice.page);
     await bob.page.click('#call-accept');
     await bob.page.waitForSelector('#call-dock');
+    await alice.page.waitForFunction(() => document.getElementById('call-status')?.textContent === '2 in the call');
     await flowing(bob.page, 1);
     await flowing(alice.page, 1);
     await api.dispose();

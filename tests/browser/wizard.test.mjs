@@ -27,7 +27,8 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
   const server = await Server.start({ mdns: true });
   try {
     // the browser trusts the box's CA like a user's would after installing it
-    browser = await trustingBrowser(server, ['--host-resolver-rules=MAP office 127.0.0.1']);
+    // (its resolver finds the box's .local name, as mDNS would on a LAN)
+    browser = await trustingBrowser(server, ['--host-resolver-rules=MAP office 127.0.0.1, MAP parvis.local 127.0.0.1']);
     const caBefore = readFileSync(join(server.data, 'tls', 'ca.pem'), 'utf8');
     const ctx = await browser.newContext({ locale: 'en-US' });
     const page = await ctx.newPage();
@@ -135,10 +136,15 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
 
     // Settings → Box: the same panels; updates are uploaded there (this
     // server is no box: the error says why); no install offer off a live system
+    // (in sections with their own URLs: #settings/box, #settings/system)
     await page.click('button[aria-label=Settings]');
-    await page.waitForSelector('[data-key="update.file"]');
+    await page.click('.settings-nav a[data-section=box]');
+    await page.waitForSelector('[data-key="network.address"]');
+    assert.match(page.url(), /#settings\/box$/);
     assert.equal(await page.isChecked('input[type=radio][value=static]'), true);
     assert.equal(await page.inputValue('[data-key="network.address"]'), '10.99.0.1/24');
+    await page.click('.settings-nav a[data-section=system]');
+    await page.waitForSelector('[data-key="update.file"]');
     assert.equal(await page.locator('form.install').count(), 0);
     assert.equal(await page.locator('#box-restart').count(), 0, 'no restart button off the box');
     await page.setInputFiles('[data-key="update.file"]', { name: 'parvis-x86_64-9.9.9.update', mimeType: 'application/octet-stream', buffer: Buffer.from('not a bundle') });

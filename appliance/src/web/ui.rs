@@ -21,6 +21,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("forms.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/forms.js")),
     ("wizard.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/wizard.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../../ui/style.css")),
+    ("icons.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/icons.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../ui/icon.svg")),
 ];
 

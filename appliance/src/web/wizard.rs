@@ -49,7 +49,10 @@ pub struct BoxInfo {
     /// An IPv4 address of the box, offered as the public address.
     pub detected_address: Option<String>,
     pub forward: Vec<Forward>,
-    /// The box's own origins, for the "does this browser trust it?" check.
+    /// The box's own origins, for the "does this browser trust it?" check:
+    /// its `.local` name, its LAN addresses and other dotted names, never
+    /// `localhost`, a loopback address or a bare host name (in a colleague's
+    /// browser those are their own machine, or whatever their DNS says).
     pub trust_origins: Vec<String>,
     /// Parvis runs on its box (updates, restart, install are possible).
     pub on_box: bool,
@@ -80,7 +83,7 @@ pub(super) fn info(state: &State, s: &Settings) -> BoxInfo {
         ca_url: "/parvis-ca.pem".into(),
         detected_address: addrs.iter().find(|ip| ip.is_ipv4()).map(ToString::to_string),
         forward,
-        trust_origins: state.settings.own_origins(),
+        trust_origins: trust_probes(&state.settings.own_origins()),
         on_box: crate::system::update::on_a_box(&crate::system::update::BoxPaths::default()),
     }
 }
@@ -360,4 +363,32 @@ pub async fn trust(AxState(state): AxState<State>, headers: HeaderMap) -> Respon
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
             }
     res
+}
+
+/// The origins worth probing from a colleague's browser (see `trust_origins`).
+fn trust_probes(origins: &[String]) -> Vec<String> {
+    origins
+        .iter()
+        .filter(|o| {
+            let host = o.trim_start_matches("https://").split(':').next().unwrap_or("");
+            let loopback = host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+            host != "localhost" && !host.ends_with(".localhost") && !loopback && host.contains('.')
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_trust_check_probes_only_the_boxs_own_names() {
+        let all: Vec<String> = ["localhost", "127.0.0.1", "office", "office.local", "192.168.1.20", "chat.example.com"]
+            .iter()
+            .map(|n| format!("https://{n}:8443"))
+            .collect();
+        assert_eq!(
+            super::trust_probes(&all),
+            ["https://office.local:8443", "https://192.168.1.20:8443", "https://chat.example.com:8443"]
+        );
+    }
 }
