@@ -14,12 +14,19 @@ use sha2::{Digest, Sha256};
 use crate::store::Millis;
 
 /// Hashes a password with argon2id (the crate's recommended parameters).
-pub fn hash_password(password: &str, rng: &mut (impl RngCore + CryptoRng)) -> String {
-    let salt = SaltString::generate(rng);
+pub fn hash_password(password: &str, rng: &mut impl CryptoRng) -> String {
+    let salt = new_salt(rng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 with default parameters cannot fail")
         .to_string()
+}
+
+/// A random 16-byte argon2 salt.
+fn new_salt(rng: &mut impl CryptoRng) -> SaltString {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    SaltString::encode_b64(&bytes).expect("16 bytes are a valid salt")
 }
 
 /// Checks a password against a stored PHC hash string, in constant time.
@@ -34,7 +41,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// for an unknown name costs the same time as one for a known name.
 pub fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| hash_password("parvis-dummy-password", &mut rand::rngs::OsRng))
+    HASH.get_or_init(|| hash_password("parvis-dummy-password", &mut rand::rng()))
 }
 
 /// Password rules: 8 to 1024 characters.
@@ -50,7 +57,7 @@ pub fn check_password(password: &str) -> Result<(), &'static str> {
 }
 
 /// A random URL-safe token of 32 bytes.
-pub fn new_token(rng: &mut (impl RngCore + CryptoRng)) -> String {
+pub fn new_token(rng: &mut impl CryptoRng) -> String {
     let mut bytes = [0u8; 32];
     rng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -304,7 +311,7 @@ impl Hasher {
     /// A new argon2id PHC string for `password`.
     pub async fn hash(&self, password: String) -> Result<String, Busy> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let salt = new_salt(&mut rand::rng());
         self.submit(HashJob::Hash { password, salt, done })?;
         Ok(rx.await.unwrap_or_default())
     }
@@ -432,7 +439,7 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(h.verify("correct horse".into(), phc.clone()).await.unwrap());
         assert!(!h.verify("wrong horse".into(), phc).await.unwrap());
-        let by_crate = hash_password("s3cret-pass", &mut rand::rngs::OsRng);
+        let by_crate = hash_password("s3cret-pass", &mut rand::rng());
         assert!(h.verify("s3cret-pass".into(), by_crate.clone()).await.unwrap());
         assert!(verify_password("correct horse", &h.hash("correct horse".into()).await.unwrap()));
         assert!(!h.verify("x".into(), "not a hash".into()).await.unwrap());
@@ -443,7 +450,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_says_busy_instead_of_waiting() {
         let h = Hasher::new(1, 2);
-        let phc = hash_password("password-1", &mut rand::rngs::OsRng);
+        let phc = hash_password("password-1", &mut rand::rng());
         let mut waiting = Vec::new();
         let mut busy = 0;
         for _ in 0..20 {

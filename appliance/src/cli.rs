@@ -512,10 +512,10 @@ fn user_add(
         std::io::stdin().read_line(&mut line)?;
         (line.trim_end_matches(['\r', '\n']).to_string(), false)
     } else {
-        (crate::auth::new_token(&mut rand::rngs::OsRng)[..16].to_string(), true)
+        (crate::auth::new_token(&mut rand::rng())[..16].to_string(), true)
     };
     crate::auth::check_password(&password).map_err(anyhow::Error::msg)?;
-    let hash = crate::auth::hash_password(&password, &mut rand::rngs::OsRng);
+    let hash = crate::auth::hash_password(&password, &mut rand::rng());
     let role = if admin { Role::Admin } else { Role::User };
     let display = display_name.unwrap_or_else(|| username.to_string());
     let now = <crate::clock::SystemClock as crate::clock::Clock>::now_ms(&crate::clock::SystemClock);

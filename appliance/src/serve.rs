@@ -40,7 +40,7 @@ fn setup_code(config: &Config) -> anyhow::Result<String> {
             return Ok(code);
         }
     }
-    let code = auth::new_setup_code(&mut rand::rngs::OsRng);
+    let code = auth::new_setup_code(&mut rand::rng());
     tls::write_file(&path, &format!("{code}\n"), true).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(code)
 }

@@ -32,7 +32,7 @@ pub fn secret(data: &Path) -> anyhow::Result<Vec<u8>> {
         }
     }
     let mut bytes = vec![0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let text = hex::encode(&bytes);
     // atomic and durable: a power cut leaves no file or the whole secret
@@ -56,7 +56,7 @@ pub fn engine_config(config: &Config, secret: Vec<u8>, local: &[IpAddr], relays:
     let t = &config.turn;
     let credentials = Credentials { secret, horizon_secs: t.credential_horizon_secs, ..Default::default() };
     let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut key);
     let mut c = turn::Config::new(&config.name, credentials, key);
     let mut own: Vec<IpAddr> = local.to_vec();
     own.extend(relays.0);

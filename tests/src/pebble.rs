@@ -79,10 +79,10 @@ impl Pebble {
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name.push(rcgen::DnType::CommonName, "throwaway CA for Pebble's listener");
-        let ca_cert = ca.self_signed(&ca_key)?;
+        let ca_cert = rcgen::CertifiedIssuer::self_signed(ca, ca_key)?;
         let key = rcgen::KeyPair::generate()?;
         let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
-            .signed_by(&key, &ca_cert, &ca_key)?;
+            .signed_by(&key, &ca_cert)?;
         let (ca_path, cert_path, key_path) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&ca_path, ca_cert.pem())?;
         std::fs::write(&cert_path, leaf.pem())?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
@@ -163,7 +163,7 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
     }
     let ca_pem = read(&ca_cert_path)?;
     let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)?;
-    let ca_params = CertificateParams::from_ca_cert_pem(&ca_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| TlsError::Pem("ca.pem".into()))?;
 
     let (leaf_path, leaf_key_path, info_path) = (dir.join("server.pem"), dir.join("server.key"), dir.join("server.json"));
@@ -172,7 +172,6 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
         names.iter().all(|n| i.names.contains(n)) && i.not_after - now.unix_timestamp() > RENEW_DAYS * 86_400
     });
     if !fresh || !leaf_path.exists() || !leaf_key_path.exists() {
-        let issuer = ca_params.self_signed(&ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut dn = DistinguishedName::new();
@@ -183,7 +182,7 @@ pub fn ensure(dir: &Path, box_name: &str, names: &[String], now: OffsetDateTime)
         params.not_before = now - days(1);
         params.not_after = now + days(LEAF_DAYS);
         let not_after = params.not_after.unix_timestamp();
-        let cert = params.signed_by(&key, &issuer, &ca_key)?;
+        let cert = params.signed_by(&key, &issuer)?;
         write_file(&leaf_key_path, &key.serialize_pem(), true)?;
         write_file(&leaf_path, &cert.pem(), false)?;
         let info = LeafInfo { names: names.to_vec(), not_after };

@@ -37,8 +37,8 @@ pub struct SessionInfo {
 
 /// Creates a session for `user`: the cookie and the session's answer.
 pub(super) async fn start_session(state: &State, user: User) -> ApiResult<Response> {
-    let token = auth::new_token(&mut rand::rngs::OsRng);
-    let csrf = auth::new_token(&mut rand::rngs::OsRng);
+    let token = auth::new_token(&mut rand::rng());
+    let csrf = auth::new_token(&mut rand::rng());
     let hash = auth::token_hash(&token);
     let now = state.chat.clock.now_ms();
     let (uid, c2) = (user.id, csrf.clone());

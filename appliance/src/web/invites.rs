@@ -42,7 +42,7 @@ pub async fn create_invite(AxState(state): AxState<State>, me: CurrentUser, Json
     if !(1..=720).contains(&hours) {
         return Err(AppError::bad_request("hours: between 1 and 720"));
     }
-    let token = auth::new_token(&mut rand::rngs::OsRng);
+    let token = auth::new_token(&mut rand::rng());
     let hash = auth::token_hash(&token);
     let now = state.chat.clock.now_ms();
     let expires = now + i64::from(hours) * 3_600_000;

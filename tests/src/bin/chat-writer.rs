@@ -92,13 +92,13 @@ async fn main() -> Result<()> {
                 let Some(f) = ws.quiet_for(Duration::from_millis(500)).await else { continue };
                 match f["t"].as_str() {
                     Some("ack") => {
-                        if let Some(id) = f["id"].as_str() {
-                            if in_flight.remove(id).is_some() {
-                                // one write(2) per line: O_APPEND keeps the
-                                // connections' lines whole
-                                file.write_all(format!("{id}\n").as_bytes())?;
-                                acked += 1;
-                            }
+                        if let Some(id) = f["id"].as_str()
+                            && in_flight.remove(id).is_some()
+                        {
+                            // one write(2) per line: O_APPEND keeps the
+                            // connections' lines whole
+                            file.write_all(format!("{id}\n").as_bytes())?;
+                            acked += 1;
                         }
                     }
                     Some("error") => {
