@@ -170,7 +170,7 @@ impl Calls {
             id: open.id,
             started_ms: open.started_ms,
             started_by: open.started_by,
-            direct: ctx.kind == "direct",
+            direct: ctx.kind == crate::rules::RoomKind::Direct,
             members: ctx.members.clone(),
             participants: open
                 .roster
@@ -464,7 +464,7 @@ mod tests {
     const CAROL: UserId = 3;
 
     fn ctx(kind: &str) -> CallRoom {
-        CallRoom { kind: kind.into(), role: "member".into(), archived: false, members: vec![ALICE, BOB, CAROL] }
+        CallRoom { kind: crate::rules::RoomKind::parse(kind), role: crate::rules::RoomRole::Member, archived: false, members: vec![ALICE, BOB, CAROL] }
     }
 
     fn started(calls: &Calls, kind: &str, now: Millis) -> CallRoom {

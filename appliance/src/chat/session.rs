@@ -652,8 +652,9 @@ async fn call_frame(chat: Chat, user: UserId, is_admin: bool, conn: ConnId, fram
         ClientFrame::CallState { room, media } => (room, chat.calls.set_media(room, conn, media, now)),
         ClientFrame::CallDecline { room } => (room, chat.calls.decline(room, user)),
         ClientFrame::CallModerate { room, pid, action } => {
-            let role = chat.db.read(move |c| rooms::member_role(c, room, user)).await;
-            let may = matches!(role.as_deref(), Ok("owner")) || (role.is_ok() && is_admin);
+            // members who moderate the room: its owners, and admins in it
+            let role = chat.db.read(move |c| rooms::member_role(c, room, user)).await.ok();
+            let may = role.is_some() && crate::rules::Actor { role, admin: is_admin }.moderates();
             (room, chat.calls.moderate(room, user, may, &pid, action, now))
         }
         _ => return None,

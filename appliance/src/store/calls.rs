@@ -4,6 +4,7 @@
 //! was running when the server restarted resume without a second "started"
 //! message, and end properly if nobody comes back.
 
+use crate::rules::{RoomKind, RoomRole};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rooms::{self, EventBody, Published};
@@ -14,10 +15,9 @@ pub type CallId = i64;
 /// What a user may do with a room's call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRoom {
-    /// `group` or `direct`.
-    pub kind: String,
-    /// The user's role in the room (`owner` or `member`).
-    pub role: String,
+    pub kind: RoomKind,
+    /// The user's role in the room.
+    pub role: RoomRole,
     pub archived: bool,
     pub members: Vec<UserId>,
 }
@@ -27,7 +27,7 @@ pub fn call_room(conn: &Connection, room: RoomId, user: UserId) -> Result<CallRo
     let role = rooms::member_role(conn, room, user)?;
     let (kind, archived): (String, bool) =
         conn.query_row("SELECT kind, archived FROM rooms WHERE id = ?1", [room], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(CallRoom { kind, role, archived, members: rooms::members_of(conn, room)? })
+    Ok(CallRoom { kind: RoomKind::parse(&kind), role, archived, members: rooms::members_of(conn, room)? })
 }
 
 /// A call that was not ended.

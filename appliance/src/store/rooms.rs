@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Millis, RoomId, Seq, StoreError, UserId};
 use crate::chat::frames::{Event, ServerFrame};
+use crate::rules::{self, RoomKind, RoomRole};
 
 /// Largest message body, in bytes of UTF-8.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -137,7 +138,7 @@ pub enum PostOutcome {
 }
 
 struct RoomRow {
-    kind: String,
+    kind: RoomKind,
     name: String,
     topic: String,
     visibility: Visibility,
@@ -147,7 +148,7 @@ struct RoomRow {
 fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
     conn.query_row("SELECT kind, name, topic, visibility, archived FROM rooms WHERE id = ?1", [room], |r| {
         Ok(RoomRow {
-            kind: r.get(0)?,
+            kind: RoomKind::parse(&r.get::<_, String>(0)?),
             name: r.get(1)?,
             topic: r.get(2)?,
             visibility: Visibility::parse(&r.get::<_, String>(3)?),
@@ -159,10 +160,20 @@ fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
 }
 
 /// The member's role in the room, or `NotMember`.
-pub fn member_role(conn: &Connection, room: RoomId, user: UserId) -> Result<String, StoreError> {
-    conn.query_row("SELECT role FROM members WHERE room_id = ?1 AND user_id = ?2", [room, user], |r| r.get(0))
+pub fn member_role(conn: &Connection, room: RoomId, user: UserId) -> Result<RoomRole, StoreError> {
+    conn.query_row("SELECT role FROM members WHERE room_id = ?1 AND user_id = ?2", [room, user], |r| r.get::<_, String>(0))
         .optional()?
+        .map(|r| RoomRole::parse(&r))
         .ok_or(StoreError::NotMember)
+}
+
+/// `user` as the rules see them in `room`: an admin needs no membership.
+fn actor_in(conn: &Connection, room: RoomId, user: UserId, is_admin: bool) -> Result<rules::Actor, StoreError> {
+    match member_role(conn, room, user) {
+        Ok(role) => Ok(rules::Actor { role: Some(role), admin: is_admin }),
+        Err(StoreError::NotMember) if is_admin => Ok(rules::Actor { role: None, admin: true }),
+        Err(e) => Err(e),
+    }
 }
 
 pub fn members_of(conn: &Connection, room: RoomId) -> Result<Vec<UserId>, StoreError> {
@@ -228,10 +239,10 @@ fn check_enabled_user(conn: &Connection, user: UserId) -> Result<(), StoreError>
     }
 }
 
-fn insert_member(conn: &Connection, room: RoomId, user: UserId, role: &str, now: Millis) -> Result<(), StoreError> {
+fn insert_member(conn: &Connection, room: RoomId, user: UserId, role: RoomRole, now: Millis) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO members(room_id, user_id, role, joined_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![room, user, role, now],
+        params![room, user, role.as_str(), now],
     )?;
     Ok(())
 }
@@ -253,7 +264,7 @@ pub fn create_group(
         params![name, topic, visibility.as_str(), creator, now],
     )?;
     let room = conn.last_insert_rowid();
-    insert_member(conn, room, creator, "owner", now)?;
+    insert_member(conn, room, creator, RoomRole::Owner, now)?;
     let mut published = vec![append_to_members(conn, room, creator, now, &EventBody::Join { user: creator })?.1];
     for &m in members {
         if m == creator {
@@ -263,7 +274,7 @@ pub fn create_group(
         if member_role(conn, room, m).is_ok() {
             continue;
         }
-        insert_member(conn, room, m, "member", now)?;
+        insert_member(conn, room, m, RoomRole::Member, now)?;
         published.push(append_to_members(conn, room, creator, now, &EventBody::Join { user: m })?.1);
     }
     Ok((room, published))
@@ -286,14 +297,14 @@ pub fn open_direct(conn: &Connection, a: UserId, b: UserId, now: Millis) -> Resu
         params![key, a, now],
     )?;
     let room = conn.last_insert_rowid();
-    insert_member(conn, room, a, "owner", now)?;
-    insert_member(conn, room, b, "owner", now)?;
+    insert_member(conn, room, a, RoomRole::Owner, now)?;
+    insert_member(conn, room, b, RoomRole::Owner, now)?;
     let p1 = append_to_members(conn, room, a, now, &EventBody::Join { user: a })?.1;
     let p2 = append_to_members(conn, room, a, now, &EventBody::Join { user: b })?.1;
     Ok((room, vec![p1, p2]))
 }
 
-fn check_writable(conn: &Connection, room: RoomId, user: UserId) -> Result<(String, RoomRow), StoreError> {
+fn check_writable(conn: &Connection, room: RoomId, user: UserId) -> Result<(RoomRole, RoomRow), StoreError> {
     let row = room_row(conn, room).map_err(|e| match e {
         StoreError::NotFound => StoreError::NotMember,
         e => e,
@@ -328,32 +339,19 @@ pub fn check_body(body: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `@username` mentions that name members of the room.
+/// `@username` mentions that name members of the room (the names are
+/// found by [`rules::mentioned_names`]), at most 50.
 fn mentions(conn: &Connection, room: RoomId, body: &str) -> Result<Vec<UserId>, StoreError> {
     let mut out = Vec::new();
-    let bytes = body.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = body[i..].find('@') {
-        let start = i + pos + 1;
-        let preceded_ok = start == 1 || !bytes[start - 2].is_ascii_alphanumeric();
-        let end = body[start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
-            .map_or(body.len(), |e| start + e);
-        let name = body[start..end].trim_end_matches('.');
-        if preceded_ok && name.len() >= 2 {
-            let id: Option<UserId> = conn
-                .prepare_cached(
-                    "SELECT u.id FROM users u JOIN members m ON m.user_id = u.id AND m.room_id = ?1 WHERE u.username = ?2",
-                )?
-                .query_row(params![room, name], |r| r.get(0))
-                .optional()?;
-            if let Some(id) = id.filter(|id| !out.contains(id)) {
-                out.push(id);
+    let mut stmt = conn
+        .prepare_cached("SELECT u.id FROM users u JOIN members m ON m.user_id = u.id AND m.room_id = ?1 WHERE u.username = ?2")?;
+    for name in rules::mentioned_names(body, 200) {
+        let id: Option<UserId> = stmt.query_row(params![room, name], |r| r.get(0)).optional()?;
+        if let Some(id) = id.filter(|id| !out.contains(id)) {
+            out.push(id);
+            if out.len() >= 50 {
+                break;
             }
-        }
-        i = end.max(start);
-        if out.len() >= 50 {
-            break;
         }
     }
     Ok(out)
@@ -415,12 +413,7 @@ pub fn edit_message(
     check_body(body)?;
     check_writable(conn, room, user)?;
     let (id, sender, deleted, old) = message_id(conn, room, target)?;
-    if sender != user {
-        return Err(StoreError::Forbidden("only the author can edit a message"));
-    }
-    if deleted {
-        return Err(StoreError::Forbidden("the message was deleted"));
-    }
+    rules::may_edit_message(sender == user, deleted).map_err(StoreError::Forbidden)?;
     if old == body {
         return Ok(None);
     }
@@ -440,9 +433,8 @@ pub fn delete_message(
 ) -> Result<Option<Published>, StoreError> {
     let (role, _) = check_writable(conn, room, user)?;
     let (id, sender, deleted, _) = message_id(conn, room, target)?;
-    if sender != user && role != "owner" && !is_admin {
-        return Err(StoreError::Forbidden("only the author, a room owner or an admin can delete a message"));
-    }
+    let who = rules::Actor { role: Some(role), admin: is_admin };
+    rules::may_delete_message(sender == user, who).map_err(StoreError::Forbidden)?;
     if deleted {
         return Ok(None);
     }
@@ -539,13 +531,8 @@ pub fn update_room(
     now: Millis,
 ) -> Result<Option<Published>, StoreError> {
     let row = room_row(conn, room)?;
-    let role = member_role(conn, room, user).or_else(|e| if is_admin { Ok("admin".into()) } else { Err(e) })?;
-    if row.kind == "direct" {
-        return Err(StoreError::Forbidden("direct conversations have no settings"));
-    }
-    if role != "owner" && !is_admin {
-        return Err(StoreError::Forbidden("only a room owner or an admin can change the room"));
-    }
+    let who = actor_in(conn, room, user, is_admin)?;
+    rules::may_change_room(row.kind, who).map_err(StoreError::Forbidden)?;
     if row.archived && change.archived != Some(false) {
         return Err(StoreError::Archived);
     }
@@ -580,9 +567,7 @@ pub fn add_member(
     now: Millis,
 ) -> Result<Option<Published>, StoreError> {
     let row = room_row(conn, room)?;
-    if row.kind == "direct" {
-        return Err(StoreError::Forbidden("direct conversations have exactly two people"));
-    }
+    rules::may_add_member(row.kind).map_err(StoreError::Forbidden)?;
     if row.archived {
         return Err(StoreError::Archived);
     }
@@ -596,7 +581,7 @@ pub fn add_member(
     if member_role(conn, room, target).is_ok() {
         return Ok(None);
     }
-    insert_member(conn, room, target, "member", now)?;
+    insert_member(conn, room, target, RoomRole::Member, now)?;
     Ok(Some(append_to_members(conn, room, actor, now, &EventBody::Join { user: target })?.1))
 }
 
@@ -627,15 +612,8 @@ pub fn remove_member(
     now: Millis,
 ) -> Result<Option<Published>, StoreError> {
     let row = room_row(conn, room)?;
-    if row.kind == "direct" {
-        return Err(StoreError::Forbidden("direct conversations cannot be left"));
-    }
-    if actor != target {
-        let role = member_role(conn, room, actor).or_else(|e| if is_admin { Ok("admin".into()) } else { Err(e) })?;
-        if role != "owner" && !is_admin {
-            return Err(StoreError::Forbidden("only a room owner or an admin can remove people"));
-        }
-    }
+    let who = if actor == target { rules::Actor { role: None, admin: is_admin } } else { actor_in(conn, room, actor, is_admin)? };
+    rules::may_remove_member(row.kind, actor == target, who).map_err(StoreError::Forbidden)?;
     if member_role(conn, room, target).is_err() {
         return Ok(None);
     }
@@ -1018,7 +996,7 @@ mod tests {
         assert!(matches!(post_message(&c, r, b, "x", "hi", None, 5), Err(StoreError::NotMember)));
         // the owner leaves: ownership passes on
         remove_member(&c, r, a, false, a, 6).unwrap();
-        assert_eq!(member_role(&c, r, e).unwrap(), "owner");
+        assert_eq!(member_role(&c, r, e).unwrap(), RoomRole::Owner);
     }
 
     #[test]
