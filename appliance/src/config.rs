@@ -38,6 +38,9 @@ pub struct Config {
     /// Federation with other companies' boxes: `off` (default), `allowlist`
     /// (only the boxes listed in the admin settings) or `open`.
     pub federation: Federation,
+    /// With `federation = "allowlist"`: the partner boxes allowed, by domain
+    /// name (their HTTPS name, e.g. `chat.partner.example`). Default: `[]`.
+    pub federation_allow: Vec<String>,
     /// The box's network, applied by its init at boot (elsewhere the
     /// system's own network settings rule and this is ignored).
     pub network: NetworkConfig,
@@ -399,6 +402,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mdns: true,
             federation: Federation::Off,
+            federation_allow: Vec::new(),
             network: NetworkConfig::default(),
             run_as: None,
             limits: LimitsConfig::default(),
@@ -546,6 +550,17 @@ impl Config {
         if !(2..=25).contains(&self.chat.max_call_participants) {
             bad("chat.max_call_participants", "must be between 2 and 25 (every participant sends to every other)".into());
         }
+        if self.federation_allow.len() > 500 {
+            bad("federation_allow", "at most 500 boxes".into());
+        }
+        for d in &self.federation_allow {
+            if let Err(reason) = check_domain(d) {
+                bad("federation_allow", reason);
+            }
+        }
+        if self.federation == Federation::Allowlist && self.federation_allow.is_empty() {
+            bad("federation_allow", "list at least one box (its domain name), or choose another mode".into());
+        }
         let t = &self.turn;
         if t.enabled && t.listen.is_empty() {
             bad("turn.listen", "needs at least one address when turn.enabled".into());
@@ -681,6 +696,15 @@ mod tests {
         c.chat.send_rate = 0;
         let keys: Vec<_> = c.check().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["https", "name", "log", "chat.send_rate"]);
+    }
+
+    #[test]
+    fn an_allowlist_names_its_boxes_by_domain() {
+        let keys = |text: &str| -> Vec<String> { toml::from_str::<Config>(text).unwrap().check().into_iter().map(|e| e.key).collect() };
+        assert_eq!(keys("federation = \"allowlist\""), ["federation_allow"], "an empty list is refused");
+        assert!(keys("federation = \"allowlist\"\nfederation_allow = [\"chat.partner.example\"]").is_empty());
+        assert_eq!(keys("federation = \"allowlist\"\nfederation_allow = [\"partner\", \"https://x.example\"]"), ["federation_allow", "federation_allow"]);
+        assert!(keys("federation = \"off\"").is_empty());
     }
 
     #[test]

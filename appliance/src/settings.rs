@@ -37,6 +37,9 @@ pub struct Settings {
     /// relay's total bandwidth cap follows from it.
     pub turn_uplink_mbps: u32,
     pub federation: Federation,
+    /// The partner boxes allowed with `federation = allowlist` (domain names).
+    #[serde(default)]
+    pub federation_allow: Vec<String>,
     /// The box's address (DHCP or static), used from its next start.
     pub network: NetworkConfig,
 }
@@ -53,6 +56,7 @@ impl Settings {
             relay_port_max: c.turn.relay_port_max,
             turn_uplink_mbps: c.turn.uplink_mbps,
             federation: c.federation,
+            federation_allow: c.federation_allow.clone(),
             network: c.network.clone(),
         }
     }
@@ -67,6 +71,7 @@ impl Settings {
         c.turn.relay_port_max = self.relay_port_max;
         c.turn.uplink_mbps = self.turn_uplink_mbps;
         c.federation = self.federation;
+        c.federation_allow = self.federation_allow.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
         c.network = self.network.clone();
         c
     }
@@ -96,6 +101,11 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     };
     doc["name"] = value(s.name.clone());
     doc["federation"] = value(serde_plain(&s.federation)?);
+    if s.federation_allow.is_empty() {
+        doc.remove("federation_allow");
+    } else {
+        doc["federation_allow"] = value(s.federation_allow.iter().map(|d| d.trim().to_ascii_lowercase()).collect::<toml_edit::Array>());
+    }
     // a table of the settings, written key by key so that the file's own
     // comments and order survive
     let set_table = |doc: &mut DocumentMut, key: &str, v: toml::Value| -> anyhow::Result<()> {

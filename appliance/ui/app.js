@@ -641,8 +641,17 @@ function deleteMessage(msg) {
 function reactionPicker(anchor, msg) {
   const d = h('dialog', { class: 'picker', 'aria-label': t('more_reactions') },
     h('div', { class: 'emoji-grid' }, ['👍', '👎', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀', '✅', '❌', '🔥', '💡', '🚀', '👏', '🤔'].map((e) =>
-      h('button', { type: 'button', class: 'icon', onclick: () => { react(msg, e, true); d.close(); } }, e))));
+      h('button', { type: 'button', class: 'icon', 'aria-label': t('react_with', { emoji: e }), onclick: () => { react(msg, e, true); d.close(); } }, e))));
   showDialog(d);
+  // beside the button that opened it, inside the window
+  const r = anchor.getBoundingClientRect();
+  const box = d.getBoundingClientRect();
+  const left = Math.max(8, Math.min(r.right - box.width, window.innerWidth - box.width - 8));
+  const below = r.bottom + 6 + box.height < window.innerHeight;
+  d.style.left = left + 'px';
+  d.style.top = (below ? r.bottom + 6 : Math.max(8, r.top - box.height - 6)) + 'px';
+  // a click outside closes it
+  d.addEventListener('click', (ev) => { if (ev.target === d) d.close(); });
 }
 
 // ---------------------------------------------------------------- frames --

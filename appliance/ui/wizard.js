@@ -198,7 +198,14 @@ function callsPanel(s, info) {
 }
 
 function federationPanel(s) {
-  return [h('p', {}, t('wiz_federation_intro')), choice(s, 'federation', ['off', 'allowlist', 'open'], (f) => t('wiz_fed_' + f))];
+  const list = h('textarea', { rows: 3, 'data-key': 'federation_allow', placeholder: 'chat.partner.example', autocapitalize: 'none', spellcheck: 'false' });
+  list.value = (s.federation_allow || []).join('\n');
+  list.addEventListener('input', () => { s.federation_allow = list.value.split(/[\s,]+/).map((d) => d.trim().toLowerCase()).filter(Boolean); });
+  const listField = field(t('wiz_fed_list'), list, t('wiz_fed_list_hint'));
+  listField.hidden = s.federation !== 'allowlist';
+  const modes = choice(s, 'federation', ['off', 'allowlist', 'open'], (f) => t('wiz_fed_' + f));
+  modes.addEventListener('chosen', () => { listField.hidden = s.federation !== 'allowlist'; });
+  return [h('p', {}, t('wiz_federation_intro')), modes, listField];
 }
 
 function reviewPanel(s, admin) {
@@ -212,7 +219,7 @@ function reviewPanel(s, admin) {
     row(t('wiz_certs'), s.tls.mode === 'acme' ? `ACME · ${(s.tls.acme_domains || []).join(', ')} · ${s.tls.acme_challenge}` : t('wiz_mode_local')),
     row(t('wiz_external'), s.turn_external_address || '—'), row(t('wiz_relay_range'), `${s.relay_port_min}–${s.relay_port_max}`),
     row(t('wiz_uplink'), s.turn_uplink_mbps ? `${s.turn_uplink_mbps} Mbit/s` : t('wiz_uplink_unknown')),
-    row(t('wiz_federation'), t('wiz_fed_' + s.federation))),
+    row(t('wiz_federation'), t('wiz_fed_' + s.federation) + (s.federation === 'allowlist' ? ': ' + (s.federation_allow || []).join(', ') : ''))),
   h('p', {}, t('wiz_review_intro'))];
 }
 

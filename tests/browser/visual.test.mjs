@@ -84,6 +84,19 @@ test('the main screens at desktop and phone width: dock beside the conversation,
     await shot(alice.page, 'chat-desktop');
     assert.deepEqual(await iconProblems(alice.page), []);
 
+    // the reaction picker opens beside its button, not as a strip
+    await alice.page.locator('.msg:has-text("Status update 6") .content').hover();
+    const more = alice.page.locator('.msg:has-text("Status update 6") button[aria-label="More reactions"]');
+    const anchor = await more.boundingBox();
+    await more.click();
+    const picker = await alice.page.locator('dialog.picker').boundingBox();
+    assert.ok(picker.width < 420, `picker width ${picker.width}`);
+    assert.ok(Math.abs(picker.y - (anchor.y + anchor.height)) < 20 || Math.abs(picker.y + picker.height - anchor.y) < 20,
+      `picker ${JSON.stringify(picker)} next to its button ${JSON.stringify(anchor)}`);
+    await shot(alice.page, 'reaction-picker-desktop');
+    await alice.page.locator('dialog.picker button[aria-label="React with 🎉"]').click();
+    await bob.page.locator('.msg:has-text("Status update 6") .reaction', { hasText: '🎉' }).waitFor();
+
     // a call with a shared screen: the viewer sees the screen and the camera
     await alice.page.click('#call-btn');
     await alice.page.click('#call-prejoin-join');

@@ -8,11 +8,17 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { Server, trustingBrowser, waitConnected, mdnsLookup } from './lib.mjs';
 
 let browser;
 after(async () => { await browser?.close(); });
+
+// screenshots to look at (tests/browser/out/)
+const OUT = join(import.meta.dirname, 'out');
+mkdirSync(OUT, { recursive: true });
+const shot = (page, name) => page.screenshot({ path: join(OUT, name + '.png'), fullPage: true });
 
 const next = (page) => page.click('form button[type=submit]');
 async function step(page, n) {
@@ -83,6 +89,10 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
     await page.click('text=Check that this browser trusts the box');
     await page.waitForSelector('.trust.ok, .trust.no');
     assert.match(await page.textContent('.trust'), /trusts the box/);
+    // the answer is in view, not below the fold
+    assert.ok(await page.locator('.trust').evaluate((e) => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }),
+      'the trust check result is visible');
+    await shot(page, 'wizard-certificates');
     // ACME needs a domain: the server says so
     await page.check('input[type=radio][value=acme]');
     await next(page);
@@ -102,8 +112,15 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
 
     await step(page, 6); // federation
     await page.check('input[type=radio][value=allowlist]');
+    // "only boxes I list" asks for the list, and refuses an empty one
+    await page.waitForSelector('[data-key=federation_allow]');
+    await next(page);
+    await page.waitForSelector('[data-key=federation_allow][aria-invalid=true]');
+    await shot(page, 'wizard-federation');
+    await page.fill('[data-key=federation_allow]', 'chat.partner.example\nbox.supplier.example');
     await next(page);
     await step(page, 7);
+    assert.match(await page.textContent('table.review'), /chat\.partner\.example, box\.supplier\.example/);
 
     // the box restarts mid-way: the wizard resumes where it was
     await server.restart();

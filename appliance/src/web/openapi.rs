@@ -110,9 +110,50 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The JSON Schemas of the WebSocket frames (`ServerFrame`, `ClientFrame`
+/// and what they use), as one JSON Schema document: docs/frames.schema.json.
+pub fn frame_schemas() -> serde_json::Value {
+    let doc = serde_json::to_value(document()).expect("the document serializes");
+    let all = doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
+    let mut defs = serde_json::Map::new();
+    let mut todo = vec!["ServerFrame".to_string(), "ClientFrame".to_string()];
+    while let Some(name) = todo.pop() {
+        if defs.contains_key(&name) {
+            continue;
+        }
+        let Some(schema) = all.get(&name) else { continue };
+        let mut text = serde_json::to_string(schema).expect("serializes");
+        for r in text.split("#/components/schemas/").skip(1) {
+            todo.push(r.split('"').next().unwrap_or_default().to_string());
+        }
+        text = text.replace("#/components/schemas/", "#/$defs/");
+        defs.insert(name, serde_json::from_str(&text).expect("still JSON"));
+    }
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Parvis WebSocket frames (docs/protocol.md)",
+        "description": "A frame from the server is a ServerFrame, one from a client a ClientFrame; each is one branch of its oneOf, told apart by `t`. Generated from the server's types: PARVIS_BLESS=1 cargo test -p parvis frames_schema rewrites it.",
+        "oneOf": [{"$ref": "#/$defs/ServerFrame"}, {"$ref": "#/$defs/ClientFrame"}],
+        "$defs": defs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_frames_schema_json_is_what_the_server_types_say() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/frames.schema.json");
+        let now = serde_json::to_string_pretty(&frame_schemas()).unwrap() + "\n";
+        if std::env::var_os("PARVIS_BLESS").is_some() {
+            std::fs::write(path, &now).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == now, "docs/frames.schema.json is stale: PARVIS_BLESS=1 cargo test -p parvis frames_schema");
+        let defs = frame_schemas()["$defs"].as_object().unwrap().len();
+        assert!(defs >= 5, "{defs} schemas");
+    }
 
     #[test]
     fn the_document_describes_every_route_with_its_errors() {

@@ -466,6 +466,7 @@ async fn the_wizard_needs_the_code_validates_each_step_resumes_and_finishes_into
 
     settings["turn_external_address"] = json!("203.0.113.7");
     settings["federation"] = json!("allowlist");
+    settings["federation_allow"] = json!(["Chat.Partner.example"]);
     let (st, _) = h.wizard("PUT", "/api/setup/draft", Some(json!({"step": 7, "settings": settings})), &token2).await;
     assert_eq!(st, StatusCode::OK);
     let req = Request::builder().method("POST").uri("/api/setup/finish").header(header::HOST, "parvis.test")
@@ -477,6 +478,7 @@ async fn the_wizard_needs_the_code_validates_each_step_resumes_and_finishes_into
     assert_eq!(rooms[0]["name"], "General", "{rooms}");
     let saved = Config::from_toml(&std::fs::read_to_string(h.state.settings.base().data.join("parvis.toml")).unwrap()).unwrap();
     assert_eq!((saved.name.as_str(), saved.federation), ("office", crate::config::Federation::Allowlist));
+    assert_eq!(saved.federation_allow, ["chat.partner.example"]);
     assert_eq!(saved.turn.external_address, Some("203.0.113.7".parse().unwrap()));
     let (_, _, status) = h.call("GET", "/api/status", None, None).await;
     assert_eq!((status["setup_needed"].as_bool(), status["company"].as_str()), (Some(false), Some("Acme")));

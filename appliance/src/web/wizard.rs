@@ -229,7 +229,7 @@ pub struct Unlocked {
     responses((status = 200, body = Unlocked), (status = 403, body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)))]
 pub async fn unlock(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json<UnlockReq>) -> ApiResult<axum::Json<Unlocked>> {
     check_setup_code(&state, &ip, &req.code)?;
-    let token = auth::new_token(&mut rand::rngs::OsRng);
+    let token = auth::new_token(&mut rand::rng());
     let mut draft = load_draft(data_dir(&state)).unwrap_or_else(|| Draft { settings: state.settings.current(), ..Draft::default() });
     if draft.step == 0
         && let Some(l) = req.language.filter(|l| l == "fr" || l == "en") {
@@ -292,7 +292,7 @@ fn step_of(key: &str) -> u32 {
         "name" | "mdns" | "network" => 3,
         "tls" => 4,
         "turn" => 5,
-        "federation" => 6,
+        "federation" | "federation_allow" => 6,
         _ => 7,
     }
 }
