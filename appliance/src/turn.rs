@@ -192,6 +192,19 @@ impl TurnService {
             ttl,
         }
     }
+
+    /// Ends the relayed media of `who` (e.g. `u7`) at once: their
+    /// allocations go, and the credentials they were handed make no new
+    /// ones. A disabled account, a password reset, a guest removed.
+    pub async fn revoke(&self, who: &str) {
+        // every credential handed out until now expires by now + ttl
+        let minted_by = netstack::driver::now().unix + self.config.turn.credential_ttl_secs.min(self.config.turn.credential_horizon_secs);
+        if let Some(h) = &self.handle
+            && let Err(e) = h.revoke(who, minted_by).await
+        {
+            tracing::warn!(who, error = %e, "could not end TURN allocations");
+        }
+    }
 }
 
 /// `parvis turn-credentials`: a REST username/password from the secret.

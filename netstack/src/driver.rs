@@ -64,7 +64,7 @@ pub struct Stats {
 enum Event {
     Reconfigure(Reconfigure),
     /// End the allocations of this REST user.
-    Revoke(String),
+    Revoke(String, u64),
     /// A stream connection, its writer, and whether it holds an allocation
     /// (set by the engine task; an allocation keeps an idle stream open).
     StreamOpened(FiveTuple, mpsc::Sender<Vec<u8>>, Arc<AtomicBool>),
@@ -306,8 +306,8 @@ impl EngineTask {
                 self.cfg.relay_ports = r.relay_ports;
                 self.next_port = 0;
             }
-            Event::Revoke(user) => {
-                let n = self.server.revoke(&user);
+            Event::Revoke(user, minted_by_expiry) => {
+                let n = self.server.revoke(&user, minted_by_expiry, t.unix);
                 tracing::info!(%user, allocations = n, "TURN allocations revoked");
             }
             Event::Client(five, data) => self.server.handle_client(t, five, &data),
@@ -573,9 +573,10 @@ impl Handle {
         self.streams.0.send(Event::Reconfigure(r)).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
     }
 
-    /// Ends every allocation of REST user `user` (see `Server::revoke`).
-    pub async fn revoke(&self, user: &str) -> io::Result<()> {
-        self.streams.0.send(Event::Revoke(user.to_string())).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
+    /// Ends every allocation of REST user `user` and refuses its credentials
+    /// expiring by `minted_by_expiry` (see `Server::revoke`).
+    pub async fn revoke(&self, user: &str, minted_by_expiry: u64) -> io::Result<()> {
+        self.streams.0.send(Event::Revoke(user.to_string(), minted_by_expiry)).await.map_err(|_| io::Error::other("the TURN engine has stopped"))
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
+use anyhow::Context;
 use netstack::stun::ChannelData;
 use parvis_e2e::turn_client::Client;
 use parvis_e2e::{Server, free_port, parvis_bin};
@@ -367,5 +368,45 @@ async fn turn_over_tls_with_alpn_stun_turn_on_the_https_port() -> R {
     assert_eq!((m.class(), m.transaction_id()), (netstack::stun::Class::Success, [9; 12]));
     // the same port still serves the web
     assert_eq!(s.http("GET", "/api/status", None, None).await?.status, 200);
+    Ok(())
+}
+
+/// Disabling an account ends its relayed media at once: the allocation made
+/// with its `/api/ice` credentials is gone (its next request is refused, 401)
+/// and those credentials make no new one.
+#[tokio::test]
+async fn disabling_an_account_ends_its_turn_allocations() -> R {
+    let s = Server::start().await?;
+    let admin = s.setup_admin().await?;
+    let (bob_id, bob) = s.add_user(&admin, "bob").await?;
+    let ice = s.http("GET", "/api/ice", None, Some(&bob)).await?;
+    let relay = &ice.body["iceServers"][1];
+    let (user, pass) = (relay["username"].as_str().unwrap_or_default(), relay["credential"].as_str().unwrap_or_default());
+    assert!(user.ends_with(&format!(":u{bob_id}")), "{user}");
+    let server: SocketAddr = ([127, 0, 0, 1], s.turn_port).into();
+    let mut c = Client::connect(0, server, user, pass).await?;
+    c.allocate().await?;
+    let peer: SocketAddr = "93.184.216.34:9".parse()?;
+    c.bind(0x4000, peer).await?;
+    let r = s.http("PATCH", &format!("/api/users/{bob_id}"), Some(serde_json::json!({"disabled": true})), Some(&admin)).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut refused = None;
+    for _ in 0..20 {
+        match c.bind(0x4001, peer).await {
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let why = refused.context("the allocation outlived the account")?;
+    assert!(why.contains("401"), "refused as revoked credentials: {why}");
+    // the credentials it was handed make no new allocation (still valid
+    // for an hour otherwise), and the account gets no new ones
+    let mut again = Client::connect(1, server, user, pass).await?;
+    let refused = again.allocate().await.err().context("a disabled account allocated again")?.to_string();
+    assert!(refused.contains("401"), "{refused}");
+    assert_eq!(s.http("GET", "/api/ice", None, Some(&bob)).await?.status, 401);
     Ok(())
 }

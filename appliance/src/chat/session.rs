@@ -399,11 +399,14 @@ impl Session {
                 };
                 // refused frames count too: a client that floods is slowed
                 // down whatever it sends
-                if self.sends.take(now) {
-                    self.effects.push_back(Effect::Write { room, op });
-                } else {
+                if !self.sends.take(now) {
                     let e = ErrorFrame::new(ErrorCode::RateLimited, "too many messages; slow down");
                     self.error(e.reference(op.id().map(str::to_string)).room(room));
+                } else if let Some(Err(e)) = op.id().map(rooms::check_client_id) {
+                    // every write's id follows the same rule as a send's
+                    self.error(ErrorFrame::from_store(&e).room(room));
+                } else {
+                    self.effects.push_back(Effect::Write { room, op });
                 }
             }
         }
@@ -850,6 +853,24 @@ mod machine {
         assert_eq!((f.len(), f[0]["code"].as_str(), f[0]["ref"].as_str()), (1, Some("rate_limited"), Some("m100")));
         s.handle(1010, Input::Text(r#"{"t":"send","id":"later","room":3,"body":"hi"}"#.into()));
         assert_eq!(effects(&mut s).len(), 1, "20 more a second");
+    }
+
+    #[test]
+    fn every_write_id_follows_the_send_id_rule() {
+        let mut s = synced(0);
+        let long = "x".repeat(65);
+        for f in [
+            format!(r#"{{"t":"edit","id":"{long}","room":3,"seq":1,"body":"b"}}"#),
+            r#"{"t":"delete","id":"a b","room":3,"seq":1}"#.to_string(),
+            r#"{"t":"react","id":"","room":3,"seq":1,"emoji":"x","on":true}"#.to_string(),
+        ] {
+            s.handle(10, Input::Text(f));
+        }
+        assert!(effects(&mut s).is_empty(), "nothing is written");
+        let codes: Vec<_> = frames(&mut s).iter().map(|f| f["code"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(codes, ["invalid", "invalid", "invalid"]);
+        s.handle(20, Input::Text(r#"{"t":"edit","id":"ok-1","room":3,"seq":1,"body":"b"}"#.into()));
+        assert_eq!(effects(&mut s).len(), 1);
     }
 
     #[test]

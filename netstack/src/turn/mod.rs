@@ -186,6 +186,9 @@ pub struct Server {
     /// (is IPv6, relay port) → allocation, for relay sockets and in-process delivery.
     by_port: HashMap<(bool, u16), AllocId>,
     per_user: HashMap<String, usize>,
+    /// Revoked REST users: their usernames expiring at or before this (Unix
+    /// seconds) were minted before the revocation and make no allocation.
+    revoked: HashMap<String, u64>,
     out: VecDeque<Output>,
     next_due: Option<Instant>,
     next_id: AllocId,
@@ -216,6 +219,7 @@ impl Server {
             nonces,
             allocs: HashMap::new(),
             by_five: HashMap::new(),
+            revoked: HashMap::new(),
             by_port: HashMap::new(),
             per_user: HashMap::new(),
             out: VecDeque::new(),
@@ -320,9 +324,15 @@ impl Server {
     }
 
     /// Ends at once every allocation made with a REST username for `user`
-    /// (`<expiry>:<user>`), e.g. a guest whose link was revoked: its relays
-    /// close, and its expired credentials cannot make new ones.
-    pub fn revoke(&mut self, user: &str) -> usize {
+    /// (`<expiry>:<user>`), e.g. a disabled account or a guest whose link was
+    /// revoked: its relays close, and credentials of that user expiring at or
+    /// before `minted_by_expiry` (every one minted until now: the minter
+    /// passes now + the validity it hands out) make no new allocation.
+    /// Credentials minted later work again (an account enabled again).
+    pub fn revoke(&mut self, user: &str, minted_by_expiry: u64, unix_now: u64) -> usize {
+        self.revoked.retain(|_, until| *until > unix_now);
+        let until = self.revoked.entry(user.to_string()).or_insert(0);
+        *until = (*until).max(minted_by_expiry);
         let ids: Vec<AllocId> = self
             .allocs
             .iter()
@@ -483,6 +493,15 @@ impl Server {
             .filter(|a| m.method() != method::ALLOCATE && a.username == username)
             .filter(|a| now.mono.saturating_duration_since(a.created).as_secs() < self.cfg.credentials.horizon_secs)
             .map(|a| a.key);
+        let revoked = held.is_none()
+            && username.split_once(':').is_some_and(|(expiry, user)| {
+                self.revoked.get(user).is_some_and(|&until| expiry.parse::<u64>().is_ok_and(|e| e <= until))
+            });
+        if revoked {
+            self.metrics.auth_failures += 1;
+            self.challenge(now, five, m, 401);
+            return None;
+        }
         let key = match held.map_or_else(|| self.cfg.credentials.key(username, realm, now.unix), Ok) {
             Ok(k) => k,
             Err(_) => {

@@ -702,9 +702,28 @@ fn revoking_a_user_ends_its_allocations_only() {
     h.allocate(&mut g1);
     h.allocate(&mut g2);
     h.allocate(&mut m);
-    assert_eq!(h.s.revoke("g42"), 2);
+    assert_eq!(h.s.revoke("g42", UNIX0 + 3600, UNIX0), 2);
     assert_eq!(h.s.allocation_count(), 1);
     let closed = h.outputs().iter().filter(|o| matches!(o, Output::CloseRelay { .. })).count();
     assert_eq!(closed, 2);
-    assert_eq!(h.s.revoke("g4"), 0, "the whole user name, not a prefix");
+    assert_eq!(h.s.revoke("g4", UNIX0 + 3600, UNIX0), 0, "the whole user name, not a prefix");
+}
+
+#[test]
+fn credentials_minted_before_a_revocation_make_no_new_allocation() {
+    let mut h = H::new();
+    let mut old = h.client("198.51.100.7:1", "u9");
+    h.allocate(&mut old);
+    h.s.revoke("u9", UNIX0 + 3600, UNIX0);
+    // the same credentials, from another port: refused although still valid
+    let mut again = h.client("198.51.100.7:2", "u9");
+    let r = h.request_fresh(&mut again, method::ALLOCATE, |b| b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24));
+    assert_eq!(code(&r), Some(401));
+    // credentials minted after it (a later expiry) work: the account came back
+    let mut fresh = h.client_until("198.51.100.7:3", "u9", UNIX0 + 3601);
+    h.allocate(&mut fresh);
+    // other users are not concerned
+    let mut other = h.client("198.51.100.8:1", "u10");
+    h.allocate(&mut other);
+    assert_eq!(h.s.allocation_count(), 2);
 }
