@@ -194,11 +194,14 @@ impl Server {
             cmd.arg(&bin);
         }
         if self.boxlike {
-            // the data folder is bound where the hidden /tmp cannot hide it
+            // the data folder and the binary's folder are bound where the
+            // hidden /tmp cannot hide them (a checkout under /tmp)
             let inside = format!("/run/parvis-e2e-{}", self.https_port);
+            let bin_dir = format!("/run/parvis-e2e-bin-{}", self.https_port);
             let script = format!(
-                "mkdir -p {inside} && mount --bind \"$1\" {inside} && mount -t tmpfs -o mode=755 none /tmp \
-                 && mount -t tmpfs -o mode=755 none /var/tmp && cd / && shift && exec \"$0\" \"$@\" --data {inside} --run-as 65534:65534"
+                "mkdir -p {inside} {bin_dir} && mount --bind \"$1\" {inside} && mount --bind \"$(dirname \"$0\")\" {bin_dir} \
+                 && mount -t tmpfs -o mode=755 none /tmp && mount -t tmpfs -o mode=755 none /var/tmp && cd / && shift \
+                 && exec {bin_dir}/\"$(basename \"$0\")\" \"$@\" --data {inside} --run-as 65534:65534"
             );
             if self.nofile.is_some() {
                 cmd.arg("unshare");
