@@ -71,9 +71,14 @@ impl Settings {
         c.turn.relay_port_max = self.relay_port_max;
         c.turn.uplink_mbps = self.turn_uplink_mbps;
         c.federation = self.federation;
-        c.federation_allow = self.federation_allow.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
+        c.federation_allow = self.allow_list();
         c.network = self.network.clone();
         c
+    }
+
+    /// The partner boxes as stored: trimmed, lower case.
+    fn allow_list(&self) -> Vec<String> {
+        self.federation_allow.iter().map(|d| d.trim().to_ascii_lowercase()).collect()
     }
 
     /// Every problem, keyed like the configuration (`company`, `language` too).
@@ -104,7 +109,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     if s.federation_allow.is_empty() {
         doc.remove("federation_allow");
     } else {
-        doc["federation_allow"] = value(s.federation_allow.iter().map(|d| d.trim().to_ascii_lowercase()).collect::<toml_edit::Array>());
+        doc["federation_allow"] = value(s.allow_list().into_iter().collect::<toml_edit::Array>());
     }
     // a table of the settings, written key by key so that the file's own
     // comments and order survive

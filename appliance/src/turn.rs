@@ -167,7 +167,17 @@ pub struct TurnService {
     config: Config,
 }
 
+/// The TURN REST user name of an account (`u7`).
+pub fn rest_user(id: crate::store::UserId) -> String {
+    format!("u{id}")
+}
+
 impl TurnService {
+    /// How long the credentials handed to browsers are valid, seconds.
+    fn ttl(&self) -> u64 {
+        self.config.turn.credential_ttl_secs.min(self.config.turn.credential_horizon_secs)
+    }
+
     pub fn new(handle: Option<Handle>, config: &Config) -> anyhow::Result<TurnService> {
         let secret = if config.turn.enabled { secret(&config.data)? } else { Vec::new() };
         Ok(TurnService { handle, secret, config: config.clone() })
@@ -180,7 +190,7 @@ impl TurnService {
         if !self.config.turn.enabled {
             return IceServers { ice_servers: vec![], ttl: 0 };
         }
-        let ttl = self.config.turn.credential_ttl_secs.min(self.config.turn.credential_horizon_secs);
+        let ttl = self.ttl();
         let username = turn::auth::rest_username(now + ttl, who);
         let credential = turn::auth::rest_password(&self.secret, &username);
         let (stun, relays): (Vec<String>, Vec<String>) = uris(&self.config, host).into_iter().partition(|u| u.starts_with("stun:"));
@@ -198,7 +208,7 @@ impl TurnService {
     /// ones. A disabled account, a password reset, a guest removed.
     pub async fn revoke(&self, who: &str) {
         // every credential handed out until now expires by now + ttl
-        let minted_by = netstack::driver::now().unix + self.config.turn.credential_ttl_secs.min(self.config.turn.credential_horizon_secs);
+        let minted_by = netstack::driver::now().unix + self.ttl();
         if let Some(h) = &self.handle
             && let Err(e) = h.revoke(who, minted_by).await
         {

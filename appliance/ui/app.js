@@ -3,7 +3,7 @@ import { h, clear, $ } from './dom.js';
 import { icon } from './icons.js';
 import { get, post, patch, del, setCsrf, ApiError } from './api.js';
 import { Conn, newId } from './conn.js';
-import { Calls, avatarClass } from './call.js';
+import { Calls, avatarClass, initialsOf } from './call.js';
 import { renderBody, renderSnippet, plainText } from './format.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
 import { errorText, field, formError, showFormError } from './forms.js';
@@ -48,10 +48,6 @@ function timeOf(ts) {
 
 function dayOf(ts) {
   return new Date(ts).toLocaleDateString(lang(), { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
-}
-
-function initials(name) {
-  return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
 }
 
 let toastTimer;
@@ -420,7 +416,7 @@ function messageNode(msg, prev) {
   return h('article', {
     class: 'msg' + (compact ? ' compact' : '') + (mine ? ' mine' : '') + (msg.pending ? ' pending' : '') + (msg.failed ? ' failed' : '') + (msg.mentions?.includes(S.me.id) ? ' mentions-me' : ''),
     dataset: msg.pending ? { cid: msg.client_id } : { seq: msg.seq, cid: msg.client_id }, tabindex: '-1' },
-  compact ? null : h('div', { class: 'avatar ' + avatarClass(msg.sender), 'aria-hidden': 'true' }, initials(sender)),
+  compact ? null : h('div', { class: 'avatar ' + avatarClass(msg.sender), 'aria-hidden': 'true' }, initialsOf(sender)),
   h('div', { class: 'content' },
     compact ? null : h('header', {}, h('span', { class: 'sender' }, sender), ' ',
       h('time', { datetime: new Date(msg.ts).toISOString(), title: new Date(msg.ts).toLocaleString(lang()) }, timeOf(msg.ts))),
@@ -1061,7 +1057,7 @@ async function renderMembers() {
   clear(panel).append(
     h('header', {}, h('h2', {}, t('members_n', { n: res.members.length })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
     h('ul', { class: 'member-list' }, res.members.map((m) => h('li', {},
-      h('span', { class: 'avatar small ' + avatarClass(m.user), 'aria-hidden': 'true' }, initials(userName(m.user))),
+      h('span', { class: 'avatar small ' + avatarClass(m.user), 'aria-hidden': 'true' }, initialsOf(userName(m.user))),
       h('span', {}, userName(m.user), m.role === 'owner' ? h('small', {}, ' · ' + t('owner')) : null),
       r.kind === 'group' && mod && m.user !== S.me.id ? h('button', { class: 'link', 'aria-label': t('remove_x', { name: userName(m.user) }), onclick: async () => {
         try { await del(`/rooms/${id}/members/${m.user}`); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }

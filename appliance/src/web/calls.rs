@@ -20,7 +20,7 @@ pub async fn ice_servers(AxState(state): AxState<State>, me: CurrentUser, header
     // the host the browser used, without its port
     let host = super::strip_port(super::request_host(&headers, &uri).unwrap_or("localhost"));
     let now = (state.chat.clock.now_ms() / 1000) as u64;
-    Ok(axum::Json(state.turn.ice(host, &format!("u{}", me.user.id), now)))
+    Ok(axum::Json(state.turn.ice(host, &crate::turn::rest_user(me.user.id), now)))
 }
 
 /// The chat and call signaling WebSocket (docs/protocol.md). Same origin

@@ -68,7 +68,7 @@ pub async fn update_user(
     let user = state.chat.db.write(move |ctx| users::set_disabled(ctx.conn, id, req.disabled)).await?;
     if req.disabled {
         state.chat.hub.disconnect_user(id, 4001, "account disabled");
-        state.turn.revoke(&format!("u{id}")).await;
+        state.turn.revoke(&crate::turn::rest_user(id)).await;
     }
     Ok(axum::Json(user))
 }
@@ -93,6 +93,6 @@ pub async fn reset_password(
     let hash = hash_password(&state, req.password).await?;
     state.chat.db.write(move |ctx| users::set_password_hash(ctx.conn, id, &hash, None)).await?;
     state.chat.hub.disconnect_user(id, 4002, "password reset");
-    state.turn.revoke(&format!("u{id}")).await;
+    state.turn.revoke(&crate::turn::rest_user(id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
