@@ -459,9 +459,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const ALICE: UserId = 1;
-    const BOB: UserId = 2;
-    const CAROL: UserId = 3;
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+    const CAROL: UserId = UserId(3);
 
     fn ctx(kind: &str) -> CallRoom {
         CallRoom { kind: crate::rules::RoomKind::parse(kind), role: crate::rules::RoomRole::Member, archived: false, members: vec![ALICE, BOB, CAROL] }
@@ -469,7 +469,7 @@ mod tests {
 
     fn started(calls: &Calls, kind: &str, now: Millis) -> CallRoom {
         let c = ctx(kind);
-        let open = OpenCall { id: 7, room: 1, started_by: ALICE, started_ms: now, participants: vec![ALICE], roster: vec![] };
+        let open = OpenCall { id: 7, room: RoomId(1), started_by: ALICE, started_ms: now, participants: vec![ALICE], roster: vec![] };
         calls.adopt(&open, &c, false, now);
         c
     }
@@ -486,52 +486,52 @@ mod tests {
     fn join_announce_signal_and_last_one_out_ends() {
         let calls = Calls::new(8);
         let c = started(&calls, "group", 0);
-        let (fx, joined) = calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        let (fx, joined) = calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
         assert_eq!(fx.joined, vec![(7, ALICE)]);
         assert_eq!(serde_json::to_value(&joined).unwrap()["participants"][0]["pid"], "a1");
-        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 200, on(), 10).unwrap();
+        let (fx, _) = calls.join(RoomId(1), &c, "b1", None, BOB, 200, on(), 10).unwrap();
         let s = state(&fx);
         assert_eq!(s["participants"].as_array().unwrap().len(), 2);
         assert_eq!(s["ring"], false);
         assert_eq!(fx.publish[0].recipients, vec![ALICE, BOB, CAROL]);
         // signaling goes to exactly the target's connection, naming the sender
-        let fx = calls.signal(1, 100, "b1", &json!({"description": {"type": "offer", "sdp": "x"}})).unwrap();
+        let fx = calls.signal(RoomId(1), 100, "b1", &json!({"description": {"type": "offer", "sdp": "x"}})).unwrap();
         assert_eq!(fx.direct.len(), 1);
         assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
         assert!(fx.direct[0].2.to_json().contains("\"from\":\"a1\""));
-        assert_eq!(calls.signal(1, 100, "zz", &json!({})), Err(CallError::NoSuchParticipant));
+        assert_eq!(calls.signal(RoomId(1), 100, "zz", &json!({})), Err(CallError::NoSuchParticipant));
         // a connection that is not in the call can neither signal nor set state
-        assert_eq!(calls.signal(1, 300, "a1", &json!({})), Err(CallError::NotInCall));
-        assert_eq!(calls.set_media(1, 300, on(), 0), Err(CallError::NotInCall));
-        let fx = calls.leave(1, 100, 20).unwrap();
+        assert_eq!(calls.signal(RoomId(1), 300, "a1", &json!({})), Err(CallError::NotInCall));
+        assert_eq!(calls.set_media(RoomId(1), 300, on(), 0), Err(CallError::NotInCall));
+        let fx = calls.leave(RoomId(1), 100, 20).unwrap();
         assert!(fx.ended.is_empty());
-        let fx = calls.leave(1, 200, 30).unwrap();
+        let fx = calls.leave(RoomId(1), 200, 30).unwrap();
         assert_eq!(fx.ended, vec![(7, "ended")]);
-        assert!(!calls.has_call(1));
-        assert_eq!(calls.leave(1, 200, 40), Err(CallError::NotInCall));
+        assert!(!calls.has_call(RoomId(1)));
+        assert_eq!(calls.leave(RoomId(1), 200, 40), Err(CallError::NotInCall));
     }
 
     #[test]
     fn the_cap_is_enforced_and_a_rejoin_is_not_a_new_participant() {
         let calls = Calls::new(2);
         let c = started(&calls, "group", 0);
-        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
-        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
-        assert_eq!(calls.join(1, &c, "c1", None, CAROL, 300, on(), 0).unwrap_err(), CallError::Full(2));
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(RoomId(1), &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        assert_eq!(calls.join(RoomId(1), &c, "c1", None, CAROL, 300, on(), 0).unwrap_err(), CallError::Full(2));
         // Bob's socket drops; he is away, still counted, then rebinds
         let fx = calls.connection_gone(200, 1000);
         assert_eq!(state(&fx)["participants"][1]["away"], true);
-        assert_eq!(calls.signal(1, 100, "b1", &json!({"n": 1})).unwrap().direct, vec![], "held while away");
-        calls.signal(1, 100, "b1", &json!({"n": 2})).unwrap();
-        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 201, on(), 2000).unwrap();
+        assert_eq!(calls.signal(RoomId(1), 100, "b1", &json!({"n": 1})).unwrap().direct, vec![], "held while away");
+        calls.signal(RoomId(1), 100, "b1", &json!({"n": 2})).unwrap();
+        let (fx, _) = calls.join(RoomId(1), &c, "b1", None, BOB, 201, on(), 2000).unwrap();
         assert!(fx.joined.is_empty(), "a rejoin is not a new join");
         let held: Vec<_> = fx.direct.iter().map(|(u, c, f)| (*u, *c, f.to_json().contains("\"n\":1"), f.to_json().contains("\"n\":2"))).collect();
         assert_eq!(held, vec![(BOB, 201, true, false), (BOB, 201, false, true)], "delivered in order on rebind");
         assert_eq!(state(&fx)["participants"][1]["away"], false);
         // someone else cannot take Bob's pid
-        assert!(matches!(calls.join(1, &c, "b1", None, CAROL, 300, on(), 0), Err(CallError::Invalid(_))));
+        assert!(matches!(calls.join(RoomId(1), &c, "b1", None, CAROL, 300, on(), 0), Err(CallError::Invalid(_))));
         // a reloaded tab replaces its old pid instead of counting twice
-        calls.join(1, &c, "b2", Some("b1"), BOB, 202, on(), 3000).unwrap();
+        calls.join(RoomId(1), &c, "b2", Some("b1"), BOB, 202, on(), 3000).unwrap();
         assert_eq!(calls.counts(), (1, 2));
     }
 
@@ -539,8 +539,8 @@ mod tests {
     fn away_participants_expire_and_an_orphan_call_ends() {
         let calls = Calls::new(8);
         let c = started(&calls, "group", 0);
-        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
-        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(RoomId(1), &c, "b1", None, BOB, 200, on(), 0).unwrap();
         calls.connection_gone(200, 1000);
         assert!(calls.sweep(1000 + AWAY_GRACE_MS - 1).is_empty());
         let fx = calls.sweep(1000 + AWAY_GRACE_MS);
@@ -551,16 +551,16 @@ mod tests {
 
         // restored after a restart: waits for someone, then ends
         let open =
-            OpenCall { id: 9, room: 2, started_by: ALICE, started_ms: 0, participants: vec![ALICE, BOB], roster: vec![] };
+            OpenCall { id: 9, room: RoomId(2), started_by: ALICE, started_ms: 0, participants: vec![ALICE, BOB], roster: vec![] };
         calls.adopt(&open, &c, true, 100_000);
         assert!(calls.sweep(100_000 + ORPHAN_GRACE_MS - 1).is_empty());
         assert_eq!(calls.sweep(100_000 + ORPHAN_GRACE_MS).ended, vec![(9, "ended")]);
         // ... unless someone rejoins in time; the saved roster comes back
         // as away participants, so tabs rebind without losing their peers
         let roster = vec![("a1".to_string(), ALICE), ("b1".to_string(), BOB), ("bad pid".to_string(), BOB)];
-        calls.adopt(&OpenCall { id: 10, room: 3, roster, ..open }, &c, true, 200_000);
+        calls.adopt(&OpenCall { id: 10, room: RoomId(3), roster, ..open }, &c, true, 200_000);
         assert_eq!(calls.frames_for(ALICE, 200_000).len(), 1);
-        let (fx, _) = calls.join(3, &c, "a1", None, ALICE, 100, on(), 200_001).unwrap();
+        let (fx, _) = calls.join(RoomId(3), &c, "a1", None, ALICE, 100, on(), 200_001).unwrap();
         let s = state(&fx);
         assert_eq!(s["participants"].as_array().unwrap().len(), 2);
         assert_eq!((s["participants"][0]["away"].as_bool(), s["participants"][1]["away"].as_bool()), (Some(false), Some(true)));
@@ -574,41 +574,41 @@ mod tests {
     fn a_direct_call_rings_then_is_missed_declined_or_answered() {
         let calls = Calls::new(8);
         let c = started(&calls, "direct", 0);
-        let (fx, _) = calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        let (fx, _) = calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
         assert_eq!(state(&fx)["ring"], true);
         assert!(calls.sweep(RING_MS - 1).ended.is_empty());
         assert_eq!(calls.sweep(RING_MS).ended, vec![(7, "missed")]);
 
         let c = started(&calls, "direct", 0);
-        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
-        assert!(calls.decline(1, ALICE).unwrap().ended.is_empty(), "the caller cannot decline");
-        let fx = calls.decline(1, BOB).unwrap();
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        assert!(calls.decline(RoomId(1), ALICE).unwrap().ended.is_empty(), "the caller cannot decline");
+        let fx = calls.decline(RoomId(1), BOB).unwrap();
         assert_eq!(fx.ended, vec![(7, "declined")]);
         assert!(fx.publish[0].frame.to_json().contains("\"outcome\":\"declined\""));
 
         let c = started(&calls, "direct", 0);
-        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
-        let (fx, _) = calls.join(1, &c, "b1", None, BOB, 200, on(), 5).unwrap();
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        let (fx, _) = calls.join(RoomId(1), &c, "b1", None, BOB, 200, on(), 5).unwrap();
         assert_eq!(state(&fx)["ring"], false);
         assert!(calls.sweep(RING_MS * 2).ended.is_empty(), "an answered call does not expire");
-        assert!(calls.decline(1, BOB).unwrap().is_empty());
+        assert!(calls.decline(RoomId(1), BOB).unwrap().is_empty());
     }
 
     #[test]
     fn moderation_needs_the_right_and_reaches_the_target() {
         let calls = Calls::new(8);
         let c = started(&calls, "group", 0);
-        calls.join(1, &c, "a1", None, ALICE, 100, on(), 0).unwrap();
-        calls.join(1, &c, "b1", None, BOB, 200, on(), 0).unwrap();
-        assert_eq!(calls.moderate(1, BOB, false, "a1", ModAction::Mute, 0), Err(CallError::Forbidden));
-        let fx = calls.moderate(1, ALICE, true, "b1", ModAction::Mute, 0).unwrap();
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 100, on(), 0).unwrap();
+        calls.join(RoomId(1), &c, "b1", None, BOB, 200, on(), 0).unwrap();
+        assert_eq!(calls.moderate(RoomId(1), BOB, false, "a1", ModAction::Mute, 0), Err(CallError::Forbidden));
+        let fx = calls.moderate(RoomId(1), ALICE, true, "b1", ModAction::Mute, 0).unwrap();
         assert_eq!((fx.direct[0].0, fx.direct[0].1), (BOB, 200));
         assert_eq!(state(&fx)["participants"][1]["audio"], false);
-        let fx = calls.moderate(1, ALICE, true, "b1", ModAction::Remove, 0).unwrap();
+        let fx = calls.moderate(RoomId(1), ALICE, true, "b1", ModAction::Remove, 0).unwrap();
         assert!(fx.direct[0].2.to_json().contains("\"remove\""));
         assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1);
         assert_eq!(calls.frames_for(CAROL, 0).len(), 1);
-        assert_eq!(calls.frames_for(99, 0).len(), 0, "only members see a call");
+        assert_eq!(calls.frames_for(UserId(99), 0).len(), 0, "only members see a call");
     }
 
     #[test]
@@ -616,16 +616,16 @@ mod tests {
         let calls = Calls::new(8);
         let c = started(&calls, "group", 0);
         for pid in ["", "a b", "é", &"x".repeat(41)] {
-            assert!(matches!(calls.join(1, &c, pid, None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))), "{pid:?}");
+            assert!(matches!(calls.join(RoomId(1), &c, pid, None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))), "{pid:?}");
         }
         let bad = MediaState { screen: Some(String::new()), ..on() };
-        assert!(matches!(calls.join(1, &c, "a1", None, ALICE, 1, bad, 0), Err(CallError::Invalid(_))));
-        assert_eq!(calls.join(2, &c, "a1", None, ALICE, 1, on(), 0).unwrap_err(), CallError::NotInCall);
+        assert!(matches!(calls.join(RoomId(1), &c, "a1", None, ALICE, 1, bad, 0), Err(CallError::Invalid(_))));
+        assert_eq!(calls.join(RoomId(2), &c, "a1", None, ALICE, 1, on(), 0).unwrap_err(), CallError::NotInCall);
         // a refused join changes nothing: Alice keeps her place
-        calls.join(1, &c, "a1", None, ALICE, 1, on(), 0).unwrap();
-        calls.join(1, &c, "b1", None, BOB, 2, on(), 0).unwrap();
-        assert!(matches!(calls.join(1, &c, "b1", None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))));
+        calls.join(RoomId(1), &c, "a1", None, ALICE, 1, on(), 0).unwrap();
+        calls.join(RoomId(1), &c, "b1", None, BOB, 2, on(), 0).unwrap();
+        assert!(matches!(calls.join(RoomId(1), &c, "b1", None, ALICE, 1, on(), 0), Err(CallError::Invalid(_))));
         assert_eq!(calls.counts(), (1, 2));
-        assert!(calls.signal(1, 1, "b1", &json!({})).is_ok(), "still bound to her connection");
+        assert!(calls.signal(RoomId(1), 1, "b1", &json!({})).is_ok(), "still bound to her connection");
     }
 }

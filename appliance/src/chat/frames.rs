@@ -304,20 +304,20 @@ mod tests {
     fn the_kinds_list_is_every_variant_and_each_serializes_with_its_t() {
         let media = MediaState::default();
         let samples = vec![
-            ServerFrame::Welcome { v: 1, user: 1, conn: 2, ping_ms: 20_000, idle_ms: 60_000 },
-            ServerFrame::Event(Event { room: 1, seq: 2, ts: 3, actor: 4, body: EventBody::Join { user: 4 } }),
-            ServerFrame::ack("a", 1, Some(2), Some(false)),
-            ServerFrame::Read { room: 1, seq: 2 },
-            ServerFrame::Typing { room: 1, user: 2 },
-            ServerFrame::Reset { room: 1, seq: 2 },
-            ServerFrame::Gone { room: 1 },
+            ServerFrame::Welcome { v: 1, user: UserId(1), conn: 2, ping_ms: 20_000, idle_ms: 60_000 },
+            ServerFrame::Event(Event { room: RoomId(1), seq: Seq(2), ts: 3, actor: UserId(4), body: EventBody::Join { user: UserId(4) } }),
+            ServerFrame::ack("a", RoomId(1), Some(Seq(2)), Some(false)),
+            ServerFrame::Read { room: RoomId(1), seq: Seq(2) },
+            ServerFrame::Typing { room: RoomId(1), user: UserId(2) },
+            ServerFrame::Reset { room: RoomId(1), seq: Seq(2) },
+            ServerFrame::Gone { room: RoomId(1) },
             ServerFrame::Synced,
             ServerFrame::Pong { id: None, ts: 1 },
             ServerFrame::error(ErrorCode::Invalid, "x"),
-            ServerFrame::Call(CallState::Ended { room: 1, call: (), ended: 3, outcome: "ended".into(), v: 1 }),
-            ServerFrame::CallJoined { room: 1, call: 2, pid: "p".into(), participants: vec![Participant::new("p", 1, 0, false, &media)] },
-            ServerFrame::CallSignal { room: 1, from: "p".into(), data: serde_json::json!({"candidate": null}) },
-            ServerFrame::CallModerated { room: 1, action: ModAction::Mute, by: 2 },
+            ServerFrame::Call(CallState::Ended { room: RoomId(1), call: (), ended: 3, outcome: "ended".into(), v: 1 }),
+            ServerFrame::CallJoined { room: RoomId(1), call: 2, pid: "p".into(), participants: vec![Participant::new("p", UserId(1), 0, false, &media)] },
+            ServerFrame::CallSignal { room: RoomId(1), from: "p".into(), data: serde_json::json!({"candidate": null}) },
+            ServerFrame::CallModerated { room: RoomId(1), action: ModAction::Mute, by: UserId(2) },
         ];
         let kinds: Vec<&str> = samples.iter().map(ServerFrame::kind).collect();
         assert_eq!(kinds, ServerFrame::KINDS);

@@ -125,19 +125,19 @@ mod tests {
     use super::*;
 
     fn published(to: Vec<UserId>, seq: Seq) -> Published {
-        Published { recipients: to, frame: ServerFrame::Read { room: 1, seq }, event: Some((1, seq)) }
+        Published { recipients: to, frame: ServerFrame::Read { room: RoomId(1), seq }, event: Some((RoomId(1), seq)) }
     }
 
     #[tokio::test]
     async fn delivers_to_every_connection_of_each_recipient() {
         let hub = Hub::new();
-        let mut a1 = hub.register(1);
-        let mut a2 = hub.register(1);
-        let mut b = hub.register(2);
-        let mut c = hub.register(3);
-        hub.publish(&published(vec![1, 2], 7));
+        let mut a1 = hub.register(UserId(1));
+        let mut a2 = hub.register(UserId(1));
+        let mut b = hub.register(UserId(2));
+        let mut c = hub.register(UserId(3));
+        hub.publish(&published(vec![UserId(1), UserId(2)], Seq(7)));
         for r in [&mut a1, &mut a2, &mut b] {
-            assert!(matches!(r.frames.try_recv(), Ok(Out::Frame { event: Some((1, 7)), .. })));
+            assert!(matches!(r.frames.try_recv(), Ok(Out::Frame { event: Some((RoomId(1), Seq(7))), .. })));
         }
         assert!(c.frames.try_recv().is_err());
     }
@@ -145,10 +145,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_flagged_not_waited_for_and_the_connection_stays() {
         let hub = Hub::new();
-        let slow = hub.register(1);
-        let mut fast = hub.register(2);
+        let slow = hub.register(UserId(1));
+        let mut fast = hub.register(UserId(2));
         for seq in 0..(QUEUE as i64 + 10) {
-            hub.publish(&published(vec![1, 2], seq));
+            hub.publish(&published(vec![UserId(1), UserId(2)], Seq(seq)));
             while fast.frames.try_recv().is_ok() {}
         }
         assert_eq!(hub.connection_count(), 2, "nobody is dropped");
@@ -159,8 +159,8 @@ mod tests {
     #[tokio::test]
     async fn disconnect_user_closes_all_their_connections() {
         let hub = Hub::new();
-        let mut a = hub.register(1);
-        hub.disconnect_user(1, 4001, "disabled");
+        let mut a = hub.register(UserId(1));
+        hub.disconnect_user(UserId(1), 4001, "disabled");
         assert!(matches!(a.frames.recv().await, Some(Out::Close(4001, _))));
         assert!(a.frames.recv().await.is_none());
         assert_eq!(hub.connection_count(), 0);

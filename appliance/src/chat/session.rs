@@ -322,7 +322,7 @@ impl Session {
     fn live(&mut self, out: Out) {
         if let Out::Frame { text, event } = out {
             if let Some((room, seq)) = event {
-                let last = self.delivered.entry(room).or_insert(0);
+                let last = self.delivered.entry(room).or_insert(Seq::ZERO);
                 if seq <= *last {
                     return;
                 }
@@ -373,7 +373,7 @@ impl Session {
                     self.effects.push_back(Effect::Typing(room));
                 }
             }
-            ClientFrame::Read { room, seq } if seq < 0 => {
+            ClientFrame::Read { room, seq } if seq < Seq::ZERO => {
                 self.error(ErrorFrame::new(ErrorCode::Invalid, "read: seq must be 0 or more").room(room));
             }
             f @ (ClientFrame::CallJoin { .. }
@@ -417,7 +417,7 @@ impl Session {
         for (k, v) in since.into_iter().take(5000) {
             match k.parse::<RoomId>() {
                 // a negative sequence is read as 0: everything
-                Ok(room) => rooms.push((room, v.max(0))),
+                Ok(room) => rooms.push((room, v.max(Seq::ZERO))),
                 Err(_) => self.error(ErrorFrame::new(ErrorCode::Invalid, format!("sync: {k:?} is not a room id"))),
             }
         }
@@ -445,7 +445,7 @@ impl Session {
         for (room, r) in rooms {
             match r {
                 Resume::Events(events) => {
-                    let before = self.delivered.get(&room).copied().unwrap_or(0);
+                    let before = self.delivered.get(&room).copied().unwrap_or(Seq::ZERO);
                     let mut last = before;
                     for e in events.into_iter().filter(|e| e.seq > before) {
                         last = last.max(e.seq);
@@ -753,7 +753,7 @@ mod machine {
     use crate::store::users::Role;
 
     fn user() -> User {
-        User { id: 7, username: "bob".into(), display_name: "Bob".into(), role: Role::User, disabled: false }
+        User { id: UserId(7), username: "bob".into(), display_name: "Bob".into(), role: Role::User, disabled: false }
     }
 
     fn limits() -> Limits {
@@ -777,19 +777,19 @@ mod machine {
     }
 
     fn hub_event(room: RoomId, seq: Seq) -> Input {
-        let f = ServerFrame::Event(Event { room, seq, ts: 0, actor: 1, body: rooms::EventBody::Join { user: 1 } });
+        let f = ServerFrame::Event(Event { room, seq, ts: 0, actor: UserId(1), body: rooms::EventBody::Join { user: UserId(1) } });
         Input::Hub(Out::Frame { text: Utf8Bytes::from(f.to_json()), event: Some((room, seq)) })
     }
 
     fn event(room: RoomId, seq: Seq) -> Event {
-        Event { room, seq, ts: 0, actor: 1, body: rooms::EventBody::Join { user: 1 } }
+        Event { room, seq, ts: 0, actor: UserId(1), body: rooms::EventBody::Join { user: UserId(1) } }
     }
 
     fn synced(now: Millis) -> Session {
         let mut s = Session::new(&user(), 1, limits(), now);
         s.handle(now, Input::Text(r#"{"t":"sync","since":{"3":5}}"#.into()));
-        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(3, 5)], catch_up: false }]);
-        s.handle(now, Input::Done(Done::Replayed { rooms: vec![(3, Resume::Events(vec![]))], calls: vec![], catch_up: false }));
+        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(RoomId(3), Seq(5))], catch_up: false }]);
+        s.handle(now, Input::Done(Done::Replayed { rooms: vec![(RoomId(3), Resume::Events(vec![]))], calls: vec![], catch_up: false }));
         frames(&mut s);
         s
     }
@@ -816,17 +816,17 @@ mod machine {
     fn live_frames_wait_for_the_replay_and_are_delivered_once() {
         let mut s = Session::new(&user(), 1, limits(), 0);
         frames(&mut s);
-        s.handle(1, hub_event(3, 6));
+        s.handle(1, hub_event(RoomId(3), Seq(6)));
         assert!(frames(&mut s).is_empty(), "nothing live before sync");
         s.handle(2, Input::Text(r#"{"t":"sync","since":{"3":5,"x":1}}"#.into()));
         assert_eq!(frames(&mut s)[0]["code"], "invalid", "a bad room id is answered");
-        s.handle(3, hub_event(3, 7));
-        let replay = Resume::Events(vec![event(3, 6)]);
-        s.handle(4, Input::Done(Done::Replayed { rooms: vec![(3, replay)], calls: vec![], catch_up: false }));
+        s.handle(3, hub_event(RoomId(3), Seq(7)));
+        let replay = Resume::Events(vec![event(RoomId(3), Seq(6))]);
+        s.handle(4, Input::Done(Done::Replayed { rooms: vec![(RoomId(3), replay)], calls: vec![], catch_up: false }));
         let got: Vec<(String, Option<i64>)> =
             frames(&mut s).iter().map(|f| (f["t"].as_str().unwrap().to_string(), f["seq"].as_i64())).collect();
         assert_eq!(got, [("event".into(), Some(6)), ("synced".into(), None), ("event".into(), Some(7))], "6 once, then 7 live");
-        s.handle(5, hub_event(3, 7));
+        s.handle(5, hub_event(RoomId(3), Seq(7)));
         assert!(frames(&mut s).is_empty(), "never twice");
     }
 
@@ -835,8 +835,8 @@ mod machine {
         let mut s = Session::new(&user(), 1, limits(), 0);
         frames(&mut s);
         s.handle(1, Input::Text(r#"{"t":"sync","since":{"3":-4,"4":900,"5":1}}"#.into()));
-        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(3, 0), (4, 900), (5, 1)], catch_up: false }], "negative reads as 0");
-        let rooms = vec![(3, Resume::Events(vec![event(3, 1)])), (4, Resume::Reset { last: 12 }), (5, Resume::Gone)];
+        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(RoomId(3), Seq(0)), (RoomId(4), Seq(900)), (RoomId(5), Seq(1))], catch_up: false }], "negative reads as 0");
+        let rooms = vec![(RoomId(3), Resume::Events(vec![event(RoomId(3), Seq(1))])), (RoomId(4), Resume::Reset { last: Seq(12) }), (RoomId(5), Resume::Gone)];
         s.handle(2, Input::Done(Done::Replayed { rooms, calls: vec![], catch_up: false }));
         let ts: Vec<String> = frames(&mut s).iter().map(|f| f["t"].as_str().unwrap().to_string()).collect();
         assert_eq!(ts, ["event", "reset", "gone", "synced"]);
@@ -879,8 +879,8 @@ mod machine {
         s.handle(1, Input::Text(r#"{"t":"read","room":3,"seq":-1}"#.into()));
         assert_eq!(frames(&mut s)[0]["code"], "invalid");
         s.handle(2, Input::Text(r#"{"t":"typing","room":99}"#.into()));
-        assert_eq!(effects(&mut s), vec![Effect::Typing(99)]);
-        let refused = ErrorFrame::from_store(&StoreError::NotMember).room(99).frame();
+        assert_eq!(effects(&mut s), vec![Effect::Typing(RoomId(99))]);
+        let refused = ErrorFrame::from_store(&StoreError::NotMember).room(RoomId(99)).frame();
         s.handle(3, Input::Done(Done::Frame(Some(refused))));
         assert_eq!(frames(&mut s)[0]["code"], "not_member");
         s.handle(4, Input::Binary);
@@ -900,13 +900,13 @@ mod machine {
         let mut s = Session::new(&user(), 1, limits(), 0);
         frames(&mut s);
         for seq in 1..=(MAX_HELD as i64 + 100) {
-            s.handle(1, hub_event(3, seq));
+            s.handle(1, hub_event(RoomId(3), Seq(seq)));
         }
         s.handle(1, Input::Overflowed);
         s.handle(2, Input::Text(r#"{"t":"sync","since":{"3":0}}"#.into()));
         assert_eq!(effects(&mut s).len(), 1);
-        let all: Vec<Event> = (1..=4196).map(|seq| event(3, seq)).collect();
-        s.handle(3, Input::Done(Done::Replayed { rooms: vec![(3, Resume::Events(all))], calls: vec![], catch_up: false }));
+        let all: Vec<Event> = (1..=4196).map(|seq| event(RoomId(3), Seq(seq))).collect();
+        s.handle(3, Input::Done(Done::Replayed { rooms: vec![(RoomId(3), Resume::Events(all))], calls: vec![], catch_up: false }));
         let f = frames(&mut s);
         assert_eq!(f.len(), 4197);
         assert_eq!(f.last().unwrap()["t"], "synced");
@@ -917,15 +917,15 @@ mod machine {
     #[test]
     fn frames_dropped_by_the_hub_are_caught_up_from_the_store_and_a_hopeless_reader_is_closed() {
         let mut s = synced(0);
-        s.handle(1, hub_event(3, 6));
+        s.handle(1, hub_event(RoomId(3), Seq(6)));
         frames(&mut s);
         s.handle(100, Input::Overflowed);
-        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(3, 6)], catch_up: true }]);
+        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(RoomId(3), Seq(6))], catch_up: true }]);
         // a live frame during the catch-up waits for it
-        s.handle(101, hub_event(3, 9));
+        s.handle(101, hub_event(RoomId(3), Seq(9)));
         assert!(frames(&mut s).is_empty());
-        let missed = Resume::Events(vec![event(3, 7), event(3, 8)]);
-        s.handle(102, Input::Done(Done::Replayed { rooms: vec![(3, missed), (4, Resume::Reset { last: 2 })], calls: vec![], catch_up: true }));
+        let missed = Resume::Events(vec![event(RoomId(3), Seq(7)), event(RoomId(3), Seq(8))]);
+        s.handle(102, Input::Done(Done::Replayed { rooms: vec![(RoomId(3), missed), (RoomId(4), Resume::Reset { last: Seq(2) })], calls: vec![], catch_up: true }));
         let seqs: Vec<(String, i64)> = frames(&mut s).iter().map(|f| (f["t"].as_str().unwrap().to_string(), f["seq"].as_i64().unwrap())).collect();
         assert_eq!(seqs, [("event".into(), 7), ("event".into(), 8), ("reset".into(), 2), ("event".into(), 9)], "no synced for a catch-up");
         for t in [200, 300] {
@@ -951,8 +951,8 @@ mod machine {
         s.handle(1, Input::Text(r#"{"t":"sync","since":{"3":0}}"#.into()));
         effects(&mut s);
         s.handle(2, Input::Overflowed);
-        s.handle(3, Input::Done(Done::Replayed { rooms: vec![(3, Resume::Events(vec![event(3, 1)]))], calls: vec![], catch_up: false }));
-        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(3, 1)], catch_up: true }]);
+        s.handle(3, Input::Done(Done::Replayed { rooms: vec![(RoomId(3), Resume::Events(vec![event(RoomId(3), Seq(1))]))], calls: vec![], catch_up: false }));
+        assert_eq!(effects(&mut s), vec![Effect::Replay { rooms: vec![(RoomId(3), Seq(1))], catch_up: true }]);
     }
 
     #[test]
@@ -982,7 +982,7 @@ mod tests {
     use crate::config::ChatConfig;
     use crate::store::rooms::{self, PostOutcome, Visibility};
     use crate::store::users::{self, Role, User};
-    use crate::store::{Db, RoomId};
+    use crate::store::{Db, RoomId, Seq, UserId};
 
     struct Client {
         tx: mpsc::Sender<Result<Message, std::convert::Infallible>>,
@@ -1029,7 +1029,7 @@ mod tests {
         Client { tx: to_server, rx: from_server }
     }
 
-    async fn post(chat: &Chat, room: RoomId, who: i64, id: &str) -> i64 {
+    async fn post(chat: &Chat, room: RoomId, who: UserId, id: &str) -> Seq {
         let id = id.to_string();
         chat.write(move |c, now| match rooms::post_message(c, room, who, &id, "hi", None, now)? {
             PostOutcome::Stored { seq, published } => Ok((seq, vec![published])),
@@ -1050,11 +1050,11 @@ mod tests {
         assert!(b.nothing_for(150).await, "no live event before sync");
         b.send(json!({"t": "sync", "since": {room.to_string(): s1}})).await;
         let replayed = b.recv().await;
-        assert_eq!((replayed["t"].as_str(), replayed["seq"].as_i64()), (Some("event"), Some(s2)));
+        assert_eq!((replayed["t"].as_str(), replayed["seq"].as_i64()), (Some("event"), Some(s2.0)));
         assert_eq!(b.recv().await["t"], "synced");
         // the queued live copy of s2 is dropped: exactly once
         let s3 = post(&chat, room, alice.id, "m3").await;
-        assert_eq!(b.recv().await["seq"].as_i64(), Some(s3));
+        assert_eq!(b.recv().await["seq"].as_i64(), Some(s3.0));
         assert!(b.nothing_for(150).await);
     }
 

@@ -181,7 +181,7 @@ mod tests {
         record_join(&c, call.id, b.id).unwrap();
         assert_eq!(open_calls(&c).unwrap()[0].participants, vec![a.id, b.id]);
         save_roster(&c, call.id, r#"[["pa",1],["pb",2]]"#).unwrap();
-        assert_eq!(open_call(&c, room).unwrap().unwrap().roster, vec![("pa".to_string(), 1), ("pb".to_string(), 2)]);
+        assert_eq!(open_call(&c, room).unwrap().unwrap().roster, vec![("pa".to_string(), UserId(1)), ("pb".to_string(), UserId(2))]);
         let ended = end(&c, call.id, "ended", 70_010).unwrap().expect("announced");
         let v: serde_json::Value = serde_json::to_value(&ended.frame).unwrap();
         assert_eq!(v["kind"], "call_ended");

@@ -3,18 +3,14 @@
 
 pub mod calls;
 pub mod db;
+pub mod ids;
 pub mod migrations;
 pub mod rooms;
 pub mod users;
 
 pub use db::{Db, WriteCtx};
+pub use ids::{RoomId, Seq, UserId};
 
-/// User id (row id of `users`).
-pub type UserId = i64;
-/// Room id (row id of `rooms`).
-pub type RoomId = i64;
-/// Per-room event sequence number, assigned at commit.
-pub type Seq = i64;
 /// Milliseconds since the Unix epoch; passed in, never read inside the store.
 pub type Millis = i64;
 

@@ -161,7 +161,7 @@ fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
 
 /// The member's role in the room, or `NotMember`.
 pub fn member_role(conn: &Connection, room: RoomId, user: UserId) -> Result<RoomRole, StoreError> {
-    conn.query_row("SELECT role FROM members WHERE room_id = ?1 AND user_id = ?2", [room, user], |r| r.get::<_, String>(0))
+    conn.query_row("SELECT role FROM members WHERE room_id = ?1 AND user_id = ?2", (room, user), |r| r.get::<_, String>(0))
         .optional()?
         .map(|r| RoomRole::parse(&r))
         .ok_or(StoreError::NotMember)
@@ -263,7 +263,7 @@ pub fn create_group(
         "INSERT INTO rooms(kind, name, topic, visibility, created_by, created_ms) VALUES ('group', ?1, ?2, ?3, ?4, ?5)",
         params![name, topic, visibility.as_str(), creator, now],
     )?;
-    let room = conn.last_insert_rowid();
+    let room = RoomId(conn.last_insert_rowid());
     insert_member(conn, room, creator, RoomRole::Owner, now)?;
     let mut published = vec![append_to_members(conn, room, creator, now, &EventBody::Join { user: creator })?.1];
     for &m in members {
@@ -296,7 +296,7 @@ pub fn open_direct(conn: &Connection, a: UserId, b: UserId, now: Millis) -> Resu
         "INSERT INTO rooms(kind, name, visibility, direct_key, created_by, created_ms) VALUES ('direct', '', 'invite', ?1, ?2, ?3)",
         params![key, a, now],
     )?;
-    let room = conn.last_insert_rowid();
+    let room = RoomId(conn.last_insert_rowid());
     insert_member(conn, room, a, RoomRole::Owner, now)?;
     insert_member(conn, room, b, RoomRole::Owner, now)?;
     let p1 = append_to_members(conn, room, a, now, &EventBody::Join { user: a })?.1;
@@ -394,7 +394,7 @@ pub fn post_message(
 fn message_id(conn: &Connection, room: RoomId, seq: Seq) -> Result<(i64, UserId, bool, String), StoreError> {
     conn.query_row(
         "SELECT id, sender, deleted, body FROM messages WHERE room_id = ?1 AND seq = ?2",
-        [room, seq],
+        (room, seq),
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
     .optional()?
@@ -506,7 +506,7 @@ pub fn mark_read(conn: &Connection, room: RoomId, user: UserId, seq: Seq) -> Res
         return Ok(None);
     }
     let now_read: Seq =
-        conn.query_row("SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2", [room, user], |r| r.get(0))?;
+        conn.query_row("SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2", (room, user), |r| r.get(0))?;
     Ok(Some(Published { recipients: vec![user], frame: ServerFrame::Read { room, seq: now_read }, event: None }))
 }
 
@@ -619,7 +619,7 @@ pub fn remove_member(
     }
     let recipients = members_of(conn, room)?;
     let (_, published) = append_event(conn, room, actor, now, &EventBody::Leave { user: target }, recipients)?;
-    conn.execute("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2", [room, target])?;
+    conn.execute("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2", (room, target))?;
     // A room never stays without an owner while it has members.
     let owners: i64 =
         conn.query_row("SELECT COUNT(*) FROM members WHERE room_id = ?1 AND role = 'owner'", [room], |r| r.get(0))?;
@@ -673,7 +673,7 @@ pub fn list_rooms(conn: &Connection, user: UserId) -> Result<Vec<RoomSummary>, S
 /// One room as seen by a member.
 pub fn room_summary(conn: &Connection, room: RoomId, user: UserId) -> Result<RoomSummary, StoreError> {
     conn.prepare_cached(&format!("{SUMMARY_SQL} AND r.id = ?2"))?
-        .query_row([user, room], summary_from_row)
+        .query_row((user, room), summary_from_row)
         .optional()?
         .ok_or(StoreError::NotMember)
 }
@@ -723,7 +723,7 @@ pub fn history(
         "SELECT id, seq, sender, body, client_id, reply_to, created_ms, edited_ms, deleted FROM messages
          WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![room, before.unwrap_or(i64::MAX), limit + 1], |r| {
+    let rows = stmt.query_map(params![room, before.unwrap_or(Seq(i64::MAX)), limit + 1], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             Message {
@@ -755,8 +755,8 @@ pub fn history(
         out.push(m);
     }
     // Call records in the same stretch of the log go in the timeline too.
-    let from = if more { out.first().map_or(0, |m| m.seq) } else { 0 };
-    let to = before.unwrap_or(i64::MAX);
+    let from = if more { out.first().map_or(Seq::ZERO, |m| m.seq) } else { Seq::ZERO };
+    let to = before.unwrap_or(Seq(i64::MAX));
     let mut calls = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 AND seq < ?3
          AND (body LIKE '{\"kind\":\"call_started\"%' OR body LIKE '{\"kind\":\"call_ended\"%') ORDER BY seq",
@@ -901,12 +901,12 @@ mod tests {
         let (r1, p) = create_group(&c, a, "General", "", Visibility::Open, &[b], 2).unwrap();
         assert_eq!(p.len(), 2);
         let (r2, _) = create_group(&c, a, "Other", "", Visibility::Open, &[], 2).unwrap();
-        assert_eq!(post(&c, r1, a, "m1", "hello"), 3);
-        assert_eq!(post(&c, r2, a, "m2", "hello"), 2);
-        assert_eq!(post(&c, r1, b, "m3", "hi"), 4);
-        let Resume::Events(events) = resume(&c, r1, b, 2, 100).unwrap() else { panic!("events") };
+        assert_eq!(post(&c, r1, a, "m1", "hello"), Seq(3));
+        assert_eq!(post(&c, r2, a, "m2", "hello"), Seq(2));
+        assert_eq!(post(&c, r1, b, "m3", "hi"), Seq(4));
+        let Resume::Events(events) = resume(&c, r1, b, Seq(2), 100).unwrap() else { panic!("events") };
         assert_eq!(events.len(), 2);
-        assert_eq!((events[0].seq, events[1].seq), (3, 4));
+        assert_eq!((events[0].seq, events[1].seq), (Seq(3), Seq(4)));
         let v = serde_json::to_value(ServerFrame::Event(events[1].clone())).unwrap();
         assert_eq!((v["t"].as_str(), v["kind"].as_str(), v["body"].as_str()), (Some("event"), Some("message"), Some("hi")));
     }
@@ -927,7 +927,7 @@ mod tests {
         let (r, _) = create_group(&c, a, "Secret", "", Visibility::Invite, &[], 2).unwrap();
         assert!(matches!(post_message(&c, r, e, "x", "hi", None, 3), Err(StoreError::NotMember)));
         assert!(matches!(history(&c, r, e, None, 50), Err(StoreError::NotMember)));
-        assert_eq!(resume(&c, r, e, 0, 50).unwrap(), Resume::Gone);
+        assert_eq!(resume(&c, r, e, Seq(0), 50).unwrap(), Resume::Gone);
         assert!(matches!(add_member(&c, r, e, e, 3), Err(StoreError::NotFound)));
         assert!(browse_open(&c, e).unwrap().is_empty());
         assert!(search(&c, e, "hi", None).unwrap().is_empty());
@@ -942,7 +942,7 @@ mod tests {
         assert!(matches!(post_message(&c, r, a, "blank", "  \n", None, 3), Err(StoreError::Invalid(_))));
         assert!(matches!(post_message(&c, r, a, "bad id!", "x", None, 3), Err(StoreError::Invalid(_))));
         let exact = "y".repeat(MAX_BODY_BYTES);
-        assert_eq!(post(&c, r, a, "ok", &exact), 2);
+        assert_eq!(post(&c, r, a, "ok", &exact), Seq(2));
     }
 
     #[test]
@@ -977,7 +977,7 @@ mod tests {
         assert_eq!((sb.unread, sb.mentions), (2, 1));
         let p = mark_read(&c, r, b, s3).unwrap().unwrap();
         assert_eq!(p.recipients, vec![b]);
-        assert!(mark_read(&c, r, b, 1).unwrap().is_none(), "read marker never moves back");
+        assert!(mark_read(&c, r, b, Seq(1)).unwrap().is_none(), "read marker never moves back");
         let sb = room_summary(&c, r, b).unwrap();
         assert_eq!((sb.unread, sb.mentions), (0, 0));
     }
@@ -1061,10 +1061,10 @@ mod tests {
         for i in 0..20 {
             post(&c, r, a, &format!("m{i}"), "x");
         }
-        assert!(matches!(resume(&c, r, a, 0, 10).unwrap(), Resume::Reset { last: 21 }));
-        assert!(matches!(resume(&c, r, a, 11, 10).unwrap(), Resume::Events(e) if e.len() == 10));
-        assert!(matches!(resume(&c, r, a, 22, 10).unwrap(), Resume::Reset { last: 21 }), "ahead of the room");
-        assert!(matches!(resume(&c, r, a, 21, 10).unwrap(), Resume::Events(e) if e.is_empty()));
-        assert_eq!(member_rooms(&c, a).unwrap(), vec![(r, 21)]);
+        assert!(matches!(resume(&c, r, a, Seq(0), 10).unwrap(), Resume::Reset { last: Seq(21) }));
+        assert!(matches!(resume(&c, r, a, Seq(11), 10).unwrap(), Resume::Events(e) if e.len() == 10));
+        assert!(matches!(resume(&c, r, a, Seq(22), 10).unwrap(), Resume::Reset { last: Seq(21) }), "ahead of the room");
+        assert!(matches!(resume(&c, r, a, Seq(21), 10).unwrap(), Resume::Events(e) if e.is_empty()));
+        assert_eq!(member_rooms(&c, a).unwrap(), vec![(r, Seq(21))]);
     }
 }

@@ -90,7 +90,7 @@ pub fn create_user(
         params![username, display, password_hash, role.as_str(), now],
     );
     match res {
-        Ok(_) => get_user(conn, conn.last_insert_rowid()),
+        Ok(_) => get_user(conn, UserId(conn.last_insert_rowid())),
         Err(e) if StoreError::is_unique_violation(&e) => Err(StoreError::Conflict("username is taken")),
         Err(e) => Err(e.into()),
     }

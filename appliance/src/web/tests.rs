@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::chat::Chat;
 use crate::config::Config;
-use crate::store::Db;
+use crate::store::{Db, UserId};
 
 struct Harness {
     app: Router,
@@ -103,7 +103,7 @@ impl Harness {
         Self::session_from(&h, &b)
     }
 
-    async fn add_user(&self, admin: &Session, name: &str) -> (i64, Session) {
+    async fn add_user(&self, admin: &Session, name: &str) -> (UserId, Session) {
         let (st, _, b) = self
             .call(
                 "POST",
@@ -113,7 +113,7 @@ impl Harness {
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{b}");
-        let id = b["id"].as_i64().unwrap();
+        let id = UserId(b["id"].as_i64().unwrap());
         (id, self.login(name, "password-2").await)
     }
 
