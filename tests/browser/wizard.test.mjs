@@ -153,15 +153,26 @@ test('the wizard claims the box step by step, resumes after a restart and lands 
 
     // Settings → Box: the same panels; updates are uploaded there (this
     // server is no box: the error says why); no install offer off a live system
-    // (in sections with their own URLs: #settings/box, #settings/system)
+    // (in sections with their own URLs: #settings/box, #settings/health)
     await page.click('button[aria-label=Settings]');
     await page.click('.settings-nav a[data-section=box]');
     await page.waitForSelector('[data-key="network.address"]');
     assert.match(page.url(), /#settings\/box$/);
     assert.equal(await page.isChecked('input[type=radio][value=static]'), true);
     assert.equal(await page.inputValue('[data-key="network.address"]'), '10.99.0.1/24');
-    await page.click('.settings-nav a[data-section=system]');
+    await page.click('.settings-nav a[data-section=health]');
     await page.waitForSelector('[data-key="update.file"]');
+    // Health: the checks the server made, each with its words
+    await page.waitForSelector('#health-summary');
+    assert.match(page.url(), /#settings\/health$/);
+    const checks = await page.$$eval('.health-checks li', (lis) => lis.map((li) => [li.dataset.check, li.className, li.querySelector('.detail').textContent]));
+    assert.deepEqual(checks.map(([id]) => id), ['disk', 'database', 'certificate', 'turn']);
+    for (const [id, level, detail] of checks) {
+      assert.match(level, /^(ok|warn|fail)$/, id);
+      assert.ok(detail.length > 3 && !/null|undefined/.test(detail), `${id}: ${detail}`);
+    }
+    assert.equal(checks[1][1], 'ok', 'the database answers');
+    await shot(page, 'settings-health');
     assert.equal(await page.locator('form.install').count(), 0);
     assert.equal(await page.locator('#box-restart').count(), 0, 'no restart button off the box');
     await page.setInputFiles('[data-key="update.file"]', { name: 'parvis-x86_64-9.9.9.update', mimeType: 'application/octet-stream', buffer: Buffer.from('not a bundle') });

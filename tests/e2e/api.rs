@@ -72,6 +72,8 @@ async fn every_operation_answers_as_described() -> R {
     wrong["name"] = json!("Not A Name");
     assert_eq!(s.http("PUT", "/api/admin/settings", Some(json!({"settings": wrong})), Some(&alice)).await?.status, 422);
     assert_eq!(s.http("POST", "/api/admin/certificate/renew", None, Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/admin/health", None, Some(&alice)).await?.status, 200);
+    assert_eq!(s.http("GET", "/api/admin/health", None, Some(&bob)).await?.status, 403);
     assert_eq!(s.http("GET", "/api/admin/install", None, Some(&alice)).await?.status, 200);
     assert_eq!(s.http("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&alice)).await?.status, 409);
     assert_eq!(s.http("POST", "/api/admin/restart", None, Some(&alice)).await?.status, 409);

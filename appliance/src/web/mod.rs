@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod health;
 pub mod calls;
 pub mod invites;
 pub mod messages;
@@ -390,6 +391,7 @@ async fn json_errors(req: Request<axum::body::Body>, next: Next) -> Response {
 
 /// The whole HTTPS application.
 pub fn router(state: State) -> Router {
+    health::mark_start();
     let (api, _) = openapi::api_router().split_for_parts();
     let doc_json = openapi::document().to_json().expect("the API description serializes");
     let api = api

@@ -641,3 +641,20 @@ async fn a_full_hashing_queue_answers_503_with_retry_after_and_counts_nothing() 
         assert_ne!(st, StatusCode::TOO_MANY_REQUESTS);
     }
 }
+
+#[tokio::test]
+async fn health_is_for_admins_and_says_what_was_checked() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, bob) = h.add_user(&admin, "bob").await;
+    assert_eq!(h.call("GET", "/api/admin/health", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.call("GET", "/api/admin/health", None, Some(&bob)).await.0, StatusCode::FORBIDDEN);
+    let (st, _, v) = h.call("GET", "/api/admin/health", None, Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["disk", "database", "certificate", "turn"]);
+    let db = &v["checks"][1];
+    assert_eq!((db["level"].as_str(), db["detail"].as_str().unwrap().ends_with(" KiB, 2 accounts")), (Some("ok"), true), "{db}");
+    assert!(v["figures"]["disk_total_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(["ok", "warn", "fail"].contains(&v["level"].as_str().unwrap()));
+}

@@ -22,6 +22,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("wizard.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/wizard.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../../ui/style.css")),
     ("icons.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/icons.js")),
+    ("state.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/state.js")),
+    ("widgets.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/widgets.js")),
+    ("rooms.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/rooms.js")),
+    ("roomlist.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/roomlist.js")),
+    ("conversation.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/conversation.js")),
+    ("composer.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/composer.js")),
+    ("events.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/events.js")),
+    ("notify.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/notify.js")),
+    ("dialogs.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/dialogs.js")),
+    ("settings.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/settings.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../ui/icon.svg")),
 ];
 
@@ -64,4 +74,26 @@ pub fn routes() -> Router<State> {
         .route("/manifest.webmanifest", get(|| async { send("application/manifest+json", MANIFEST) }))
         .route("/sw.js", get(|| async { send("text/javascript; charset=utf-8", SERVICE_WORKER) }))
         .route("/parvis-ca.pem", get(ca_certificate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new module in `ui/` that is not embedded would be a 404 in the browser.
+    #[test]
+    fn every_ui_file_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        let served = ["index.html", "manifest.webmanifest", "sw.js"];
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if served.contains(&name.as_str()) {
+                continue;
+            }
+            let embedded = ASSETS.iter().find(|(n, _, _)| *n == name);
+            assert!(embedded.is_some(), "ui/{name} is not in ASSETS");
+            let on_disk = std::fs::read(dir.join(&name)).unwrap();
+            assert_eq!(embedded.unwrap().2, on_disk.as_slice(), "ui/{name}");
+        }
+    }
 }

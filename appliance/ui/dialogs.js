@@ -1,0 +1,170 @@
+// The room dialogs (new room, direct message, browse, room settings) and the
+// side panel (members, search results).
+import { h, clear, $ } from './dom.js';
+import { icon } from './icons.js';
+import { get, post, patch, del } from './api.js';
+import { avatarClass, initialsOf } from './call.js';
+import { renderSnippet } from './format.js';
+import { t, lang } from './i18n.js';
+import { errorText, field, formError, showFormError } from './forms.js';
+import { S, on, userName, roomTitle, canModerate } from './state.js';
+import { addRoom, fetchRoom, refreshUsers } from './rooms.js';
+import { openRoom, highlight } from './conversation.js';
+import { toast, showDialog, dialogShell } from './widgets.js';
+
+function userCheckboxes(exclude = new Set()) {
+  return h('fieldset', { class: 'user-list' }, h('legend', {}, t('members')),
+    [...S.users.values()].filter((u) => u.id !== S.me.id && !u.disabled && !exclude.has(u.id)).map((u) =>
+      h('label', { class: 'check' }, h('input', { type: 'checkbox', value: u.id }), ` ${u.display_name} (@${u.username})`)));
+}
+
+export function newRoomDialog() {
+  const err = formError();
+  const name = h('input', { required: true, maxlength: 80, name: 'name' });
+  const topic = h('input', { maxlength: 500, name: 'topic' });
+  const vis = h('select', { name: 'visibility' }, h('option', { value: 'open' }, t('visibility_open')), h('option', { value: 'invite' }, t('visibility_invite')));
+  const people = userCheckboxes();
+  const d = dialogShell(t('new_room'), h('form', { class: 'stack', onsubmit: async (ev) => {
+    ev.preventDefault();
+    const members = [...people.querySelectorAll('input:checked')].map((i) => Number(i.value));
+    try {
+      const room = await post('/rooms', { name: name.value, topic: topic.value, visibility: vis.value, members });
+      addRoom(room);
+      d.close();
+      openRoom(room.id);
+    } catch (e) { showFormError(err, e); }
+  } }, field(t('room_name'), name), field(t('topic'), topic), field(t('visibility'), vis), people, err,
+  h('button', { type: 'submit', class: 'primary' }, t('create'))));
+  showDialog(d);
+  name.focus();
+}
+
+export function directDialog() {
+  const filter = h('input', { type: 'search', placeholder: t('find_person'), 'aria-label': t('find_person') });
+  const list = h('ul', { class: 'pick-list' });
+  const d = dialogShell(t('new_direct'), filter, list);
+  const render = () => {
+    clear(list);
+    const q = filter.value.toLowerCase();
+    for (const u of S.users.values()) {
+      if (u.id === S.me.id || u.disabled) continue;
+      if (q && !u.display_name.toLowerCase().includes(q) && !u.username.includes(q)) continue;
+      list.append(h('li', {}, h('button', { class: 'link', onclick: async () => {
+        try {
+          const room = await post('/direct', { user: u.id });
+          addRoom(room);
+          d.close();
+          openRoom(room.id);
+        } catch (e) { toast(errorText(e), 'error'); }
+      } }, `${u.display_name} (@${u.username})`)));
+    }
+  };
+  filter.addEventListener('input', render);
+  render();
+  showDialog(d);
+  filter.focus();
+}
+
+export async function browseDialog() {
+  let rooms;
+  try { rooms = await get('/rooms/browse'); } catch (e) { toast(errorText(e), 'error'); return; }
+  const d = dialogShell(t('browse_rooms'), rooms.length ? h('ul', { class: 'pick-list' }, rooms.map((r) => h('li', {},
+    h('div', {}, h('strong', {}, '# ' + r.name), r.topic ? h('p', { class: 'topic' }, r.topic) : null, h('small', {}, t('n_members', { n: r.member_count }))),
+    h('button', { class: 'primary small', onclick: async () => {
+      try {
+        await post(`/rooms/${r.id}/members`, { user: S.me.id });
+        await fetchRoom(r.id);
+        d.close();
+        openRoom(r.id);
+      } catch (e) { toast(errorText(e), 'error'); }
+    } }, t('join'))))) : h('p', {}, t('no_open_rooms')));
+  showDialog(d);
+}
+
+export function roomSettingsDialog() {
+  const r = S.rooms.get(S.current);
+  if (!r || r.kind === 'direct') return;
+  const err = formError();
+  const editable = canModerate(r);
+  const name = h('input', { required: true, maxlength: 80, value: r.name, disabled: !editable || r.archived });
+  const topic = h('input', { maxlength: 500, value: r.topic, disabled: !editable || r.archived });
+  const vis = h('select', { disabled: !editable || r.archived },
+    h('option', { value: 'open', selected: r.visibility === 'open' }, t('visibility_open')),
+    h('option', { value: 'invite', selected: r.visibility === 'invite' }, t('visibility_invite')));
+  const save = async (change) => {
+    try { await patch('/rooms/' + r.id, change); d.close(); } catch (e) { showFormError(err, e); }
+  };
+  const d = dialogShell(t('room_settings'), h('form', { class: 'stack', onsubmit: (ev) => {
+    ev.preventDefault();
+    save({ name: name.value, topic: topic.value, visibility: vis.value });
+  } }, field(t('room_name'), name), field(t('topic'), topic), field(t('visibility'), vis), err,
+  editable && !r.archived ? h('button', { type: 'submit', class: 'primary' }, t('save')) : null,
+  editable ? h('button', { type: 'button', class: 'secondary', onclick: () => save({ archived: !r.archived }) }, r.archived ? t('unarchive') : t('archive')) : null,
+  h('button', { type: 'button', class: 'danger', onclick: () => leaveRoom(r, d) }, t('leave_room'))));
+  showDialog(d);
+}
+
+async function leaveRoom(r, d) {
+  if (!confirm(t('confirm_leave', { room: r.name }))) return;
+  try { await del(`/rooms/${r.id}/members/${S.me.id}`); d?.close(); } catch (e) { toast(errorText(e), 'error'); }
+}
+
+export function toggleMembers() {
+  const panel = $('#panel');
+  if (!panel.hidden && panel.dataset.kind === 'members') { panel.hidden = true; return; }
+  panel.hidden = false;
+  panel.dataset.kind = 'members';
+  renderMembers();
+}
+
+async function renderMembers() {
+  const panel = $('#panel');
+  const id = S.current;
+  const r = S.rooms.get(id);
+  if (!r) return;
+  let res;
+  try { res = await get('/rooms/' + id); } catch (e) { toast(errorText(e), 'error'); return; }
+  if (S.current !== id) return;
+  await refreshUsers(res.members.map((m) => m.user));
+  const inRoom = new Set(res.members.map((m) => m.user));
+  const mod = canModerate(r);
+  clear(panel).append(
+    h('header', {}, h('h2', {}, t('members_n', { n: res.members.length })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
+    h('ul', { class: 'member-list' }, res.members.map((m) => h('li', {},
+      h('span', { class: 'avatar small ' + avatarClass(m.user), 'aria-hidden': 'true' }, initialsOf(userName(m.user))),
+      h('span', {}, userName(m.user), m.role === 'owner' ? h('small', {}, ' · ' + t('owner')) : null),
+      r.kind === 'group' && mod && m.user !== S.me.id ? h('button', { class: 'link', 'aria-label': t('remove_x', { name: userName(m.user) }), onclick: async () => {
+        try { await del(`/rooms/${id}/members/${m.user}`); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
+      } }, t('remove')) : null))));
+  if (r.kind === 'group' && !r.archived) {
+    const sel = h('select', { 'aria-label': t('add_member') }, h('option', { value: '' }, t('add_member') + '…'),
+      [...S.users.values()].filter((u) => !inRoom.has(u.id) && !u.disabled).map((u) => h('option', { value: u.id }, u.display_name)));
+    sel.addEventListener('change', async () => {
+      if (!sel.value) return;
+      try { await post(`/rooms/${id}/members`, { user: Number(sel.value) }); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
+    });
+    panel.append(sel);
+  }
+}
+
+/** The members panel follows the open room and its joins and leaves. */
+on('members', (room) => {
+  const panel = $('#panel');
+  if (room === S.current && panel && !panel.hidden && panel.dataset.kind === 'members') renderMembers();
+});
+
+export async function runSearch(q) {
+  if (!q.trim()) return;
+  const panel = $('#panel');
+  panel.hidden = false;
+  panel.dataset.kind = 'search';
+  let res;
+  try { res = await get('/search?q=' + encodeURIComponent(q)); } catch (e) { toast(errorText(e), 'error'); return; }
+  clear(panel).append(
+    h('header', {}, h('h2', {}, t('search_results', { q })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
+    res.hits.length ? h('ul', { class: 'hits' }, res.hits.map((hit) => h('li', {}, h('button', { class: 'hit', onclick: async () => {
+      await openRoom(hit.room);
+      highlight(hit.seq);
+    } }, h('small', {}, roomTitle(S.rooms.get(hit.room)), ' · ', userName(hit.sender), ' · ', new Date(hit.ts).toLocaleString(lang())),
+    h('p', {}, renderSnippet(hit.snippet)))))) : h('p', { class: 'empty' }, t('no_results')));
+}
