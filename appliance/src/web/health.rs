@@ -2,8 +2,7 @@
 //! on (disk, database, certificate, TURN) and the figures behind them.
 
 use std::path::Path;
-use std::sync::LazyLock;
-use std::time::Instant;
+use std::sync::OnceLock;
 
 use axum::extract::State as AxState;
 use serde::Serialize;
@@ -12,12 +11,12 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiResult, CurrentUser, State};
 use crate::certs::acme::CertStatus;
 
-/// When this process started serving (uptime).
-static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// When this process started serving, in the chat clock's milliseconds.
+static STARTED_MS: OnceLock<i64> = OnceLock::new();
 
 /// Called when the router is built, so uptime counts from the start.
-pub fn mark_start() {
-    LazyLock::force(&STARTED);
+pub fn mark_start(now_ms: i64) {
+    STARTED_MS.get_or_init(|| now_ms);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -74,7 +73,7 @@ fn mib(b: u64) -> String {
 /// Free space: below 5 % or 512 MiB warns (uploads and updates need room),
 /// below 1 % or 64 MiB fails (the database may not be able to commit).
 pub fn disk_check(free: u64, total: u64) -> Check {
-    let pct = if total == 0 { 0 } else { free.saturating_mul(100) / total };
+    let pct = free.saturating_mul(100).checked_div(total).unwrap_or(0);
     let level = if free < 64 << 20 || pct < 1 {
         Level::Fail
     } else if free < 512 << 20 || pct < 5 {
@@ -105,8 +104,8 @@ pub fn certificate_check(c: &CertStatus, now_secs: i64) -> Check {
 fn statvfs(dir: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let f = s.fragment_size() as u64;
-            (s.blocks_available() as u64 * f, s.blocks() as u64 * f)
+            let f = s.fragment_size();
+            (s.blocks_available() * f, s.blocks() * f)
         }
         Err(_) => (0, 0),
     }
@@ -126,7 +125,8 @@ pub async fn health(AxState(state): AxState<State>, me: CurrentUser) -> ApiResul
         .sum();
     let (calls, participants) = state.chat.calls.counts();
     let cert = state.certs.status.lock().expect("poisoned").clone();
-    let now_secs = state.chat.clock.now_ms() / 1000;
+    let now_ms = state.chat.clock.now_ms();
+    let now_secs = now_ms / 1000;
     let mut figures = Figures {
         disk_free_bytes: free,
         disk_total_bytes: total,
@@ -157,7 +157,7 @@ pub async fn health(AxState(state): AxState<State>, me: CurrentUser) -> ApiResul
     let level = checks.iter().map(|c| c.level).max_by_key(|l| *l as u8).unwrap_or(Level::Ok);
     Ok(axum::Json(Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_secs: STARTED.elapsed().as_secs(),
+        uptime_secs: u64::try_from((now_ms - STARTED_MS.get().copied().unwrap_or(now_ms)) / 1000).unwrap_or(0),
         level,
         checks,
         figures,

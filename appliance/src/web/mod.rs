@@ -391,7 +391,7 @@ async fn json_errors(req: Request<axum::body::Body>, next: Next) -> Response {
 
 /// The whole HTTPS application.
 pub fn router(state: State) -> Router {
-    health::mark_start();
+    health::mark_start(state.chat.clock.now_ms());
     let (api, _) = openapi::api_router().split_for_parts();
     let doc_json = openapi::document().to_json().expect("the API description serializes");
     let api = api
