@@ -110,6 +110,28 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX calls_open ON calls(room_id) WHERE ended_ms IS NULL;
     "#,
+    // Guests by link: a link is a capability for one room (only its hash is
+    // stored); a guest is a user row tied to the link it came by, and a
+    // member whose history starts at `since_seq`.
+    r#"
+    CREATE TABLE guest_links (
+        id INTEGER PRIMARY KEY,
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        token_hash BLOB NOT NULL UNIQUE,
+        created_by INTEGER NOT NULL REFERENCES users(id),
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        max_uses INTEGER,
+        uses INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT,
+        perms INTEGER NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        revoked_ms INTEGER
+    );
+    CREATE INDEX guest_links_room ON guest_links(room_id);
+    ALTER TABLE users ADD COLUMN guest_link INTEGER REFERENCES guest_links(id);
+    ALTER TABLE members ADD COLUMN since_seq INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes (the number of migrations).

@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod db;
+pub mod guests;
 pub mod ids;
 pub mod migrations;
 pub mod rooms;

@@ -137,22 +137,24 @@ pub enum PostOutcome {
     Duplicate { room: RoomId, seq: Seq },
 }
 
-struct RoomRow {
-    kind: RoomKind,
-    name: String,
-    topic: String,
-    visibility: Visibility,
-    archived: bool,
+pub(crate) struct RoomRow {
+    pub kind: RoomKind,
+    pub name: String,
+    pub topic: String,
+    pub visibility: Visibility,
+    pub archived: bool,
+    pub last_seq: Seq,
 }
 
-fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
-    conn.query_row("SELECT kind, name, topic, visibility, archived FROM rooms WHERE id = ?1", [room], |r| {
+pub(crate) fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
+    conn.query_row("SELECT kind, name, topic, visibility, archived, last_seq FROM rooms WHERE id = ?1", [room], |r| {
         Ok(RoomRow {
             kind: RoomKind::parse(&r.get::<_, String>(0)?),
             name: r.get(1)?,
             topic: r.get(2)?,
             visibility: Visibility::parse(&r.get::<_, String>(3)?),
             archived: r.get(4)?,
+            last_seq: r.get(5)?,
         })
     })
     .optional()?
@@ -168,7 +170,7 @@ pub fn member_role(conn: &Connection, room: RoomId, user: UserId) -> Result<Room
 }
 
 /// `user` as the rules see them in `room`: an admin needs no membership.
-fn actor_in(conn: &Connection, room: RoomId, user: UserId, is_admin: bool) -> Result<rules::Actor, StoreError> {
+pub(crate) fn actor_in(conn: &Connection, room: RoomId, user: UserId, is_admin: bool) -> Result<rules::Actor, StoreError> {
     match member_role(conn, room, user) {
         Ok(role) => Ok(rules::Actor { role: Some(role), admin: is_admin }),
         Err(StoreError::NotMember) if is_admin => Ok(rules::Actor { role: None, admin: true }),
@@ -718,12 +720,13 @@ pub fn history(
     limit: u32,
 ) -> Result<(Vec<Message>, bool), StoreError> {
     member_role(conn, room, user)?;
+    let floor = history_floor(conn, room, user)?;
     let limit = limit.clamp(1, 200);
     let mut stmt = conn.prepare_cached(
         "SELECT id, seq, sender, body, client_id, reply_to, created_ms, edited_ms, deleted FROM messages
-         WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+         WHERE room_id = ?1 AND seq < ?2 AND seq > ?4 ORDER BY seq DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![room, before.unwrap_or(Seq(i64::MAX)), limit + 1], |r| {
+    let rows = stmt.query_map(params![room, before.unwrap_or(Seq(i64::MAX)), limit + 1, floor], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             Message {
@@ -755,7 +758,7 @@ pub fn history(
         out.push(m);
     }
     // Call records in the same stretch of the log go in the timeline too.
-    let from = if more { out.first().map_or(Seq::ZERO, |m| m.seq) } else { Seq::ZERO };
+    let from = if more { out.first().map_or(floor, |m| m.seq) } else { floor };
     let to = before.unwrap_or(Seq(i64::MAX));
     let mut calls = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 AND seq < ?3
@@ -804,6 +807,7 @@ pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: 
     if since > last {
         return Ok(Resume::Reset { last });
     }
+    let since = since.max(history_floor(conn, room, user)?);
     let mut stmt = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )?;
@@ -812,6 +816,15 @@ pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: 
     })?;
     let events: Vec<Event> = rows.collect::<Result<_, _>>()?;
     if events.len() > limit as usize { Ok(Resume::Reset { last }) } else { Ok(Resume::Events(events)) }
+}
+
+/// The sequence after which `user` may read `room`: 0 for members, the
+/// room's sequence at admission for guests.
+fn history_floor(conn: &Connection, room: RoomId, user: UserId) -> Result<Seq, StoreError> {
+    Ok(conn
+        .query_row("SELECT since_seq FROM members WHERE room_id = ?1 AND user_id = ?2", (room, user), |r| r.get(0))
+        .optional()?
+        .unwrap_or(Seq::ZERO))
 }
 
 /// The rooms `user` belongs to, with each one's last sequence.
@@ -865,7 +878,7 @@ pub fn search(conn: &Connection, user: UserId, query: &str, room: Option<RoomId>
          FROM messages_fts
          JOIN messages m ON m.id = messages_fts.rowid
          JOIN members mb ON mb.room_id = m.room_id AND mb.user_id = ?1
-         WHERE messages_fts MATCH ?2 AND m.deleted = 0 AND (?3 IS NULL OR m.room_id = ?3)
+         WHERE messages_fts MATCH ?2 AND m.deleted = 0 AND m.seq > mb.since_seq AND (?3 IS NULL OR m.room_id = ?3)
          ORDER BY rank LIMIT 50",
     )?;
     let rows = stmt.query_map(params![user, q, room], |r| {

@@ -11,6 +11,8 @@ use super::{Millis, StoreError, UserId};
 pub enum Role {
     Admin,
     User,
+    /// Came by a guest link: one room, no directory, no settings.
+    Guest,
 }
 
 impl Role {
@@ -18,6 +20,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::User => "user",
+            Role::Guest => "guest",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
@@ -41,16 +44,17 @@ pub struct User {
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(3)?;
+    let guest: bool = r.get(5)?;
     Ok(User {
         id: r.get(0)?,
         username: r.get(1)?,
         display_name: r.get(2)?,
-        role: Role::parse(&role).unwrap_or(Role::User),
+        role: if guest { Role::Guest } else { Role::parse(&role).unwrap_or(Role::User) },
         disabled: r.get(4)?,
     })
 }
 
-const USER_COLS: &str = "id, username, display_name, role, disabled";
+const USER_COLS: &str = "id, username, display_name, role, disabled, guest_link IS NOT NULL";
 
 /// Usernames: 2–32 of `a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_username(name: &str) -> Result<(), StoreError> {
@@ -108,7 +112,7 @@ pub fn find_login(conn: &Connection, username: &str) -> Result<Option<(User, Str
         .query_row(
             &format!("SELECT {USER_COLS}, password_hash FROM users WHERE username = ?1"),
             [username],
-            |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?)),
+            |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?)),
         )
         .optional()?)
 }
@@ -192,11 +196,11 @@ pub fn create_session(
 pub fn session_user(conn: &Connection, token_hash: &[u8], now: Millis) -> Result<Option<(User, String)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT u.id, u.username, u.display_name, u.role, u.disabled, s.csrf
+            "SELECT u.id, u.username, u.display_name, u.role, u.disabled, u.guest_link IS NOT NULL, s.csrf
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND u.disabled = 0",
             params![token_hash, now],
-            |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?)),
+            |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?)),
         )
         .optional()?)
 }
