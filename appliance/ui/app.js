@@ -79,6 +79,39 @@ async function inviteView(token) {
   centered(form);
 }
 
+/** A guest link (/g/<token>): a name (and the link's password), then the
+ *  one room. A guest who reloads comes back as the same guest (its session). */
+async function guestView(token) {
+  let me = null;
+  try { me = await get('/me'); } catch { /* nobody yet */ }
+  if (me?.user.role === 'guest') { startChat(me); return; }
+  let info;
+  try { info = await get('/guest/' + encodeURIComponent(token)); } catch (e) {
+    centered(h('h1', {}, t('guest_title')), h('p', { class: 'form-error', id: 'guest-error' }, errorText(e)));
+    return;
+  }
+  if (me) {
+    // a colleague opening a customer's link: say who they are, change nothing
+    centered(h('h1', {}, t('guest_title_at', { company: info.company })),
+      h('p', {}, t('guest_signed_in', { name: me.user.display_name })), h('a', { class: 'button primary', href: '/' }, t('guest_open_chat')));
+    return;
+  }
+  const err = formError();
+  const name = h('input', { name: 'display_name', required: true, maxlength: 64, autocomplete: 'name' });
+  const pw = info.password ? h('input', { name: 'password', type: 'password', required: true, autocomplete: 'off' }) : null;
+  const form = h('form', { class: 'stack', id: 'guest-form', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      startChat(await post('/guest/' + encodeURIComponent(token), { display_name: name.value, password: pw?.value }));
+    } catch (e) { showFormError(err, e); }
+  } },
+  h('h1', {}, t('guest_title_at', { company: info.company })), h('p', {}, t('guest_intro')),
+  field(t('guest_name'), name, t('guest_name_hint')), pw ? field(t('password'), pw, t('guest_password_hint')) : null, err,
+  h('button', { type: 'submit', class: 'primary' }, t('guest_join')),
+  h('p', { class: 'hint' }, t('guest_expires', { when: new Date(info.expires).toLocaleString(lang()) })));
+  centered(form);
+}
+
 // ------------------------------------------------------------------ chat --
 
 async function startChat(me) {
@@ -168,7 +201,15 @@ function renderShell() {
       h('div', { id: 'compose-context', class: 'compose-context', hidden: true }),
       h('div', { class: 'compose-row' }, textarea, h('button', { type: 'submit', class: 'primary', id: 'send' }, t('send')))));
   const panel = h('aside', { id: 'panel', class: 'panel', hidden: true });
-  root.append(h('div', { class: 'shell' }, sidebar, main, panel));
+  const guest = S.me.role === 'guest';
+  root.classList.toggle('guest-mode', guest);
+  if (guest) {
+    // one room, no directory: the header says whose box and offers the name
+    main.querySelector('.conv-head').append(
+      h('button', { class: 'icon', title: t('settings'), 'aria-label': t('settings'), onclick: () => settingsDialog('profile') }, icon('settings')),
+      h('button', { class: 'link', id: 'guest-leave', onclick: () => logout(false) }, t('guest_leave')));
+  }
+  root.append(h('div', { class: 'shell' + (guest ? ' guest' : '') }, guest ? null : sidebar, main, panel));
   renderRoomList();
 }
 
@@ -199,9 +240,18 @@ on('lang', () => {
 async function logout(remote) {
   if (!remote) { try { await post('/logout'); } catch { /* already gone */ } }
   if (S.conn) S.conn.stop();
+  S.calls?.hangUp(false);
   S.conn = null;
   S.current = null;
   setCsrf('');
+  const wasGuest = S.me?.role === 'guest';
+  S.me = null;
+  root.classList.remove('guest-mode', 'in-room');
+  if (wasGuest) {
+    // a guest who leaves (or whose link was revoked) is told so, and stays out
+    centered(h('h1', {}, t(remote ? 'guest_ended' : 'guest_left')), h('p', {}, t('guest_left_hint')));
+    return;
+  }
   history.replaceState(null, '', '/');
   boot();
 }
@@ -227,6 +277,8 @@ async function boot() {
   }
   const invite = location.pathname.match(/^\/invite\/([A-Za-z0-9_-]+)$/);
   if (invite) { inviteView(invite[1]); return; }
+  const guest = location.pathname.match(/^\/g\/([A-Za-z0-9_-]+)$/);
+  if (guest) { guestView(guest[1]); return; }
   if (status.setup_needed) { wizardView(root, startChat); return; }
   try {
     startChat(await get('/me'));

@@ -59,7 +59,7 @@ export class Conn extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       this.synced = false;
-      if (ev.code === 4001 || ev.code === 4002) {
+      if (ev.code === 4001 || ev.code === 4002 || ev.code === 4003) {
         this.stopped = true;
         this.setState('offline');
         this.dispatchEvent(new CustomEvent('logout', { detail: ev.reason }));

@@ -6,7 +6,7 @@ import { avatarClass, initialsOf } from './call.js';
 import { renderBody, plainText } from './format.js';
 import { t, lang } from './i18n.js';
 import { errorText } from './forms.js';
-import { S, on, changed, view, userName, roomTitle, msgsFor, canModerate, pendingFor, sortedRooms } from './state.js';
+import { S, on, changed, view, userName, roomTitle, msgsFor, canModerate, pendingFor, sortedRooms, guestBadge } from './state.js';
 import { loadHistory } from './rooms.js';
 import { showComposer, startReply, startEdit, react, deleteMessage, reactionPicker } from './composer.js';
 import { settingsDialog } from './settings.js';
@@ -127,7 +127,7 @@ function messageNode(msg, prev) {
     dataset: msg.pending ? { cid: msg.client_id } : { seq: msg.seq, cid: msg.client_id }, tabindex: '-1' },
   compact ? null : h('div', { class: 'avatar ' + avatarClass(msg.sender), 'aria-hidden': 'true' }, initialsOf(sender)),
   h('div', { class: 'content' },
-    compact ? null : h('header', {}, h('span', { class: 'sender' }, sender), ' ',
+    compact ? null : h('header', {}, h('span', { class: 'sender' }, sender), guestBadge(msg.sender), ' ',
       h('time', { datetime: new Date(msg.ts).toISOString(), title: new Date(msg.ts).toLocaleString(lang()) }, timeOf(msg.ts))),
     quote, body,
     msg.edited && !msg.deleted ? h('span', { class: 'edited' }, t('edited')) : null,

@@ -7,7 +7,7 @@ import { avatarClass, initialsOf } from './call.js';
 import { renderSnippet } from './format.js';
 import { t, lang } from './i18n.js';
 import { errorText, field, formError, showFormError } from './forms.js';
-import { S, on, userName, roomTitle, canModerate } from './state.js';
+import { S, on, userName, roomTitle, canModerate, guestBadge } from './state.js';
 import { addRoom, fetchRoom, refreshUsers } from './rooms.js';
 import { openRoom, highlight } from './conversation.js';
 import { toast, showDialog, dialogShell } from './widgets.js';
@@ -99,6 +99,7 @@ export function roomSettingsDialog() {
     save({ name: name.value, topic: topic.value, visibility: vis.value });
   } }, field(t('room_name'), name), field(t('topic'), topic), field(t('visibility'), vis), err,
   editable && !r.archived ? h('button', { type: 'submit', class: 'primary' }, t('save')) : null,
+  editable && !r.archived ? h('button', { type: 'button', class: 'secondary', id: 'invite-guest', onclick: () => { d.close(); guestLinksDialog(r); } }, t('invite_guest')) : null,
   editable ? h('button', { type: 'button', class: 'secondary', onclick: () => save({ archived: !r.archived }) }, r.archived ? t('unarchive') : t('archive')) : null,
   h('button', { type: 'button', class: 'danger', onclick: () => leaveRoom(r, d) }, t('leave_room'))));
   showDialog(d);
@@ -132,7 +133,7 @@ async function renderMembers() {
     h('header', {}, h('h2', {}, t('members_n', { n: res.members.length })), h('button', { class: 'icon', 'aria-label': t('close'), onclick: () => { panel.hidden = true; } }, icon('close'))),
     h('ul', { class: 'member-list' }, res.members.map((m) => h('li', {},
       h('span', { class: 'avatar small ' + avatarClass(m.user), 'aria-hidden': 'true' }, initialsOf(userName(m.user))),
-      h('span', {}, userName(m.user), m.role === 'owner' ? h('small', {}, ' · ' + t('owner')) : null),
+      h('span', {}, userName(m.user), guestBadge(m.user), m.role === 'owner' ? h('small', {}, ' · ' + t('owner')) : null),
       r.kind === 'group' && mod && m.user !== S.me.id ? h('button', { class: 'link', 'aria-label': t('remove_x', { name: userName(m.user) }), onclick: async () => {
         try { await del(`/rooms/${id}/members/${m.user}`); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
       } }, t('remove')) : null))));
@@ -167,4 +168,48 @@ export async function runSearch(q) {
       highlight(hit.seq);
     } }, h('small', {}, roomTitle(S.rooms.get(hit.room)), ' · ', userName(hit.sender), ' · ', new Date(hit.ts).toLocaleString(lang())),
     h('p', {}, renderSnippet(hit.snippet)))))) : h('p', { class: 'empty' }, t('no_results')));
+}
+
+/** A room's guest links: make one (shown once, with a copy button), see who
+ *  came by each, revoke (and remove its guests, if asked). */
+export function guestLinksDialog(r) {
+  const err = formError();
+  const hours = h('select', { name: 'hours' }, [[2, 'hours_2'], [24, 'hours_24'], [168, 'hours_168'], [720, 'hours_720']]
+    .map(([v, k]) => h('option', { value: v, selected: v === 168 }, t(k))));
+  const uses = h('select', { name: 'max_uses' }, h('option', { value: '' }, t('guest_uses_any')), h('option', { value: '1' }, t('guest_uses_one')));
+  const pw = h('input', { type: 'password', name: 'password', minlength: 8, autocomplete: 'new-password' });
+  const label = h('input', { name: 'label', maxlength: 80 });
+  const out = h('div', { class: 'invite-out', id: 'guest-link-out' });
+  const list = h('ul', { class: 'guest-links', id: 'guest-links' });
+  const render = async () => {
+    let links;
+    try { links = await get(`/rooms/${r.id}/guest-links`); } catch (e) { clear(list).append(h('li', { class: 'form-error' }, errorText(e))); return; }
+    const now = Date.now();
+    clear(list).append(...(links.length ? links.map((l) => h('li', { dataset: { link: l.id } },
+      h('div', {}, h('strong', {}, l.label || t('guest_title')), l.password ? h('small', {}, ' · ' + t('guest_with_password')) : null,
+        h('br'), h('small', {}, l.revoked ? t('guest_revoked') : l.expires <= now ? t('guest_expired')
+          : t('guest_link_row', { uses: l.max_uses ? `${l.uses}/${l.max_uses}` : l.uses, when: new Date(l.expires).toLocaleString(lang()) }))),
+      l.revoked || l.expires <= now ? null : h('button', { class: 'link danger', onclick: async () => {
+        const remove = confirm(t('guest_revoke_remove'));
+        try { await del(`/rooms/${r.id}/guest-links/${l.id}?remove_guests=${remove}`); render(); } catch (e) { toast(errorText(e), 'error'); }
+      } }, t('guest_revoke')))) : [h('li', { class: 'empty' }, t('guest_no_links'))]));
+  };
+  const d = dialogShell(t('invite_guest') + ' · ' + roomTitle(r), h('form', { class: 'stack', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const made = await post(`/rooms/${r.id}/guest-links`, { hours: Number(hours.value), max_uses: uses.value ? Number(uses.value) : null,
+        password: pw.value || null, label: label.value });
+      const url = location.origin + made.path;
+      const input = h('input', { readonly: true, value: url, 'aria-label': t('guest_link_new'), id: 'guest-link-url' });
+      clear(out).append(h('p', {}, t('guest_link_new')), h('div', { class: 'row' }, input,
+        h('button', { type: 'button', class: 'secondary', onclick: () => { navigator.clipboard?.writeText(url); input.select(); toast(t('copied')); } }, t('copy'))));
+      input.select();
+      pw.value = ''; label.value = '';
+      render();
+    } catch (e) { showFormError(err, e); }
+  } }, field(t('guest_valid'), hours), field(t('guest_max_uses'), uses), field(t('guest_password_opt'), pw, t('password_hint')),
+  field(t('guest_label'), label), err, h('button', { type: 'submit', class: 'primary' }, t('guest_create'))),
+  out, h('h3', {}, t('guest_links')), list);
+  showDialog(d);
+  render();
 }

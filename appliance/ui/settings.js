@@ -19,7 +19,9 @@ const ALIASES = { system: 'health' };
 export function notifyPref() { return localStorage.getItem('parvis.notify') || 'all'; }
 
 export function settingsDialog(section = 'profile') {
-  const mine = SECTIONS.filter(([, , admin]) => !admin || S.me.role === 'admin');
+  // a guest has a name and a language, nothing else
+  const mine = S.me.role === 'guest' ? SECTIONS.slice(0, 1)
+    : SECTIONS.filter(([, , admin]) => !admin || S.me.role === 'admin');
   section = ALIASES[section] || section;
   if (!mine.some(([id]) => id === section)) section = 'profile';
   const pane = h('div', { class: 'settings-pane', id: 'settings-pane' });
@@ -62,7 +64,7 @@ function profileSection() {
         toast(t('saved'));
       } catch (e) { showFormError(err, e); }
     } }, field(t('display_name'), display), field(t('language'), langSel), h('button', { type: 'submit', class: 'primary' }, t('save')))),
-    h('section', {}, h('h3', {}, t('change_password')), h('form', { class: 'stack', onsubmit: async (ev) => {
+    S.me.role === 'guest' ? null : h('section', {}, h('h3', {}, t('change_password')), h('form', { class: 'stack', onsubmit: async (ev) => {
       ev.preventDefault();
       try { await post('/me/password', { current: cur.value, new: pw.value }); cur.value = pw.value = ''; toast(t('saved')); } catch (e) { showFormError(err, e); }
     } }, field(t('current_password'), cur), field(t('new_password'), pw, t('password_hint')), h('button', { type: 'submit', class: 'primary' }, t('save')))),

@@ -78,6 +78,25 @@ async fn every_operation_answers_as_described() -> R {
     assert_eq!(s.http("POST", "/api/admin/install", Some(json!({"disk": "sda", "confirm": "sda"})), Some(&alice)).await?.status, 409);
     assert_eq!(s.http("POST", "/api/admin/restart", None, Some(&alice)).await?.status, 409);
     assert_eq!(s.http("POST", "/api/admin/update", Some(json!("not a bundle")), Some(&alice)).await?.status, 409);
+    // a guest link with a password: its page, a wrong password, the guest in
+    // its one room and nowhere else, the link revoked with its guests
+    let made = s.http("POST", &format!("/api/rooms/{room}/guest-links"), Some(json!({"hours": 2, "password": "guest-pass-1", "label": "ACME"})), Some(&alice)).await?;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let gtoken = made.body["token"].as_str().unwrap().to_string();
+    assert_eq!(s.http("GET", &format!("/api/rooms/{room}/guest-links"), None, Some(&alice)).await?.status, 200);
+    let info = s.http("GET", &format!("/api/guest/{gtoken}"), None, None).await?;
+    assert_eq!((info.status, &info.body["password"]), (200, &json!(true)), "{}", info.text);
+    assert_eq!(s.http("GET", "/api/guest/not-a-token", None, None).await?.status, 404);
+    let wrong = s.http("POST", &format!("/api/guest/{gtoken}"), Some(json!({"display_name": "Claire", "password": "nope-nope"})), None).await?;
+    assert_eq!(wrong.status, 401, "{}", wrong.text);
+    let taken = s.http("POST", &format!("/api/guest/{gtoken}"), Some(json!({"display_name": "bob", "password": "guest-pass-1"})), None).await?;
+    assert_eq!(taken.status, 409, "a member's name: {}", taken.text);
+    let claire = s.http("POST", &format!("/api/guest/{gtoken}"), Some(json!({"display_name": "Claire", "password": "guest-pass-1"})), None).await?.session()?;
+    assert_eq!(s.http("GET", &format!("/api/rooms/{room}/messages"), None, Some(&claire)).await?.status, 200);
+    assert_eq!(s.http("POST", "/api/rooms", Some(json!({"name": "Mine", "visibility": "open"})), Some(&claire)).await?.status, 403);
+    let link_id = made.body["link"]["id"].as_i64().unwrap();
+    assert_eq!(s.http("DELETE", &format!("/api/rooms/{room}/guest-links/{link_id}?remove_guests=true"), None, Some(&alice)).await?.status, 204);
+    assert_eq!(s.http("GET", "/api/me", None, Some(&claire)).await?.status, 401);
     assert_eq!(s.http("POST", "/api/logout", None, Some(&bob)).await?.status, 204);
     // and a few errors through the same description
     assert_eq!(s.http("GET", "/api/me", None, Some(&bob)).await?.status, 401);

@@ -29,6 +29,7 @@ use super::protocol::{self, ClientFrame, PROTOCOL_VERSION};
 use crate::config::ChatConfig;
 use crate::store::rooms::{self, PostOutcome, Resume};
 use crate::store::users::{Role, User};
+use crate::store::guests::{self, Perms};
 use crate::store::{Millis, RoomId, Seq, StoreError, UserId, calls};
 
 /// How often the server pings a client.
@@ -188,6 +189,8 @@ pub struct Session {
     transmit: VecDeque<Transmit>,
     effects: VecDeque<Effect>,
     closed: bool,
+    /// A guest's link permissions; `None` for members.
+    guest: Option<Perms>,
 }
 
 fn text(frame: &ServerFrame) -> Transmit {
@@ -213,6 +216,7 @@ impl Session {
             behind: false,
             catch_ups: VecDeque::new(),
             transmit: VecDeque::new(),
+            guest: None,
             effects: VecDeque::new(),
             closed: false,
         };
@@ -362,7 +366,54 @@ impl Session {
         self.effects.push_back(Effect::Replay { rooms, catch_up: true });
     }
 
+    /// A guest's session: what its link allows, checked on every frame.
+    pub fn for_guest(mut self, perms: Perms) -> Session {
+        self.guest = Some(perms);
+        self
+    }
+
+    /// Why this guest may not send this frame (`None`: it may, or a member).
+    fn guest_refusal(&self, frame: &ClientFrame) -> Option<(&'static str, Option<RoomId>)> {
+        let p = self.guest?;
+        let media_refused = |m: &crate::chat::call::MediaState| {
+            if (m.audio || m.video) && !p.media {
+                Some("this guest link does not allow camera or microphone")
+            } else if m.screen.is_some() && !p.screen {
+                Some("this guest link does not allow screen sharing")
+            } else {
+                None
+            }
+        };
+        match frame {
+            ClientFrame::Send { room, .. } | ClientFrame::Edit { room, .. } | ClientFrame::Delete { room, .. } | ClientFrame::React { room, .. }
+                if !p.chat =>
+            {
+                Some(("this guest link does not allow writing", Some(*room)))
+            }
+            ClientFrame::CallJoin { room, .. } | ClientFrame::CallState { room, .. } if !p.call => {
+                Some(("this guest link does not allow calls", Some(*room)))
+            }
+            ClientFrame::CallJoin { room, media, .. } | ClientFrame::CallState { room, media } => media_refused(media).map(|w| (w, Some(*room))),
+            ClientFrame::CallModerate { room, .. } => Some(("guests cannot moderate a call", Some(*room))),
+            _ => None,
+        }
+    }
+
     fn client_frame(&mut self, now: Millis, frame: ClientFrame) {
+        if let Some((why, room)) = self.guest_refusal(&frame) {
+            let reference = match &frame {
+                ClientFrame::Send { id, .. } | ClientFrame::Edit { id, .. } | ClientFrame::Delete { id, .. } | ClientFrame::React { id, .. } => {
+                    Some(id.clone())
+                }
+                _ => None,
+            };
+            let mut e = ErrorFrame::new(ErrorCode::Forbidden, why).reference(reference);
+            if let Some(r) = room {
+                e = e.room(r);
+            }
+            self.error(e);
+            return;
+        }
         match frame {
             ClientFrame::Sync { since } => self.sync(since),
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id, ts: now }),
@@ -682,6 +733,12 @@ where
     let reg = chat.hub.register(user.id);
     let (conn, mut hub, overflowed) = (reg.id, reg.frames, reg.overflowed);
     let mut s = Session::new(&user, conn, Limits::of(&chat.config), chat.clock.now_ms());
+    if user.role == Role::Guest {
+        let uid = user.id;
+        let link = chat.db.read(move |c| guests::guest_scope(c, uid)).await.ok().flatten();
+        // no link found: a guest that may do nothing
+        s = s.for_guest(link.map_or(Perms::from_bits(0), |l| l.perms));
+    }
     let (uid, is_admin) = (s.user(), s.is_admin());
     // store work, completed in the order it was asked
     let mut pending: FuturesOrdered<BoxFuture<'static, Done>> = FuturesOrdered::new();
@@ -774,6 +831,36 @@ mod machine {
 
     fn effects(s: &mut Session) -> Vec<Effect> {
         std::iter::from_fn(|| s.poll_effect()).collect()
+    }
+
+    #[test]
+    fn a_guest_is_held_to_its_link_on_every_frame() {
+        let chat_only = crate::store::guests::Perms { chat: true, call: false, media: false, screen: false, upload: false };
+        let mut s = Session::new(&user(), 1, limits(), 0).for_guest(chat_only);
+        frames(&mut s);
+        s.handle(1, Input::Text(r#"{"t":"send","id":"m1","room":3,"body":"hi"}"#.into()));
+        assert!(matches!(effects(&mut s).as_slice(), [Effect::Write { .. }]), "chat is allowed");
+        s.handle(2, Input::Text(r#"{"t":"call_join","room":3,"pid":"p1","media":{"audio":true}}"#.into()));
+        let f = frames(&mut s);
+        assert_eq!((f[0]["code"].as_str(), f[0]["room"].as_i64()), (Some("forbidden"), Some(3)), "{f:?}");
+        assert!(effects(&mut s).is_empty());
+        let support = crate::store::guests::Perms { screen: false, ..crate::store::guests::Perms::SUPPORT };
+        let mut s = Session::new(&user(), 1, limits(), 0).for_guest(support);
+        frames(&mut s);
+        s.handle(1, Input::Text(r#"{"t":"call_join","room":3,"pid":"p1","media":{"audio":true,"video":true}}"#.into()));
+        assert!(matches!(effects(&mut s).as_slice(), [Effect::Call(_)]), "camera allowed");
+        s.handle(2, Input::Text(r#"{"t":"call_state","room":3,"media":{"audio":true,"screen":"s1"}}"#.into()));
+        assert_eq!(frames(&mut s)[0]["message"], "this guest link does not allow screen sharing");
+        s.handle(3, Input::Text(r#"{"t":"call_moderate","room":3,"pid":"p2","action":"mute"}"#.into()));
+        assert_eq!(frames(&mut s)[0]["code"], "forbidden");
+        let nothing = crate::store::guests::Perms::from_bits(0);
+        let mut s = Session::new(&user(), 1, limits(), 0).for_guest(nothing);
+        frames(&mut s);
+        s.handle(1, Input::Text(r#"{"t":"react","id":"r1","room":3,"seq":4,"emoji":"👍","on":true}"#.into()));
+        let f = frames(&mut s);
+        assert_eq!((f[0]["code"].as_str(), f[0]["ref"].as_str()), (Some("forbidden"), Some("r1")), "{f:?}");
+        s.handle(2, Input::Text(r#"{"t":"read","room":3,"seq":4}"#.into()));
+        assert!(matches!(effects(&mut s).as_slice(), [Effect::Write { .. }]), "reading is always allowed");
     }
 
     fn hub_event(room: RoomId, seq: Seq) -> Input {

@@ -129,6 +129,17 @@ pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The people who share a room with `user` (and `user`).
+pub fn room_mates(conn: &Connection, user: UserId) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {USER_COLS} FROM users WHERE id = ?1 OR id IN
+           (SELECT m2.user_id FROM members m1 JOIN members m2 ON m2.room_id = m1.room_id WHERE m1.user_id = ?1)
+         ORDER BY display_name COLLATE NOCASE"
+    ))?;
+    let rows = stmt.query_map([user], user_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn admin_exists(conn: &Connection) -> Result<bool, StoreError> {
     Ok(conn.query_row("SELECT EXISTS(SELECT 1 FROM users WHERE role = 'admin')", [], |r| r.get(0))?)
 }

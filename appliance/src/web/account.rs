@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, AppError, ClientIp, CurrentUser, Json, SESSION_MS, State, session_cookie};
+use super::{ApiError, ApiResult, AppError, ClientIp, CurrentUser, Json, SESSION_MS, State, session_cookie, session_cookie_for};
 use crate::auth;
 use crate::store::users::{self, User};
-use crate::store;
+use crate::store::{self, Millis};
 
 /// Hashes a password in the bounded hashing pool (503 when it is full).
 pub(super) async fn hash_password(state: &State, password: String) -> ApiResult<String> {
@@ -37,15 +37,22 @@ pub struct SessionInfo {
 
 /// Creates a session for `user`: the cookie and the session's answer.
 pub(super) async fn start_session(state: &State, user: User) -> ApiResult<Response> {
+    let until = state.chat.clock.now_ms() + SESSION_MS;
+    start_session_until(state, user, until).await
+}
+
+/// A session that ends at `until` (a guest's ends with its link).
+pub(super) async fn start_session_until(state: &State, user: User, until: Millis) -> ApiResult<Response> {
     let token = auth::new_token(&mut rand::rng());
     let csrf = auth::new_token(&mut rand::rng());
     let hash = auth::token_hash(&token);
     let now = state.chat.clock.now_ms();
     let (uid, c2) = (user.id, csrf.clone());
-    state.chat.db.write(move |ctx| users::create_session(ctx.conn, &hash, uid, &c2, now, now + SESSION_MS)).await?;
+    state.chat.db.write(move |ctx| users::create_session(ctx.conn, &hash, uid, &c2, now, until)).await?;
     let company = company(state).await?;
     let body = axum::Json(SessionInfo { user, csrf, company });
-    Ok(([(header::SET_COOKIE, session_cookie(Some(&token)))], body).into_response())
+    let max_age = ((until - now) / 1000).max(0);
+    Ok(([(header::SET_COOKIE, session_cookie_for(&token, max_age))], body).into_response())
 }
 
 pub(super) async fn company(state: &State) -> ApiResult<String> {
@@ -179,10 +186,18 @@ pub struct MeChange {
 }
 
 #[utoipa::path(patch, path = "/me", tag = "account", request_body = MeChange,
-    responses((status = 200, body = User), (status = 400, body = ApiError)))]
+    responses((status = 200, body = User), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn update_me(AxState(state): AxState<State>, me: CurrentUser, Json(req): Json<MeChange>) -> ApiResult<axum::Json<User>> {
-    let uid = me.user.id;
-    let user = state.chat.db.write(move |ctx| users::set_display_name(ctx.conn, uid, &req.display_name)).await?;
+    let (uid, guest) = (me.user.id, me.user.role == users::Role::Guest);
+    let user = state
+        .chat
+        .db
+        .write(move |ctx| {
+            // a guest cannot take a member's name
+            let name = if guest { crate::store::guests::check_guest_name(ctx.conn, &req.display_name)? } else { req.display_name };
+            users::set_display_name(ctx.conn, uid, &name)
+        })
+        .await?;
     Ok(axum::Json(user))
 }
 

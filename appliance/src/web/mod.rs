@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod guests;
 pub mod health;
 pub mod calls;
 pub mod invites;
@@ -277,6 +278,12 @@ impl FromRequestParts<State> for CurrentUser {
             .read(move |c| crate::store::users::session_user(c, &h, now))
             .await?
             .ok_or_else(AppError::unauthorized)?;
+        if user.role == Role::Guest {
+            let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+            if !guests::guest_may(&parts.method, &route) {
+                return Err(AppError::forbidden("guests cannot do this"));
+            }
+        }
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             use subtle::ConstantTimeEq;
             let sent = parts.headers.get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
@@ -286,6 +293,12 @@ impl FromRequestParts<State> for CurrentUser {
         }
         Ok(CurrentUser { user, token_hash: hash, csrf })
     }
+}
+
+/// `Set-Cookie` for a session that lasts `max_age_secs`.
+pub fn session_cookie_for(token: &str, max_age_secs: i64) -> HeaderValue {
+    let v = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}");
+    HeaderValue::from_str(&v).expect("cookie is ASCII")
 }
 
 /// `Set-Cookie` for a new session (or for clearing it with `None`).

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{State, account, admin, calls, health, invites, messages, rooms, users, wizard};
+use super::{State, account, admin, calls, guests, health, invites, messages, rooms, users, wizard};
 use crate::chat::frames::ServerFrame;
 use crate::chat::protocol::ClientFrame;
 
@@ -99,6 +99,9 @@ pub fn api_router() -> OpenApiRouter<State> {
         .routes(routes!(admin::get_install, admin::post_install))
         .routes(routes!(admin::post_restart))
         .routes(routes!(health::health))
+        .routes(routes!(guests::create_link, guests::list_links))
+        .routes(routes!(guests::revoke_link))
+        .routes(routes!(guests::link_info, guests::join))
         .merge(update)
 }
 

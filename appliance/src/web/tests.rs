@@ -658,3 +658,151 @@ async fn health_is_for_admins_and_says_what_was_checked() {
     assert!(v["figures"]["disk_total_bytes"].as_u64().unwrap() > 0, "{v}");
     assert!(["ok", "warn", "fail"].contains(&v["level"].as_str().unwrap()));
 }
+
+/// Every documented operation, for every kind of caller: guest of the room,
+/// guest of another room, revoked guest, guest of an expired link, member,
+/// admin. A route added without a thought for guests is closed to them
+/// (default deny) and shows up here.
+#[tokio::test]
+async fn guest_authorization_matrix() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (bob_id, bob) = h.add_user(&admin, "bob").await;
+    let (st, _, r) = h.call("POST", "/api/rooms", Some(json!({"name": "Support", "visibility": "invite", "members": [bob_id.0]})), Some(&admin)).await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    let room = r["id"].as_i64().unwrap();
+    let (_, _, other) = h.call("POST", "/api/rooms", Some(json!({"name": "Board", "visibility": "invite"})), Some(&admin)).await;
+    let other = other["id"].as_i64().unwrap();
+
+    // bob is a member, not an owner: no links
+    let (st, _, _) = h.call("POST", &format!("/api/rooms/{room}/guest-links"), Some(json!({})), Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let link = |room: i64, body: Value| {
+        let h = &h;
+        let admin = admin.clone();
+        async move {
+            let (st, _, l) = h.call("POST", &format!("/api/rooms/{room}/guest-links"), Some(body), Some(&admin)).await;
+            assert_eq!(st, StatusCode::OK, "{l}");
+            l
+        }
+    };
+    let join = |token: String, name: &'static str| {
+        let h = &h;
+        async move {
+            let (st, hd, b) = h.call("POST", &format!("/api/guest/{token}"), Some(json!({"display_name": name})), None).await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+            (Harness::session_from(&hd, &b), b["user"]["id"].as_i64().unwrap())
+        }
+    };
+    let l1 = link(room, json!({"label": "customer"})).await;
+    assert_eq!(l1["link"]["expires"].as_i64().unwrap() - l1["link"]["created"].as_i64().unwrap(), 168 * 3_600_000, "7 days by default");
+    let (guest, guest_id) = join(l1["token"].as_str().unwrap().into(), "Claire").await;
+    let l2 = link(other, json!({})).await;
+    let (other_guest, _) = join(l2["token"].as_str().unwrap().into(), "Dan").await;
+    let l3 = link(room, json!({})).await;
+    let (revoked, _) = join(l3["token"].as_str().unwrap().into(), "Eve").await;
+    let l3_id = l3["link"]["id"].as_i64().unwrap();
+    let (st, _, _) = h.call("DELETE", &format!("/api/rooms/{room}/guest-links/{l3_id}?remove_guests=true"), None, Some(&admin)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let l4 = link(room, json!({"hours": 1})).await;
+    let (expired, _) = join(l4["token"].as_str().unwrap().into(), "Fay").await;
+    let l4_id = l4["link"]["id"].as_i64().unwrap();
+    h.state
+        .chat
+        .db
+        .write(move |ctx| {
+            ctx.conn.execute("UPDATE guest_links SET expires_ms = 1 WHERE id = ?1", [l4_id])?;
+            ctx.conn.execute("UPDATE sessions SET expires_ms = 1 WHERE user_id = (SELECT id FROM users WHERE guest_link = ?1)", [l4_id])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    // the expired and revoked links turn new guests away
+    for (token, why) in [(&l3["token"], "revoked"), (&l4["token"], "expired")] {
+        let (st, _, b) = h.call("POST", &format!("/api/guest/{}", token.as_str().unwrap()), Some(json!({"display_name": "Gus"})), None).await;
+        assert_eq!((st, b["error"].as_str()), (StatusCode::GONE, Some("link_gone")), "{why}: {b}");
+    }
+
+    let doc = super::openapi::document();
+    let mut cells = 0;
+    for (path, item) in &doc.paths.paths {
+        let ops = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("DELETE", item.delete.is_some()),
+        ];
+        for (method, _) in ops.iter().filter(|(_, on)| *on) {
+            // logging out is checked last, on its own
+            if path == "/api/logout" {
+                continue;
+            }
+            let concrete = |r: i64| {
+                path.replace("{id}", &r.to_string())
+                    .replace("{user}", &bob_id.to_string())
+                    .replace("{link}", &l1["link"]["id"].to_string())
+                    .replace("{token}", "not-a-token")
+            };
+            let body = if matches!(*method, "POST" | "PUT" | "PATCH") { Some(json!({})) } else { None };
+            let (anon, _, _) = h.call(method, &concrete(room), body.clone(), None).await;
+            let public = anon != StatusCode::UNAUTHORIZED;
+            let route_allowed = super::guests::guest_may(&method.parse().unwrap(), path);
+            // a guest of this room
+            let (st, _, b) = h.call(method, &concrete(room), body.clone(), Some(&guest)).await;
+            if public {
+                assert_ne!(st, StatusCode::UNAUTHORIZED, "{method} {path}: public");
+            } else if route_allowed {
+                assert_ne!(st, StatusCode::FORBIDDEN, "{method} {path}: open to guests: {b}");
+                assert_ne!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
+            } else {
+                assert_eq!((st, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{method} {path}: closed to guests");
+            }
+            // a guest of another room gets nothing of this one
+            let (st, _, b) = h.call(method, &concrete(room), body.clone(), Some(&other_guest)).await;
+            if !public && path.contains("{id}") {
+                assert!(matches!(st, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{method} {path}: another room's guest: {st} {b}");
+            }
+            // revoked, expired: no session at all
+            for (who, s) in [("revoked", &revoked), ("expired", &expired)] {
+                let (st, _, _) = h.call(method, &concrete(room), body.clone(), Some(s)).await;
+                if !public {
+                    assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}: {who} guest");
+                }
+            }
+            // members and admins are not turned away as guests are
+            for (who, s) in [("member", &bob), ("admin", &admin)] {
+                // removing bob or revoking the link would change the next cells
+                if *method == "DELETE" {
+                    continue;
+                }
+                let (st, _, b) = h.call(method, &concrete(room), body.clone(), Some(s)).await;
+                assert_ne!(st, StatusCode::UNAUTHORIZED, "{method} {path}: {who}");
+                if path.contains("guest-links") && who == "member" {
+                    assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: a member who does not own the room: {b}");
+                }
+            }
+            cells += 6;
+        }
+    }
+    assert!(cells > 6 * 40, "{cells} cells");
+
+    // what a guest sees: its room only, its room's people only, no history before it came
+    let (_, _, rooms) = h.call("GET", "/api/rooms", None, Some(&guest)).await;
+    assert_eq!(rooms.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(), [room]);
+    let (_, _, people) = h.call("GET", "/api/users", None, Some(&guest)).await;
+    let mut names: Vec<&str> = people.as_array().unwrap().iter().map(|u| u["display_name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Alice", "Claire", "Fay", "bob"], "Dan is in another room, Eve was removed");
+    let (st, _, _) = h.call("GET", &format!("/api/rooms/{other}/messages"), None, Some(&guest)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // a guest cannot take a member's name, and is shown as a guest
+    let (st, _, b) = h.call("PATCH", "/api/me", Some(json!({"display_name": "ALICE"})), Some(&guest)).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    let (_, _, me) = h.call("GET", "/api/me", None, Some(&guest)).await;
+    assert_eq!((me["user"]["role"].as_str(), me["user"]["id"].as_i64()), (Some("guest"), Some(guest_id)));
+    // a guest may log out; then it is nobody
+    assert_eq!(h.call("POST", "/api/logout", None, Some(&guest)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(h.call("GET", "/api/me", None, Some(&guest)).await.0, StatusCode::UNAUTHORIZED);
+}

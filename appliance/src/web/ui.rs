@@ -70,6 +70,7 @@ pub fn routes() -> Router<State> {
     Router::new()
         .route("/", get(index))
         .route("/invite/{token}", get(index))
+        .route("/g/{token}", get(index))
         .route("/assets/{name}", get(asset))
         .route("/manifest.webmanifest", get(|| async { send("application/manifest+json", MANIFEST) }))
         .route("/sw.js", get(|| async { send("text/javascript; charset=utf-8", SERVICE_WORKER) }))

@@ -1,0 +1,249 @@
+//! Guests by link: a room's owners (and admins) make links; anyone holding
+//! one comes into that one room with a name, no account. Guests are held to
+//! a short list of requests (`guest_may`) and, on the WebSocket, to their
+//! link's permissions.
+
+use axum::extract::{Query, State as AxState};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::account::{check_password, company, hash_password, start_session_until, verify_password};
+use super::{ApiError, ApiResult, AppError, ClientIp, CurrentUser, Json, Path, State};
+use crate::auth;
+use crate::store::guests::{self, GuestLink, NewLink, Perms};
+use crate::store::{Millis, RoomId, StoreError};
+
+/// The longest a link may live (30 days), and the default (7 days).
+pub const MAX_HOURS: u32 = 720;
+pub const DEFAULT_HOURS: u32 = 168;
+/// Tries per link and per address (an IPv6 /64 counts as one) in ten minutes.
+const TRIES_PER_LINK: usize = 10;
+const TRIES_PER_ADDRESS: usize = 30;
+
+/// What a guest may ask of the API (method, route); everything else is 403.
+/// A route added later is closed to guests until it is listed here.
+const GUEST_ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/api/me"),
+    (Method::PATCH, "/api/me"),
+    (Method::POST, "/api/logout"),
+    (Method::GET, "/api/users"),
+    (Method::GET, "/api/rooms"),
+    (Method::GET, "/api/rooms/{id}"),
+    (Method::GET, "/api/rooms/{id}/messages"),
+    (Method::GET, "/api/search"),
+    (Method::GET, "/api/ice"),
+    (Method::GET, "/api/ws"),
+];
+
+pub fn guest_may(method: &Method, route: &str) -> bool {
+    GUEST_ROUTES.iter().any(|(m, r)| m == method && *r == route)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGuestLink {
+    /// Hours until it expires: 1 to 720 (30 days), default 168 (7 days).
+    #[serde(default)]
+    hours: Option<u32>,
+    /// How many guests may come by it (absent: any number).
+    #[serde(default)]
+    max_uses: Option<u32>,
+    /// A password guests must also give (8 characters or more).
+    #[serde(default)]
+    password: Option<String>,
+    /// What guests may do; default: chat, calls, camera and microphone,
+    /// screen sharing.
+    #[serde(default)]
+    perms: Option<Perms>,
+    /// For the moderators' list ("Support for ACME Corp").
+    #[serde(default)]
+    label: String,
+}
+
+/// A new link: its token is shown this once (only its hash is stored).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedLink {
+    pub link: GuestLink,
+    pub token: String,
+    /// `/g/{token}`: the page a guest opens.
+    pub path: String,
+}
+
+fn store_error(e: StoreError) -> AppError {
+    match e {
+        StoreError::NotFound => AppError::not_found("no such room or link"),
+        e => e.into(),
+    }
+}
+
+#[utoipa::path(post, path = "/rooms/{id}/guest-links", tag = "guests", request_body = NewGuestLink, params(("id" = i64, Path)),
+    responses((status = 200, body = CreatedLink), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn create_link(
+    AxState(state): AxState<State>,
+    me: CurrentUser,
+    Path(room): Path<RoomId>,
+    Json(req): Json<NewGuestLink>,
+) -> ApiResult<axum::Json<CreatedLink>> {
+    let hours = req.hours.unwrap_or(DEFAULT_HOURS);
+    if !(1..=MAX_HOURS).contains(&hours) {
+        return Err(AppError::bad_request(format!("hours: between 1 and {MAX_HOURS}")));
+    }
+    if req.max_uses == Some(0) {
+        return Err(AppError::bad_request("max_uses: 1 or more, or absent for any number"));
+    }
+    let password_hash = match req.password.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            check_password(&p)?;
+            Some(hash_password(&state, p).await?)
+        }
+        None => None,
+    };
+    let token = auth::new_token(&mut rand::rng());
+    let hash = auth::token_hash(&token);
+    let now = state.chat.clock.now_ms();
+    let terms = NewLink {
+        expires: now + Millis::from(hours) * 3_600_000,
+        max_uses: req.max_uses.map(i64::from),
+        password_hash,
+        perms: req.perms.unwrap_or(Perms::SUPPORT),
+        label: req.label,
+    };
+    let (by, admin) = (me.user.id, me.is_admin());
+    let link = state
+        .chat
+        .db
+        .write(move |ctx| guests::create_link(ctx.conn, room, by, admin, &hash, terms, now))
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(CreatedLink { link, path: format!("/g/{token}"), token }))
+}
+
+#[utoipa::path(get, path = "/rooms/{id}/guest-links", tag = "guests", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<GuestLink>), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn list_links(AxState(state): AxState<State>, me: CurrentUser, Path(room): Path<RoomId>) -> ApiResult<axum::Json<Vec<GuestLink>>> {
+    let (by, admin) = (me.user.id, me.is_admin());
+    Ok(axum::Json(state.chat.db.read(move |c| guests::links(c, room, by, admin)).await.map_err(store_error)?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeQuery {
+    /// Also remove the guests who came by it (their sessions end now).
+    #[serde(default)]
+    remove_guests: bool,
+}
+
+#[utoipa::path(delete, path = "/rooms/{id}/guest-links/{link}", tag = "guests", params(("id" = i64, Path), ("link" = i64, Path), RevokeQuery),
+    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn revoke_link(
+    AxState(state): AxState<State>,
+    me: CurrentUser,
+    Path((room, link)): Path<(RoomId, i64)>,
+    Query(q): Query<RevokeQuery>,
+) -> ApiResult<StatusCode> {
+    let (by, admin, remove) = (me.user.id, me.is_admin(), q.remove_guests);
+    let removed = state
+        .chat
+        .write(move |c, now| guests::revoke_link(c, room, link, by, admin, remove, now))
+        .await
+        .map_err(store_error)?;
+    for guest in removed {
+        state.chat.hub.disconnect_user(guest, 4003, "guest link revoked");
+        state.turn.revoke(&crate::turn::rest_user(guest)).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a link's page shows before the guest comes in: whose box, whether a
+/// password is needed. Nothing of the room.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GuestLinkInfo {
+    pub company: String,
+    pub password: bool,
+    pub expires: Millis,
+}
+
+fn gone() -> AppError {
+    AppError::new(StatusCode::GONE, "link_gone", "this guest link has expired or was revoked")
+}
+
+fn unknown() -> AppError {
+    AppError::not_found("this guest link is not valid")
+}
+
+#[utoipa::path(get, path = "/guest/{token}", tag = "guests", params(("token" = String, Path)),
+    responses((status = 200, body = GuestLinkInfo), (status = 404, body = ApiError), (status = 410, body = ApiError), (status = 429, body = ApiError)))]
+pub async fn link_info(AxState(state): AxState<State>, ip: ClientIp, Path(token): Path<String>) -> ApiResult<axum::Json<GuestLinkInfo>> {
+    let now = state.chat.clock.now_ms();
+    let (link, _) = find_link(&state, &ip, &token, now).await?;
+    Ok(axum::Json(GuestLinkInfo { company: company(&state).await?, password: link.password, expires: link.expires }))
+}
+
+/// The live link a token names. An unknown token counts against the
+/// address (before the database is read); nothing sleeps.
+async fn find_link(state: &State, ip: &ClientIp, token: &str, now: Millis) -> ApiResult<(GuestLink, Option<String>)> {
+    let key = format!("guest-addr:{}", ip.0);
+    state.auth.links.take(&[(&key, TRIES_PER_ADDRESS)], now).map_err(AppError::too_many)?;
+    let hash = auth::token_hash(token);
+    let found = state.chat.db.read(move |c| guests::link_by_token(c, &hash)).await?;
+    let Some((link, pw)) = found else {
+        return Err(unknown());
+    };
+    // a link that exists is not the address's fault
+    state.auth.links.give_back(&[&key], now);
+    if !link.live(now) {
+        return Err(gone());
+    }
+    Ok((link, pw))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinReq {
+    display_name: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Comes in as a guest: a session (cookie) that lasts as long as the link.
+/// Wrong passwords count against the link and the address.
+#[utoipa::path(post, path = "/guest/{token}", tag = "guests", request_body = JoinReq, params(("token" = String, Path)),
+    responses((status = 200, body = super::account::SessionInfo), (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 410, body = ApiError), (status = 429, body = ApiError)))]
+pub async fn join(AxState(state): AxState<State>, ip: ClientIp, Path(token): Path<String>, Json(req): Json<JoinReq>) -> ApiResult<Response> {
+    let now = state.chat.clock.now_ms();
+    crate::store::users::check_display_name(&req.display_name)?;
+    let (link, pw) = find_link(&state, &ip, &token, now).await?;
+    if let Some(phc) = pw {
+        let (lkey, akey) = (format!("guest-link:{}", link.id), format!("guest-addr:{}", ip.0));
+        state.auth.links.take(&[(&lkey, TRIES_PER_LINK), (&akey, TRIES_PER_ADDRESS)], now).map_err(AppError::too_many)?;
+        let given = req.password.clone().unwrap_or_default();
+        if !verify_password(&state, given, phc).await? {
+            return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong_password", "wrong password for this guest link"));
+        }
+        state.auth.links.give_back(&[&lkey, &akey], now);
+    }
+    let expires = link.expires;
+    let name = req.display_name;
+    let user = state.chat.write(move |c, now| guests::join(c, &link, &name, now)).await.map_err(|e| match e {
+        StoreError::Forbidden(_) => gone(),
+        e => e.into(),
+    })?;
+    start_session_until(&state, user, expires).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_are_held_to_a_short_list() {
+        assert!(guest_may(&Method::GET, "/api/rooms/{id}/messages"));
+        assert!(!guest_may(&Method::POST, "/api/rooms"));
+        assert!(!guest_may(&Method::POST, "/api/rooms/{id}/guest-links"));
+        assert!(!guest_may(&Method::POST, "/api/me/password"));
+        assert!(!guest_may(&Method::GET, "/api/admin/settings"));
+    }
+}
