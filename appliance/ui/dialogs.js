@@ -11,6 +11,7 @@ import { S, on, userName, roomTitle, canModerate, guestBadge } from './state.js'
 import { addRoom, fetchRoom, refreshUsers } from './rooms.js';
 import { openRoom, highlight } from './conversation.js';
 import { toast, showDialog, dialogShell } from './widgets.js';
+import { settingsDialog } from './settings.js';
 
 function userCheckboxes(exclude = new Set()) {
   return h('fieldset', { class: 'user-list' }, h('legend', {}, t('members')),
@@ -199,9 +200,14 @@ export function guestLinksDialog(r) {
     try {
       const made = await post(`/rooms/${r.id}/guest-links`, { hours: Number(hours.value), max_uses: uses.value ? Number(uses.value) : null,
         password: pw.value || null, label: label.value });
-      const url = location.origin + made.path;
+      const url = made.url || location.origin + made.path;
       const input = h('input', { readonly: true, value: url, 'aria-label': t('guest_link_new'), id: 'guest-link-url' });
-      clear(out).append(h('p', {}, t('guest_link_new')), h('div', { class: 'row' }, input,
+      // what would stop a guest outside (their browser's trust, calls), said plainly
+      const warnings = made.warnings.map((w) => h('p', { class: 'warn-note', dataset: { warning: w.code } },
+        t('guest_warn_' + w.code), S.me.role === 'admin' && w.code !== 'lan_only'
+          ? h('a', { href: '#settings/certificates', onclick: (ev) => { ev.preventDefault(); d.close(); settingsDialog('certificates'); } }, ' ' + t('guest_warn_fix'))
+          : null));
+      clear(out).append(...warnings, h('p', {}, t('guest_link_new')), h('div', { class: 'row' }, input,
         h('button', { type: 'button', class: 'secondary', onclick: () => { navigator.clipboard?.writeText(url); input.select(); toast(t('copied')); } }, t('copy'))));
       input.select();
       pw.value = ''; label.value = '';

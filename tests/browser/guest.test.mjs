@@ -34,6 +34,8 @@ test('a customer joins one room by a guest link, chats, reloads as the same gues
     await alice.click('button:text("Create the link")');
     const url = await (await alice.waitForSelector('#guest-link-url')).inputValue();
     assert.match(url, /\/g\/[A-Za-z0-9_-]{20,}$/);
+    // this box has only its own CA: the owner is told a guest outside would meet a certificate warning
+    assert.match(await alice.textContent('#guest-link-out [data-warning=local_certificate]'), /security warning/);
     await alice.waitForSelector('#guest-links li[data-link]');
     assert.match(await alice.textContent('#guest-links'), /ACME support.*0 joined/s);
     await shot(alice, 'guest-links-desktop');

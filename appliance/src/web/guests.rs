@@ -69,6 +69,48 @@ pub struct CreatedLink {
     pub token: String,
     /// `/g/{token}`: the page a guest opens.
     pub path: String,
+    /// The whole link on the box's public name (its ACME domain), when it has
+    /// one; else absent (the page's own origin, which only the LAN reaches).
+    pub url: Option<String>,
+    /// What would stop a guest outside: the certificate their browser would
+    /// not trust, calls that cannot cross the internet.
+    pub warnings: Vec<LinkWarning>,
+}
+
+/// `local_certificate`, `certificate_pending` or `lan_only`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LinkWarning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Where a guest from the internet should open a link, and what would stop
+/// them: a customer's browser does not trust the box's own CA, so without a
+/// publicly trusted certificate a guest would meet a certificate warning.
+pub fn reach(s: &crate::settings::Settings, cert: &crate::certs::acme::CertStatus, https_port: u16) -> (Option<String>, Vec<LinkWarning>) {
+    let mut warnings = Vec::new();
+    let public = (s.tls.mode == crate::config::TlsMode::Acme).then(|| s.tls.acme_domains.first()).flatten();
+    let origin = public.and_then(|d| crate::settings::origins(std::slice::from_ref(d), https_port).pop());
+    match public {
+        None => warnings.push(LinkWarning {
+            code: "local_certificate",
+            message: "this box's certificate comes from its own authority: a guest's browser will show a security warning. \
+                      Give the box a public name with a publicly trusted certificate (Settings → Certificates) before inviting people from outside"
+                .into(),
+        }),
+        Some(d) if cert.state != "valid" => warnings.push(LinkWarning {
+            code: "certificate_pending",
+            message: format!("the public certificate for {d} is not issued yet: until it is, a guest's browser will show a security warning"),
+        }),
+        Some(_) => {}
+    }
+    if s.turn_external_address.is_none() {
+        warnings.push(LinkWarning {
+            code: "lan_only",
+            message: "the box has no public address for calls (Settings → Box → Calls from outside): a guest on the internet may chat but calls may not connect".into(),
+        });
+    }
+    (origin, warnings)
 }
 
 fn store_error(e: StoreError) -> AppError {
@@ -117,7 +159,10 @@ pub async fn create_link(
         .write(move |ctx| guests::create_link(ctx.conn, room, by, admin, &hash, terms, now))
         .await
         .map_err(store_error)?;
-    Ok(axum::Json(CreatedLink { link, path: format!("/g/{token}"), token }))
+    let cert = state.certs.status.lock().expect("poisoned").clone();
+    let (origin, warnings) = reach(&state.settings.current(), &cert, state.settings.base().https.port());
+    let path = format!("/g/{token}");
+    Ok(axum::Json(CreatedLink { url: origin.map(|o| format!("{o}{path}")), link, path, token, warnings }))
 }
 
 #[utoipa::path(get, path = "/rooms/{id}/guest-links", tag = "guests", params(("id" = i64, Path)),
@@ -237,6 +282,23 @@ pub async fn join(AxState(state): AxState<State>, ip: ClientIp, Path(token): Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_is_flagged_where_a_guest_outside_would_be_stopped() {
+        use crate::certs::acme::CertStatus;
+        use crate::config::{Config, TlsMode};
+        let mut s = crate::settings::Settings::from_config(&Config::default(), "Acme".into(), "en".into());
+        let codes = |w: Vec<LinkWarning>| w.into_iter().map(|w| w.code).collect::<Vec<_>>();
+        let (url, w) = reach(&s, &CertStatus::default(), 443);
+        assert_eq!((url, codes(w)), (None, vec!["local_certificate", "lan_only"]), "the box's own CA, LAN only");
+        s.tls.mode = TlsMode::Acme;
+        s.tls.acme_domains = vec!["chat.acme.example".into()];
+        s.turn_external_address = Some("203.0.113.7".parse().unwrap());
+        let (url, w) = reach(&s, &CertStatus { state: "issuing".into(), ..CertStatus::default() }, 443);
+        assert_eq!((url.as_deref(), codes(w)), (Some("https://chat.acme.example"), vec!["certificate_pending"]));
+        let (url, w) = reach(&s, &CertStatus { state: "valid".into(), ..CertStatus::default() }, 8443);
+        assert_eq!((url.as_deref(), codes(w)), (Some("https://chat.acme.example:8443"), vec![]));
+    }
 
     #[test]
     fn guests_are_held_to_a_short_list() {

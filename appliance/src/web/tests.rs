@@ -696,6 +696,8 @@ async fn guest_authorization_matrix() {
     };
     let l1 = link(room, json!({"label": "customer"})).await;
     assert_eq!(l1["link"]["expires"].as_i64().unwrap() - l1["link"]["created"].as_i64().unwrap(), 168 * 3_600_000, "7 days by default");
+    // the box's own CA: a guest outside would meet a certificate warning, and the link says so
+    assert_eq!((l1["url"].clone(), l1["warnings"][0]["code"].as_str()), (Value::Null, Some("local_certificate")), "{l1}");
     let (guest, guest_id) = join(l1["token"].as_str().unwrap().into(), "Claire").await;
     let l2 = link(other, json!({})).await;
     let (other_guest, _) = join(l2["token"].as_str().unwrap().into(), "Dan").await;
