@@ -290,12 +290,18 @@ mod tests {
         assert_eq!(published.len(), 1);
         let (msgs, more) = history(&c, room, guest.id, None, 50).unwrap();
         assert!(msgs.is_empty() && !more, "nothing from before the admission: {msgs:?}");
+        // an edit of a message from before it came is not the guest's to see
+        let edited = rooms::edit_message(&c, room, a, Seq(3), "before the guest (edited)", 25).unwrap().unwrap();
+        assert!(!edited.recipients.contains(&guest.id) && edited.recipients.contains(&b), "{:?}", edited.recipients);
         rooms::post_message(&c, room, a, "m2", "hello Claire", None, 30).unwrap();
         let (msgs, _) = history(&c, room, guest.id, None, 50).unwrap();
         assert_eq!(msgs.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["hello Claire"]);
         assert!(rooms::search(&c, guest.id, "before", None).unwrap().is_empty());
         match rooms::resume(&c, room, guest.id, Seq::ZERO, 100).unwrap() {
-            rooms::Resume::Events(ev) => assert!(ev.iter().all(|e| e.seq > Seq(3)), "{ev:?}"),
+            rooms::Resume::Events(ev) => {
+                assert!(ev.iter().all(|e| e.seq > Seq(3)), "{ev:?}");
+                assert!(!ev.iter().any(|e| matches!(e.body, EventBody::Edit { .. })), "not the edit of an earlier message: {ev:?}");
+            }
             other => panic!("{other:?}"),
         }
         // one use only

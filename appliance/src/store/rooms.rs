@@ -216,6 +216,22 @@ pub(crate) fn append_to_members(
     append_event(conn, room, actor, now, body, recipients)
 }
 
+/// An event about message `target` (an edit, a delete, a reaction): only
+/// to the members who can read that message (a guest who came in after it
+/// cannot).
+fn append_to_readers(
+    conn: &Connection,
+    room: RoomId,
+    actor: UserId,
+    now: Millis,
+    body: &EventBody,
+    target: Seq,
+) -> Result<(Seq, Published), StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT user_id FROM members WHERE room_id = ?1 AND since_seq < ?2")?;
+    let recipients = stmt.query_map((room, target), |r| r.get(0))?.collect::<Result<_, _>>()?;
+    append_event(conn, room, actor, now, body, recipients)
+}
+
 fn check_room_name(name: &str) -> Result<String, StoreError> {
     let t = name.trim();
     if t.is_empty() || t.chars().count() > 80 || t.chars().any(char::is_control) {
@@ -421,7 +437,7 @@ pub fn edit_message(
     }
     conn.execute("UPDATE messages SET body = ?2, edited_ms = ?3 WHERE id = ?1", params![id, body, now])?;
     let event = EventBody::Edit { target, body: body.to_string() };
-    Ok(Some(append_to_members(conn, room, user, now, &event)?.1))
+    Ok(Some(append_to_readers(conn, room, user, now, &event, target)?.1))
 }
 
 /// Deletes a message (author, room owner or admin). Deleting twice is a no-op.
@@ -442,7 +458,7 @@ pub fn delete_message(
     }
     conn.execute("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1", [id])?;
     conn.execute("DELETE FROM reactions WHERE message_id = ?1", [id])?;
-    Ok(Some(append_to_members(conn, room, user, now, &EventBody::Delete { target })?.1))
+    Ok(Some(append_to_readers(conn, room, user, now, &EventBody::Delete { target }, target)?.1))
 }
 
 /// Emoji reactions: 1–32 bytes, no whitespace or control characters.
@@ -492,7 +508,7 @@ pub fn react(
         return Ok(None);
     }
     let event = EventBody::React { target, emoji: emoji.to_string(), on };
-    Ok(Some(append_to_members(conn, room, user, now, &event)?.1))
+    Ok(Some(append_to_readers(conn, room, user, now, &event, target)?.1))
 }
 
 /// Moves the user's read marker forward (never back). Returns the frame for
@@ -807,15 +823,24 @@ pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: 
     if since > last {
         return Ok(Resume::Reset { last });
     }
-    let since = since.max(history_floor(conn, room, user)?);
+    let floor = history_floor(conn, room, user)?;
+    let since = since.max(floor);
     let mut stmt = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![room, since, limit + 1], |r| {
         event_from_row(room, r.get(0)?, r.get(2)?, r.get(1)?, &r.get::<_, String>(3)?)
     })?;
-    let events: Vec<Event> = rows.collect::<Result<_, _>>()?;
-    if events.len() > limit as usize { Ok(Resume::Reset { last }) } else { Ok(Resume::Events(events)) }
+    let mut events: Vec<Event> = rows.collect::<Result<_, _>>()?;
+    if events.len() > limit as usize {
+        return Ok(Resume::Reset { last });
+    }
+    // nothing about messages from before a guest came in
+    events.retain(|e| match &e.body {
+        EventBody::Edit { target, .. } | EventBody::Delete { target } | EventBody::React { target, .. } => *target > floor,
+        _ => true,
+    });
+    Ok(Resume::Events(events))
 }
 
 /// The sequence after which `user` may read `room`: 0 for members, the
