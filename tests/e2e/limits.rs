@@ -1,5 +1,5 @@
 //! What anyone can reach without an account is bounded (ARCHITECTURE §8b):
-//! hundreds of parallel logins, thousands of idle connections to the TURN
+//! hundreds of parallel logins and guest link tries, thousands of idle connections to the TURN
 //! ports, and the box's unprivileged sandbox, against a real `parvis serve`,
 //! while two colleagues keep chatting and a call keeps relaying.
 
@@ -324,5 +324,84 @@ async fn writes_keep_working_unprivileged_without_a_temporary_directory() -> R {
     }
     assert!(errors.is_empty(), "{} sends refused, e.g. {:?}; log:\n{}", errors.len(), errors.first(), s.log());
     assert!(!s.log().contains("disk I/O error"), "{}", s.log());
+    Ok(())
+}
+
+/// Guest links are reachable without an account: 400 clients at once try
+/// unknown tokens and wrong passwords on a real link while a guest already
+/// inside and a member keep chatting. Password checks stay bounded (the
+/// link's 10 tries), nothing sleeps, memory and file descriptors come back,
+/// and the guest inside is not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hundred_parallel_guest_link_attempts_leave_guests_and_members_chatting() -> R {
+    raise_own_fd_limit();
+    let s = Server::start().await?;
+    let pid = s.pid().unwrap();
+    let mut p = pair(&s).await?;
+    let made = s
+        .http("POST", &format!("/api/rooms/{}/guest-links", p.room), Some(json!({"password": "guest-pass-1"})), Some(&p.alice))
+        .await?;
+    anyhow::ensure!(made.status == 200, "{}", made.text);
+    let token = made.body["token"].as_str().unwrap().to_string();
+    // a guest already inside, in bob's place in the measuring pair
+    let guest = s
+        .http("POST", &format!("/api/guest/{token}"), Some(json!({"display_name": "Claire", "password": "guest-pass-1"})), None)
+        .await?
+        .session()?;
+    p.wb = s.ws(&guest, json!({})).await?;
+    p.wb.until_synced().await?;
+    let quiet = chat_latencies(&mut p, "quiet", 20).await?;
+    let (rss_before, fds_before) = (rss_kib(pid), fds(pid));
+    let started = Instant::now();
+    let tries: Vec<_> = (0..400)
+        .map(|i| {
+            let (port, data, token) = (s.https_port, s.data.clone(), token.clone());
+            tokio::spawn(async move {
+                let s = Server::attach(data, port);
+                let r = match i % 3 {
+                    0 => s.http("GET", &format!("/api/guest/unknown-token-{i}"), None, None).await,
+                    1 => s.http("POST", &format!("/api/guest/unknown-token-{i}"), Some(json!({"display_name": "Mallory"})), None).await,
+                    _ => {
+                        let body = json!({"display_name": format!("Mallory {i}"), "password": "not-the-password"});
+                        s.http("POST", &format!("/api/guest/{token}"), Some(body), None).await
+                    }
+                };
+                r.map(|r| (r.status, r.header("retry-after").is_some(), r.body["error"].as_str().unwrap_or("").to_string()))
+            })
+        })
+        .collect();
+    let busy = chat_latencies(&mut p, "busy", 20).await?;
+    let mut counts = std::collections::BTreeMap::new();
+    for t in tries {
+        // 0: closed at the door (over the per-address share of connections)
+        let (status, retry_after, error) = t.await?.unwrap_or((0, false, String::new()));
+        match status {
+            0 => {}
+            401 => assert_eq!(error, "wrong_password"),
+            404 => assert_eq!(error, "not_found"),
+            429 => assert!(retry_after && error == "rate_limited", "429 {error} retry-after {retry_after}"),
+            503 => assert!(retry_after && error == "busy", "503 {error}"),
+            other => panic!("a guest link try answered {other} {error}"),
+        }
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, fds_after) = (rss_kib(pid), fds(pid));
+    let grew_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
+    eprintln!(
+        "400 parallel guest link tries in {elapsed:?}: {counts:?}; RSS +{grew_mib:.1} MiB; fds {fds_before} → {fds_after}; \
+         guest's chat p99 {:.1} ms quiet, {:.1} ms during the tries",
+        p99(&quiet),
+        p99(&busy)
+    );
+    assert!(counts.get(&401).copied().unwrap_or(0) <= 10, "at most the link's 10 password checks: {counts:?}");
+    assert!(counts.get(&429).copied().unwrap_or(0) > 0, "the rest is refused at once: {counts:?}");
+    assert!(grew_mib <= 32.0, "RSS grew {grew_mib:.1} MiB");
+    assert!(fds_after <= fds_before + 16, "file descriptors come back: {fds_before} → {fds_after}");
+    assert!(p99(&busy) < 500.0, "the guest inside kept chatting: p99 {:.1} ms", p99(&busy));
+    // members still log in and the guest inside is still itself
+    s.login("bob", "password-2").await?;
+    assert_eq!(s.http("GET", "/api/me", None, Some(&guest)).await?.body["user"]["role"], "guest");
     Ok(())
 }
