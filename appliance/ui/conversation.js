@@ -6,11 +6,11 @@ import { avatarClass, initialsOf } from './call.js';
 import { renderBody, plainText } from './format.js';
 import { t, lang } from './i18n.js';
 import { errorText } from './forms.js';
-import { S, on, changed, view, userName, roomTitle, msgsFor, canModerate, pendingFor, sortedRooms, guestBadge } from './state.js';
+import { S, on, changed, view, userName, roomTitle, msgsFor, canModerate, pendingFor, sortedRooms } from './state.js';
 import { loadHistory } from './rooms.js';
 import { showComposer, startReply, startEdit, react, deleteMessage, reactionPicker } from './composer.js';
 import { settingsDialog } from './settings.js';
-import { toast, timeOf, dayOf, durationText } from './widgets.js';
+import { toast, timeOf, dayOf, durationText, guestBadge } from './widgets.js';
 
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 const BOTTOM_SLACK = 40; // px from the bottom that still counts as "at the bottom"

@@ -7,10 +7,10 @@ import { avatarClass, initialsOf } from './call.js';
 import { renderSnippet } from './format.js';
 import { t, lang } from './i18n.js';
 import { errorText, field, formError, showFormError } from './forms.js';
-import { S, on, userName, roomTitle, canModerate, guestBadge } from './state.js';
+import { S, on, userName, roomTitle, canModerate } from './state.js';
 import { addRoom, fetchRoom, refreshUsers } from './rooms.js';
 import { openRoom, highlight } from './conversation.js';
-import { toast, showDialog, dialogShell } from './widgets.js';
+import { toast, showDialog, dialogShell, guestBadge } from './widgets.js';
 import { settingsDialog } from './settings.js';
 
 function userCheckboxes(exclude = new Set()) {

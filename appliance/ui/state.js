@@ -2,8 +2,7 @@
 //
 // Frame handlers and actions change `S`, then call `changed(topic, detail)`;
 // the views subscribed to that topic (`on(topic, fn)`) render from `S`.
-// Nothing here touches the document (guestBadge only builds an element).
-import { h } from './dom.js';
+// Nothing here touches the DOM.
 import { t } from './i18n.js';
 
 /** Everything the chat view knows. */
@@ -59,11 +58,6 @@ export const view = {
 export function userName(id) {
   const u = S.users.get(id);
   return u ? u.display_name : t('unknown_user');
-}
-
-/** " guest" beside a guest's name, always (a guest cannot pass for a colleague). */
-export function guestBadge(id) {
-  return S.users.get(id)?.role === 'guest' ? h('span', { class: 'badge-guest' }, t('guest_badge')) : null;
 }
 
 export function roomTitle(r) {

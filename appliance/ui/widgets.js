@@ -2,6 +2,7 @@
 import { h, $ } from './dom.js';
 import { icon } from './icons.js';
 import { t, lang } from './i18n.js';
+import { S } from './state.js';
 
 let toastTimer;
 export function toast(text, kind = 'info') {
@@ -39,4 +40,9 @@ export function durationText(ms) {
   const m = Math.floor(ms / 60000);
   const sec = Math.floor(ms / 1000) % 60;
   return m ? t('duration_min', { m, s: sec }) : t('duration_sec', { s: sec });
+}
+
+/** "guest" beside a guest's name, always (a guest cannot pass for a colleague). */
+export function guestBadge(id) {
+  return S.users.get(id)?.role === 'guest' ? h('span', { class: 'badge-guest' }, t('guest_badge')) : null;
 }

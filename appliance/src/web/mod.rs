@@ -303,14 +303,10 @@ pub fn session_cookie_for(token: &str, max_age_secs: i64) -> HeaderValue {
 
 /// `Set-Cookie` for a new session (or for clearing it with `None`).
 pub fn session_cookie(token: Option<&str>) -> HeaderValue {
-    let v = match token {
-        Some(t) => format!(
-            "{SESSION_COOKIE}={t}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-            SESSION_MS / 1000
-        ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
-    };
-    HeaderValue::from_str(&v).expect("cookie is ASCII")
+    match token {
+        Some(t) => session_cookie_for(t, SESSION_MS / 1000),
+        None => session_cookie_for("", 0),
+    }
 }
 
 /// The host (with port) a request was sent to: HTTP/1.1 carries it in
