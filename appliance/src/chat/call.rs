@@ -408,6 +408,24 @@ impl Calls {
         Ok(fx)
     }
 
+    /// Someone came into or left a room with a call: who sees the call
+    /// follows, and a newcomer is sent it now (a guest let in mid-call sees
+    /// it at once, without waiting for the next change).
+    pub fn membership(&self, room: RoomId, user: UserId, joined: bool, now: Millis) -> Effects {
+        let mut calls = self.lock();
+        let mut fx = Effects::default();
+        if let Some(call) = calls.get_mut(&room) {
+            call.members.retain(|m| *m != user);
+            if joined {
+                call.members.push(user);
+                let mut frame = state_frame(room, call, now);
+                frame.recipients = vec![user];
+                fx.publish.push(frame);
+            }
+        }
+        fx
+    }
+
     /// The state frames of the calls in rooms `user` belongs to (on sync).
     pub fn frames_for(&self, user: UserId, now: Millis) -> Vec<ServerFrame> {
         let calls = self.lock();
@@ -568,6 +586,21 @@ mod tests {
         let fx = calls.sweep(200_000 + AWAY_GRACE_MS);
         assert!(fx.ended.is_empty());
         assert_eq!(state(&fx)["participants"].as_array().unwrap().len(), 1, "Bob never came back");
+    }
+
+    #[test]
+    fn a_member_who_comes_in_mid_call_is_sent_the_call_and_one_who_leaves_is_not() {
+        let calls = Calls::new(8);
+        started(&calls, "group", 0);
+        let dana = UserId(9);
+        assert!(calls.frames_for(dana, 1).is_empty());
+        let fx = calls.membership(RoomId(1), dana, true, 2);
+        assert_eq!(fx.publish.len(), 1);
+        assert_eq!(fx.publish[0].recipients, vec![dana]);
+        assert_eq!(calls.frames_for(dana, 3).len(), 1);
+        assert!(calls.membership(RoomId(1), dana, false, 4).publish.is_empty());
+        assert!(calls.frames_for(dana, 5).is_empty());
+        assert!(calls.membership(RoomId(2), dana, true, 6).is_empty(), "no call there");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::ChatConfig;
-use crate::store::rooms::Published;
+use crate::store::rooms::{EventBody, Published};
 use crate::store::{Db, Millis, StoreError, calls};
 pub use hub::Hub;
 
@@ -99,7 +99,7 @@ impl Chat {
         T: Send + 'static,
         F: FnOnce(&Connection, Millis) -> Result<(T, Vec<Published>), StoreError> + Send + 'static,
     {
-        let hub = self.hub.clone();
+        let (hub, calls) = (self.hub.clone(), self.calls.clone());
         let now = self.clock.now_ms();
         self.db.submit(move |ctx| {
             let (value, published) = f(ctx.conn, now)?;
@@ -107,6 +107,19 @@ impl Chat {
                 ctx.after_commit(move || {
                     for p in &published {
                         hub.publish(p);
+                        // who sees a room's call follows its membership
+                        if let frames::ServerFrame::Event(frames::Event { room, body, .. }) = &p.frame {
+                            let change = match body {
+                                EventBody::Join { user } => Some((*user, true)),
+                                EventBody::Leave { user } => Some((*user, false)),
+                                _ => None,
+                            };
+                            if let Some((user, joined)) = change {
+                                for q in calls.membership(*room, user, joined, now).publish {
+                                    hub.publish(&q);
+                                }
+                            }
+                        }
                     }
                 });
             }
