@@ -49,6 +49,9 @@ pub struct Config {
     pub run_as: Option<String>,
     /// Bounds on what anyone can reach without an account.
     pub limits: LimitsConfig,
+    /// Guests by link: how long links may live, how long former guests are
+    /// kept.
+    pub guests: GuestsConfig,
     /// The file this configuration was read from (not a key): where the
     /// wizard and the Settings page save. None: `<data>/parvis.toml`.
     #[serde(skip)]
@@ -371,6 +374,24 @@ impl LimitsConfig {
     }
 }
 
+/// Guests by link (Settings → Box → Guests).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestsConfig {
+    /// The longest a guest link may live, in days (1–365). Default: 30.
+    pub max_link_days: u32,
+    /// Days a guest's name is kept after its attendance ended (its link
+    /// expired, it left or was removed); then it is erased and its messages
+    /// show "former guest". 1–3650. Default: 30.
+    pub retention_days: u32,
+}
+
+impl Default for GuestsConfig {
+    fn default() -> Self {
+        GuestsConfig { max_link_days: 30, retention_days: 30 }
+    }
+}
+
 /// Limits of the chat service.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -406,6 +427,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             run_as: None,
             limits: LimitsConfig::default(),
+            guests: GuestsConfig::default(),
             file: None,
         }
     }
@@ -580,6 +602,12 @@ impl Config {
         }
         if t.uplink_mbps > 100_000 {
             bad("turn.uplink_mbps", "at most 100000 (100 Gbit/s)".into());
+        }
+        if !(1..=365).contains(&self.guests.max_link_days) {
+            bad("guests.max_link_days", "must be between 1 and 365".into());
+        }
+        if !(1..=3650).contains(&self.guests.retention_days) {
+            bad("guests.retention_days", "must be between 1 and 3650".into());
         }
         let l = &self.limits;
         if l.password_hashers > 64 {

@@ -172,6 +172,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // the hash unknown users are checked against, made now rather than by
     // the first login
     tokio::task::spawn_blocking(auth::dummy_hash).await.context("dummy hash")?;
+    let guest_sweeper = tokio::spawn(web::guests::sweep_guests(state.clone()));
     let ending = state.clone();
     let app = web::router(state);
 
@@ -222,6 +223,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     stop.cancel();
     let _ = servers.await;
     sweeper.abort();
+    guest_sweeper.abort();
     if let Err(e) = db.checkpoint() {
         tracing::warn!("database checkpoint at shutdown: {e}");
     }

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::{Config, ConfigError, Federation, NetworkConfig, TlsConfig};
+use crate::config::{Config, ConfigError, Federation, GuestsConfig, NetworkConfig, TlsConfig};
 use crate::store::{self, Db};
 use crate::system::mdns::Announcer;
 
@@ -42,6 +42,9 @@ pub struct Settings {
     pub federation_allow: Vec<String>,
     /// The box's address (DHCP or static), used from its next start.
     pub network: NetworkConfig,
+    /// Guest links' longest life and how long former guests are kept.
+    #[serde(default)]
+    pub guests: GuestsConfig,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             federation: c.federation,
             federation_allow: c.federation_allow.clone(),
             network: c.network.clone(),
+            guests: c.guests.clone(),
         }
     }
 
@@ -73,6 +77,7 @@ impl Settings {
         c.federation = self.federation;
         c.federation_allow = self.allow_list();
         c.network = self.network.clone();
+        c.guests = self.guests.clone();
         c
     }
 
@@ -144,6 +149,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     };
     set_table(&mut doc, "tls", toml::Value::try_from(&s.tls)?)?;
     set_table(&mut doc, "network", toml::Value::try_from(&s.network)?)?;
+    set_table(&mut doc, "guests", toml::Value::try_from(&s.guests)?)?;
     if !doc.contains_table("turn") {
         doc["turn"] = Item::Table(Table::new());
     }

@@ -15,7 +15,8 @@ import { onFrame } from './events.js';
 import { openRoom, renderEmpty, onScroll, scrollToBottom } from './conversation.js';
 import { composerKey, composerInput, submitComposer } from './composer.js';
 import { renderRoomList } from './roomlist.js';
-import { roomSettingsDialog, toggleMembers, runSearch } from './dialogs.js';
+import { roomSettingsDialog, toggleMembers, runSearch, customerLinkDialog } from './dialogs.js';
+import { loadWaiting, customerCall } from './lobby.js';
 import { settingsDialog } from './settings.js';
 import { notifyCall, maybeAskNotifications } from './notify.js';
 import { toast } from './widgets.js';
@@ -112,12 +113,49 @@ async function guestView(token) {
   centered(form);
 }
 
+/** A guest of a knock link waits here, seeing nothing of the room, until a
+ *  moderator lets it in (GET /api/me says so) or sends it away (its session
+ *  ends: 401). A reload comes back here as the same guest. */
+function waitingView(me) {
+  setCsrf(me.csrf);
+  let stopped = false;
+  const out = (key) => { stopped = true; centered(h('h1', {}, t(key)), h('p', {}, t(key + '_hint'))); };
+  centered(h('div', { class: 'waiting', id: 'guest-waiting' },
+    h('div', { class: 'spinner', 'aria-hidden': 'true' }),
+    h('h1', {}, t('guest_waiting_title', { company: me.company })),
+    h('p', { role: 'status' }, t('guest_waiting_as', { name: me.user.display_name })),
+    h('p', { class: 'hint' }, t('guest_waiting_hint')),
+    h('button', { class: 'secondary', id: 'guest-waiting-leave', onclick: async () => {
+      stopped = true;
+      try { await post('/logout'); } catch { /* gone already */ }
+      out('guest_left');
+    } }, t('guest_cancel'))));
+  const poll = async (delay) => {
+    await new Promise((r) => setTimeout(r, delay));
+    if (stopped) return;
+    try {
+      const now = await get('/me');
+      if (!now.guest?.waiting) { stopped = true; startChat(now); return; }
+      delay = 2000;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) { out('guest_not_admitted'); return; }
+      delay = Math.min(delay * 2, 15000);
+    }
+    poll(delay);
+  };
+  poll(2000);
+}
+
 // ------------------------------------------------------------------ chat --
 
 async function startChat(me) {
+  if (me.guest?.waiting) { waitingView(me); return; }
   setCsrf(me.csrf);
   S.me = me.user;
   S.company = me.company;
+  S.waiting = [];
+  // a guest let in while a call is on lands in its pre-join screen
+  S.offerCall = me.user.role === 'guest';
   const [users, rooms] = await Promise.all([get('/users'), get('/rooms')]);
   S.users = new Map(users.map((u) => [u.id, u]));
   S.rooms = new Map(rooms.map((r) => [r.id, r]));
@@ -168,6 +206,7 @@ async function showCertificateAlert() {
 
 function renderShell() {
   clear(root);
+  const guest = S.me.role === 'guest';
   const search = h('input', { type: 'search', id: 'search', placeholder: t('search_placeholder'), 'aria-label': t('search') });
   search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') runSearch(search.value); });
   const sidebar = h('aside', { class: 'sidebar', 'aria-label': t('rooms') },
@@ -190,6 +229,8 @@ function renderShell() {
       h('button', { class: 'icon back', 'aria-label': t('back'), onclick: () => root.classList.remove('in-room') }, icon('back')),
       h('div', { class: 'titles' }, h('h1', { id: 'room-title' }), h('p', { id: 'room-topic', class: 'topic' })),
       h('button', { class: 'icon', id: 'call-btn', title: t('call_start'), 'aria-label': t('call_start'), onclick: () => S.calls.prejoin(S.current) }, icon('phone')),
+      guest ? null : h('button', { class: 'icon', id: 'customer-call-btn', title: t('customer_call'), 'aria-label': t('customer_call'),
+        onclick: () => customerCall(S.current, { openRoom, showLink: customerLinkDialog }) }, icon('support')),
       h('button', { class: 'icon', id: 'members-btn', title: t('members'), 'aria-label': t('members'), onclick: toggleMembers }, icon('members')),
       h('button', { class: 'icon', id: 'room-settings-btn', title: t('room_settings'), 'aria-label': t('room_settings'), onclick: roomSettingsDialog }, icon('edit'))),
     h('div', { id: 'offline-banner', class: 'banner', hidden: true, role: 'status' }),
@@ -201,7 +242,6 @@ function renderShell() {
       h('div', { id: 'compose-context', class: 'compose-context', hidden: true }),
       h('div', { class: 'compose-row' }, textarea, h('button', { type: 'submit', class: 'primary', id: 'send' }, t('send')))));
   const panel = h('aside', { id: 'panel', class: 'panel', hidden: true });
-  const guest = S.me.role === 'guest';
   root.classList.toggle('guest-mode', guest);
   if (guest) {
     // one room, no directory: the header says whose box and offers the name
@@ -209,7 +249,10 @@ function renderShell() {
       h('button', { class: 'icon', title: t('settings'), 'aria-label': t('settings'), onclick: () => settingsDialog('profile') }, icon('settings')),
       h('button', { class: 'link', id: 'guest-leave', onclick: () => logout(false) }, t('guest_leave')));
   }
-  root.append(h('div', { class: 'shell' + (guest ? ' guest' : '') }, guest ? null : sidebar, main, panel));
+  root.append(h('div', { class: 'shell' + (guest ? ' guest' : '') }, guest ? null : sidebar, main, panel),
+    // guests waiting to be let in, wherever one is
+    h('div', { id: 'knocks', class: 'knocks', role: 'region', 'aria-live': 'polite', 'aria-label': t('waiting_room'), hidden: true }));
+  changed('waiting');
   renderRoomList();
 }
 
@@ -228,6 +271,15 @@ function renderConnState() {
 }
 
 on('conn', renderConnState);
+on('synced', () => {
+  loadWaiting();
+  // a guest just let in: the call that is on, if any, opens at its pre-join
+  if (S.offerCall) {
+    S.offerCall = false;
+    const room = [...S.rooms.keys()][0];
+    if (room !== undefined && S.calls.of(room) && !S.calls.active) S.calls.prejoin(room);
+  }
+});
 on('me', () => { const el = $('#me-name'); if (el) el.textContent = S.me.display_name; });
 on('lang', () => {
   document.documentElement.lang = lang();

@@ -29,7 +29,11 @@ export function videoQuality(n) {
 
 /** Initials of a name, for avatars. */
 export function initialsOf(name) {
-  return (name || '?').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
+  // the first letter or digit of the first two words, what is in brackets
+  // aside ("Alice (you)" → "A", "Dana Li (ACME)" → "DL")
+  const core = (name || '').replace(/\([^)]*\)/g, ' ').trim() || name || '';
+  const firsts = core.split(/\s+/).map((w) => w.match(/[\p{L}\p{N}]/u)?.[0]).filter(Boolean);
+  return firsts.slice(0, 2).map((c) => c.toUpperCase()).join('') || '?';
 }
 
 /** One of eight avatar colours, the same for a user everywhere. */

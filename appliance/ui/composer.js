@@ -30,7 +30,7 @@ export function composerKey(ev) {
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); submitComposer(); }
   if (ev.key === 'Escape' && (S.replyTo || S.editing)) { S.replyTo = null; S.editing = null; ev.target.value = ''; renderComposeContext(); }
   if (ev.key === 'ArrowUp' && !ev.target.value) {
-    const mine = [...msgsFor(S.current).list].reverse().find((x) => x.sender === S.me.id && !x.deleted && !x.call);
+    const mine = [...msgsFor(S.current).list].reverse().find((x) => x.sender === S.me.id && !x.deleted && !x.call && !x.audit);
     if (mine) { ev.preventDefault(); startEdit(mine); }
   }
 }

@@ -61,6 +61,8 @@ function renderRoomHeader() {
   $('#room-topic').textContent = r.kind === 'direct' ? '@' + (S.users.get(r.peer)?.username || '') : r.topic;
   $('#room-settings-btn').hidden = r.kind === 'direct';
   $('#call-btn').hidden = r.archived;
+  const support = $('#customer-call-btn');
+  if (support) support.hidden = r.archived || !(r.kind === 'direct' || canModerate(r));
   const input = $('#composer-input');
   input.disabled = r.archived;
   input.placeholder = r.archived ? t('archived_hint') : t('write_message_in', { room: roomTitle(r) });
@@ -93,11 +95,39 @@ function callNode(msg) {
     h('time', { datetime: new Date(msg.ts).toISOString() }, timeOf(msg.ts)));
 }
 
+/** The timeline's line for an entry of the guests' audit trail. */
+function auditText(msg) {
+  const a = msg.audit;
+  const by = userName(msg.sender);
+  const label = a.name || t('guest_link_unnamed');
+  switch (a.action) {
+    case 'link_created': return t('audit_link_created', { by, label });
+    case 'link_revoked': return t('audit_link_revoked', { by, label });
+    case 'joined': return t('audit_joined', { name: a.name });
+    case 'knocked': return t('audit_knocked', { name: a.name });
+    case 'admitted': return t('audit_admitted', { by, name: a.name });
+    case 'denied': return t('audit_denied', { by, name: a.name });
+    case 'left': return t('audit_left', { name: a.name });
+    case 'expired': return t('audit_expired', { name: a.name });
+    default: return a.action;
+  }
+}
+
+/** An entry of the guests' audit trail (only moderators get them). */
+function auditNode(msg) {
+  return h('div', { class: 'sys audit', dataset: { seq: msg.seq, action: msg.audit.action } },
+    icon('lock'), h('span', {}, auditText(msg)), h('time', { datetime: new Date(msg.ts).toISOString() }, timeOf(msg.ts)));
+}
+
+/** A line of the timeline that is not a message (a call, the audit trail). */
+const isRecord = (msg) => !!(msg.call || msg.audit);
+const recordNode = (msg) => (msg.call ? callNode(msg) : auditNode(msg));
+
 function messageNode(msg, prev) {
-  if (msg.call) return callNode(msg);
+  if (isRecord(msg)) return recordNode(msg);
   const room = S.rooms.get(S.current);
   const mine = msg.sender === S.me.id;
-  const compact = prev && !prev.call && prev.sender === msg.sender && !prev.pending === !msg.pending
+  const compact = prev && !isRecord(prev) && prev.sender === msg.sender && !prev.pending === !msg.pending
     && msg.ts - prev.ts < 5 * 60 * 1000 && !msg.reply_to && !prev.deleted;
   const ctx = { usernames: new Set([...S.users.values()].map((u) => u.username)), me: S.me.username };
   const body = h('div', { class: 'body' });
@@ -268,8 +298,8 @@ on('message', ({ room, msg, mine }) => {
   const box = $('#messages');
   const stick = atBottom();
   $('#empty-hint')?.remove();
-  if (msg.call) {
-    box.append(callNode(msg));
+  if (isRecord(msg)) {
+    box.append(recordNode(msg));
   } else {
     const list = S.msgs.get(room).list;
     const prev = list.length > 1 ? list[list.length - 2] : null;
@@ -282,7 +312,7 @@ on('message', ({ room, msg, mine }) => {
     }
   }
   if (stick || mine) scrollToBottom(false);
-  else if (!msg.call) { S.newBelow += 1; renderJump(); }
+  else if (!isRecord(msg)) { S.newBelow += 1; renderJump(); }
 });
 
 on('changed', ({ room, msg }) => {

@@ -92,13 +92,15 @@ export function roomSettingsDialog() {
   const vis = h('select', { disabled: !editable || r.archived },
     h('option', { value: 'open', selected: r.visibility === 'open' }, t('visibility_open')),
     h('option', { value: 'invite', selected: r.visibility === 'invite' }, t('visibility_invite')));
+  const guestHistory = h('input', { type: 'checkbox', name: 'guest_history', checked: !!r.guest_history, disabled: !editable || r.archived });
   const save = async (change) => {
     try { await patch('/rooms/' + r.id, change); d.close(); } catch (e) { showFormError(err, e); }
   };
   const d = dialogShell(t('room_settings'), h('form', { class: 'stack', onsubmit: (ev) => {
     ev.preventDefault();
-    save({ name: name.value, topic: topic.value, visibility: vis.value });
-  } }, field(t('room_name'), name), field(t('topic'), topic), field(t('visibility'), vis), err,
+    save({ name: name.value, topic: topic.value, visibility: vis.value, guest_history: guestHistory.checked });
+  } }, field(t('room_name'), name), field(t('topic'), topic), field(t('visibility'), vis),
+  h('label', { class: 'check' }, guestHistory, ' ', t('guest_history'), h('small', { class: 'hint' }, ' ' + t('guest_history_hint'))), err,
   editable && !r.archived ? h('button', { type: 'submit', class: 'primary' }, t('save')) : null,
   editable && !r.archived ? h('button', { type: 'button', class: 'secondary', id: 'invite-guest', onclick: () => { d.close(); guestLinksDialog(r); } }, t('invite_guest')) : null,
   editable ? h('button', { type: 'button', class: 'secondary', onclick: () => save({ archived: !r.archived }) }, r.archived ? t('unarchive') : t('archive')) : null,
@@ -171,13 +173,63 @@ export async function runSearch(q) {
     h('p', {}, renderSnippet(hit.snippet)))))) : h('p', { class: 'empty' }, t('no_results')));
 }
 
-/** A room's guest links: make one (shown once, with a copy button), see who
- *  came by each, revoke (and remove its guests, if asked). */
+/** A QR code (`{ size, modules }` from the server) as an SVG image. */
+function qrSvg(qr) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const m = 4; // the light margin a reader needs
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${qr.size + 2 * m} ${qr.size + 2 * m}`);
+  svg.setAttribute('class', 'qr');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', t('qr_label'));
+  svg.setAttribute('shape-rendering', 'crispEdges');
+  const bg = document.createElementNS(NS, 'rect');
+  bg.setAttribute('width', '100%'); bg.setAttribute('height', '100%'); bg.setAttribute('fill', '#fff');
+  let d = '';
+  for (let y = 0; y < qr.size; y++) {
+    for (let x = 0; x < qr.size; x++) if (qr.modules[y * qr.size + x] === '1') d += `M${x + m} ${y + m}h1v1h-1z`;
+  }
+  const path = document.createElementNS(NS, 'path');
+  path.setAttribute('d', d); path.setAttribute('fill', '#000');
+  svg.append(bg, path);
+  return svg;
+}
+
+/** A link just made (shown this once): what would stop a guest outside,
+ *  the link with a copy button, and its QR code for a phone. */
+function madeLinkBlock(made, close) {
+  const url = made.url || location.origin + made.path;
+  const input = h('input', { readonly: true, value: url, 'aria-label': t('guest_link_new'), id: 'guest-link-url' });
+  // what would stop a guest outside (their browser's trust, calls), said plainly
+  const warnings = made.warnings.map((w) => h('p', { class: 'warn-note', dataset: { warning: w.code } },
+    t('guest_warn_' + w.code), S.me.role === 'admin' && w.code !== 'lan_only'
+      ? h('a', { href: '#settings/certificates', onclick: (ev) => { ev.preventDefault(); close(); settingsDialog('certificates'); } }, ' ' + t('guest_warn_fix'))
+      : null));
+  const copy = h('button', { type: 'button', class: 'primary', id: 'guest-link-copy', onclick: () => { navigator.clipboard?.writeText(url); input.select(); toast(t('copied')); } }, t('copy'));
+  return { node: h('div', { class: 'made-link' }, ...warnings, h('p', {}, t('guest_link_new')),
+    h('div', { class: 'link-and-qr' }, h('div', { class: 'stack' }, h('div', { class: 'row' }, input, copy),
+      h('small', {}, t(made.link.knock ? 'guest_link_knock_note' : 'guest_link_open_note'), ' ',
+        t('guest_expires', { when: new Date(made.link.expires).toLocaleString(lang()) }))), qrSvg(made.qr))), input, copy };
+}
+
+/** The customer call's link, to send while the call starts. */
+export function customerLinkDialog(made, r, hint) {
+  const d = dialogShell(t('customer_call') + ' · ' + roomTitle(r), h('div', { class: 'stack' }));
+  const block = madeLinkBlock(made, () => d.close());
+  d.querySelector('.stack').append(h('p', {}, hint), block.node);
+  d.id = 'customer-call-dialog';
+  showDialog(d);
+  block.copy.focus();
+}
+
+/** A room's guest links: make one (shown once, with a copy button and a QR
+ *  code), see who came by each, revoke (and remove its guests, if asked). */
 export function guestLinksDialog(r) {
   const err = formError();
   const hours = h('select', { name: 'hours' }, [[2, 'hours_2'], [24, 'hours_24'], [168, 'hours_168'], [720, 'hours_720']]
     .map(([v, k]) => h('option', { value: v, selected: v === 168 }, t(k))));
   const uses = h('select', { name: 'max_uses' }, h('option', { value: '' }, t('guest_uses_any')), h('option', { value: '1' }, t('guest_uses_one')));
+  const knock = h('input', { type: 'checkbox', name: 'knock', checked: true });
   const pw = h('input', { type: 'password', name: 'password', minlength: 8, autocomplete: 'new-password' });
   const label = h('input', { name: 'label', maxlength: 80 });
   const out = h('div', { class: 'invite-out', id: 'guest-link-out' });
@@ -187,7 +239,8 @@ export function guestLinksDialog(r) {
     try { links = await get(`/rooms/${r.id}/guest-links`); } catch (e) { clear(list).append(h('li', { class: 'form-error' }, errorText(e))); return; }
     const now = Date.now();
     clear(list).append(...(links.length ? links.map((l) => h('li', { dataset: { link: l.id } },
-      h('div', {}, h('strong', {}, l.label || t('guest_title')), l.password ? h('small', {}, ' · ' + t('guest_with_password')) : null,
+      h('div', {}, h('strong', {}, l.label || t('guest_title')), l.knock ? h('small', {}, ' · ' + t('guest_knock_short')) : null,
+        l.password ? h('small', {}, ' · ' + t('guest_with_password')) : null,
         h('br'), h('small', {}, l.revoked ? t('guest_revoked') : l.expires <= now ? t('guest_expired')
           : t('guest_link_row', { uses: l.max_uses ? `${l.uses}/${l.max_uses}` : l.uses, when: new Date(l.expires).toLocaleString(lang()) }))),
       l.revoked || l.expires <= now ? null : h('button', { class: 'link danger', onclick: async () => {
@@ -199,21 +252,16 @@ export function guestLinksDialog(r) {
     ev.preventDefault();
     try {
       const made = await post(`/rooms/${r.id}/guest-links`, { hours: Number(hours.value), max_uses: uses.value ? Number(uses.value) : null,
-        password: pw.value || null, label: label.value });
-      const url = made.url || location.origin + made.path;
-      const input = h('input', { readonly: true, value: url, 'aria-label': t('guest_link_new'), id: 'guest-link-url' });
-      // what would stop a guest outside (their browser's trust, calls), said plainly
-      const warnings = made.warnings.map((w) => h('p', { class: 'warn-note', dataset: { warning: w.code } },
-        t('guest_warn_' + w.code), S.me.role === 'admin' && w.code !== 'lan_only'
-          ? h('a', { href: '#settings/certificates', onclick: (ev) => { ev.preventDefault(); d.close(); settingsDialog('certificates'); } }, ' ' + t('guest_warn_fix'))
-          : null));
-      clear(out).append(...warnings, h('p', {}, t('guest_link_new')), h('div', { class: 'row' }, input,
-        h('button', { type: 'button', class: 'secondary', onclick: () => { navigator.clipboard?.writeText(url); input.select(); toast(t('copied')); } }, t('copy'))));
-      input.select();
+        password: pw.value || null, label: label.value, knock: knock.checked });
+      const block = madeLinkBlock(made, () => d.close());
+      clear(out).append(block.node);
+      block.input.select();
       pw.value = ''; label.value = '';
       render();
     } catch (e) { showFormError(err, e); }
-  } }, field(t('guest_valid'), hours), field(t('guest_max_uses'), uses), field(t('guest_password_opt'), pw, t('password_hint')),
+  } }, field(t('guest_valid'), hours), field(t('guest_max_uses'), uses),
+  h('label', { class: 'check' }, knock, ' ', t('guest_knock'), h('small', { class: 'hint' }, ' ' + t('guest_knock_hint'))),
+  field(t('guest_password_opt'), pw, t('password_hint')),
   field(t('guest_label'), label), err, h('button', { type: 'submit', class: 'primary' }, t('guest_create'))),
   out, h('h3', {}, t('guest_links')), list);
   showDialog(d);

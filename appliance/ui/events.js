@@ -4,6 +4,7 @@ import { t } from './i18n.js';
 import { S, changed, view, userName } from './state.js';
 import { fetchRoom, fetchRoomSummary, refreshUsers, removeRoom } from './rooms.js';
 import { notify, notifyCall } from './notify.js';
+import { onGuestEvent } from './lobby.js';
 
 export function onFrame(f) {
   S.calls?.onFrame(f);
@@ -19,7 +20,7 @@ export function onFrame(f) {
     case 'typing': onTyping(f); break;
     case 'reset': onReset(f); break;
     case 'gone': removeRoom(f.room); break;
-    case 'synced': changed('conn'); break;
+    case 'synced': changed('conn'); changed('synced'); break;
   }
 }
 
@@ -94,8 +95,18 @@ function onEvent(ev) {
       }
       break;
     }
+    case 'guest': {
+      // the guests' audit trail (moderators only): a line in the timeline,
+      // and the waiting room's alerts
+      const { t: _t, room: _r, seq, ts, actor, ...audit } = ev;
+      const msg = { seq, ts, sender: actor, body: '', audit, reactions: {} };
+      if (m?.loaded) m.list.push(msg);
+      changed('message', { room: ev.room, msg, mine: false });
+      onGuestEvent(ev);
+      break;
+    }
     case 'room':
-      Object.assign(room, { name: ev.name, topic: ev.topic, visibility: ev.visibility, archived: ev.archived });
+      Object.assign(room, { name: ev.name, topic: ev.topic, visibility: ev.visibility, archived: ev.archived, guest_history: !!ev.guest_history });
       changed('room', ev.room);
       break;
   }

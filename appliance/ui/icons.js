@@ -49,6 +49,8 @@ const ICONS = {
   send: [p('M4 12l16-8-6 16-2.5-6.5z'), p('M11.5 13.5L20 4')],
   lock: [['rect', { x: 5, y: 10.5, width: 14, height: 10, rx: 2 }], p('M8 10.5V8a4 4 0 0 1 8 0v2.5')],
   bell: [p('M6 16.5V11a6 6 0 0 1 12 0v5.5l1.5 1.5h-15z'), p('M10 20.5a2 2 0 0 0 4 0')],
+  // a headset: the customer call
+  support: [p('M4 14v-2a8 8 0 0 1 16 0v2'), ['rect', { x: 3, y: 13, width: 4, height: 6, rx: 1.5 }], ['rect', { x: 17, y: 13, width: 4, height: 6, rx: 1.5 }], p('M19 19a3 3 0 0 1-3 3h-3')],
 };
 
 let installed = false;

@@ -114,8 +114,10 @@ function healthSection() {
 function peopleSection() {
   const list = h('table', { class: 'users' });
   const render = async () => {
-    const users = await get('/users');
-    S.users = new Map(users.map((u) => [u.id, u]));
+    const all = await get('/users');
+    S.users = new Map(all.map((u) => [u.id, u]));
+    // guests come and go by links (Room settings → Invite a guest)
+    const users = all.filter((u) => u.role !== 'guest');
     clear(list).append(h('thead', {}, h('tr', {}, h('th', {}, t('display_name')), h('th', {}, t('username')), h('th', {}, t('role')), h('th', {}, ''))),
       h('tbody', {}, users.map((u) => h('tr', { class: u.disabled ? 'disabled' : '' },
         h('td', {}, u.display_name), h('td', {}, '@' + u.username), h('td', {}, t('role_' + u.role) + (u.disabled ? ' · ' + t('disabled') : '')),

@@ -20,6 +20,8 @@ export const S = {
   typing: new Map(),  // room → Map(user → until)
   swReg: null,
   calls: null,        // the calls of every room and this tab's call (call.js)
+  waiting: [],        // guests waiting in the rooms one moderates (lobby.js)
+  offerCall: false,   // a guest just let in: offer the room's call once
 };
 
 /**
@@ -34,6 +36,8 @@ export const S = {
  * - `ack` [frame] and `failed` [error frame]: the server's answer to a write
  * - `typing` [room id], `members` [room id], `calls` [room id]
  * - `removed` [room id]: this user is no longer in the room
+ * - `waiting`: a guest knocked, or was admitted or denied
+ * - `synced`: the connection caught up (after every (re)connection)
  * - `lang`: the language changed (everything re-renders)
  */
 const subscribers = new Map();
@@ -57,7 +61,9 @@ export const view = {
 
 export function userName(id) {
   const u = S.users.get(id);
-  return u ? u.display_name : t('unknown_user');
+  if (!u) return t('unknown_user');
+  // a guest whose attendance ended keeps its name under its messages
+  return u.role === 'guest' && u.disabled ? t('former_guest', { name: u.display_name }) : u.display_name;
 }
 
 export function roomTitle(r) {

@@ -11,6 +11,8 @@ const STEPS = ['wiz_language', 'wiz_company', 'wiz_box', 'wiz_certs', 'wiz_calls
 const TOKEN_KEY = 'parvis.setup';
 
 /** An input bound to `obj[key]` (string); `conv` turns the text into the value. */
+const num = (v) => Number(v) || 0;
+
 function bound(obj, key, attrs = {}, conv = (v) => v) {
   const cur = obj[key];
   const el = h('input', { ...attrs, value: cur === null || cur === undefined ? '' : String(cur) });
@@ -184,7 +186,6 @@ function callsPanel(s, info) {
   const useDetected = info.detected_address
     ? h('button', { type: 'button', class: 'link', onclick: () => { ext.value = info.detected_address; s.turn_external_address = info.detected_address; } }, t('wiz_use_detected', { ip: info.detected_address }))
     : null;
-  const num = (v) => Number(v) || 0;
   return [
     h('p', {}, t('wiz_calls_intro')),
     field(t('wiz_external'), ext, t('wiz_external_hint')), useDetected,
@@ -194,6 +195,14 @@ function callsPanel(s, info) {
     field(t('wiz_uplink'), bound(s, 'turn_uplink_mbps', { type: 'number', min: 0, max: 100000, placeholder: '0', 'data-key': 'turn.uplink_mbps' }, num), t('wiz_uplink_hint')),
     h('h3', {}, t('wiz_forward')),
     h('ul', {}, (info.forward || []).map((f) => h('li', {}, h('code', {}, `${f.port}/${f.proto}`), ' — ', f.what))),
+  ];
+}
+
+function guestsPanel(s) {
+  s.guests = s.guests || { max_link_days: 30, retention_days: 30 };
+  return [
+    field(t('guests_max_days'), bound(s.guests, 'max_link_days', { type: 'number', min: 1, max: 365, 'data-key': 'guests.max_link_days' }, num), t('guests_max_days_hint')),
+    field(t('guests_retention'), bound(s.guests, 'retention_days', { type: 'number', min: 1, max: 3650, 'data-key': 'guests.retention_days' }, num), t('guests_retention_hint')),
   ];
 }
 
@@ -330,7 +339,7 @@ export function boxSettingsSection(toast, part = 'box') {
     } },
     ...(part === 'certificates' ? [...certsPanel(s, v.info, v.certificate),
       h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now'))]
-      : [...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s)]),
+      : [...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s), h('h3', {}, t('guests_settings')), ...guestsPanel(s)]),
     err, h('button', { type: 'submit', class: 'primary' }, t('save')));
     if (part === 'system') clear(body).append(...[await updateBlock(), v.info.on_box ? restartBlock() : null, await installBlock()].filter(Boolean));
     else clear(body).append(form);

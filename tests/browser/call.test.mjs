@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
-import { Server, launch, openRoomByName, team, trustingBrowser, waitConnected } from './lib.mjs';
+import { Server, flowing, launch, openRoomByName, stats, team, trustingBrowser, waitConnected } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -23,43 +23,6 @@ async function joinCall(page) {
   await page.click('#call-btn');
   await page.click('#call-prejoin-join');
   await page.waitForSelector('#call-dock');
-}
-
-const stats = (page) => page.evaluate(() => window.parvis.calls.stats());
-
-/** Totals per peer: audio bytes, decoded video frames (all video), the largest frame width. */
-function totals(list) {
-  return new Map(list.map((s) => [s.pid, {
-    relay: s.relay, protocol: s.local?.protocol, audio: s.audio.bytes, states: [s.state, s.signaling, s.ice, s.gathering, s.polite, s.sent, s.received, s.held, s.error],
-    frames: s.video.reduce((n, v) => n + v.frames, 0),
-    wide: s.video.filter((v) => v.width >= 1000).reduce((n, v) => n + v.frames, 0),
-  }]));
-}
-
-/**
- * Waits until `page` receives audio and video from `peers` others over the
- * relay, growing between two looks (so it flows now, not just once).
- * With `screen`, a ≥1000-pixel-wide video (a shared screen) must flow too.
- */
-async function flowing(page, peers, { screen = false, timeout = 30000, protocol } = {}) {
-  const until = Date.now() + timeout;
-  let last = '';
-  while (Date.now() < until) {
-    const a = totals(await stats(page));
-    await sleep(1200);
-    const b = totals(await stats(page));
-    const good = [...b].filter(([pid, x]) => {
-      const y = a.get(pid);
-      return y && x.relay && x.audio > y.audio && x.frames > y.frames && (!protocol || x.protocol === protocol);
-    });
-    const wide = [...b].some(([pid, x]) => a.get(pid) && x.wide > a.get(pid).wide);
-    if (good.length >= peers && (!screen || wide)) return b;
-    last = JSON.stringify([...b]);
-  }
-  const who = await page.evaluate(() => [window.parvis.state.me.username, window.parvis.conn.state, window.parvis.calls.active?.pid]);
-  const metrics = await page.evaluate(() => fetch('/metrics').then((r) => r.text())).catch(() => '');
-  const turn = metrics.split('\n').filter((l) => l.startsWith('parvis_turn') && !l.endsWith(' 0')).join('; ');
-  throw new Error(`media not flowing to ${who}: ${last}\nTURN: ${turn}`);
 }
 
 test('three people in a relayed call: media both ways, screen sharing, chatting elsewhere, a dropped socket, a restart', async () => {

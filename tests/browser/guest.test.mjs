@@ -3,11 +3,16 @@
 // gives a name and lands in that one room (no room list, the API refuses
 // the others); both sides chat, the guest is badged; a reload keeps the
 // guest the same guest; revoking with removal ends the guest's session.
+// Then remote support: "Call with a customer" from a direct conversation,
+// the customer knocks, waits seeing nothing, is admitted, lands in the
+// call's pre-join, joins through the relay and shares its screen, which the
+// member receives decoded. Calls need a non-loopback interface: run through
+// tests/browser/in-netns (scripts/test does).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Server, launch, team, waitConnected } from './lib.mjs';
+import { Server, flowing, launch, team, waitConnected } from './lib.mjs';
 
 const OUT = join(import.meta.dirname, 'out');
 mkdirSync(OUT, { recursive: true });
@@ -31,6 +36,8 @@ test('a customer joins one room by a guest link, chats, reloads as the same gues
     await alice.click('#room-settings-btn');
     await alice.click('#invite-guest');
     await alice.fill('input[name=label]', 'ACME support');
+    // an open link (the waiting room is the default; the next test takes it)
+    await alice.uncheck('input[name=knock]');
     await alice.click('button:text("Create the link")');
     const url = await (await alice.waitForSelector('#guest-link-url')).inputValue();
     assert.match(url, /\/g\/[A-Za-z0-9_-]{20,}$/);
@@ -100,6 +107,82 @@ test('a customer joins one room by a guest link, chats, reloads as the same gues
     await shot(guest, 'guest-ended-desktop');
     const after = await guest.evaluate(async () => (await fetch('/api/me')).status);
     assert.equal(after, 401);
+    assert.deepEqual(guest.errors || [], []);
+    await ctx.close();
+  } finally {
+    server.kill9();
+  }
+});
+
+test('call with a customer: a knock link from a direct conversation, the waiting room, admitted into the call, the guest shares its screen', async () => {
+  const server = await Server.start();
+  try {
+    const { api, people } = await team(browser, server, ['alice', 'bob']);
+    const alice = people.alice.page;
+    await alice.setViewportSize({ width: 1280, height: 800 });
+    // from the direct conversation with Bob: the call gets a room of its own
+    const bobId = await people.bob.page.evaluate(() => window.parvis.state.me.id);
+    const dm = await api.call('POST', '/direct', { user: bobId });
+    await alice.waitForSelector(`#room-list a.room[href="#room=${dm.id}"]`);
+    await alice.click(`#room-list a.room[href="#room=${dm.id}"]`);
+    await alice.evaluate(() => { window.parvis.calls.forceRelay = true; });
+    await alice.click('#customer-call-btn');
+    await alice.waitForSelector('#customer-call-dialog svg.qr');
+    const url = await alice.inputValue('#guest-link-url');
+    assert.match(url, /\/g\/[A-Za-z0-9_-]{20,}$/);
+    await alice.waitForSelector('#call-dock');
+    assert.equal(await alice.textContent('#room-title'), 'Customer call');
+    await shot(alice, 'customer-call-link-desktop');
+    await alice.keyboard.press('Escape');
+    await people.bob.page.waitForSelector('#room-list a.room:has-text("Customer call")');
+
+    // the customer knocks and waits, seeing nothing of the room
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+    const guest = await ctx.newPage();
+    guest.on('pageerror', (e) => { guest.errors = [...(guest.errors || []), e.message]; });
+    await guest.setViewportSize({ width: 390, height: 780 });
+    await guest.goto(url);
+    await guest.fill('input[name=display_name]', 'Dana (ACME)');
+    await guest.click('button[type=submit]');
+    await guest.waitForSelector('#guest-waiting');
+    assert.equal(await guest.locator('#composer-input, #messages, #room-list').count(), 0, 'nothing of the room');
+    const waitingApi = await guest.evaluate(async () => [(await fetch('/api/rooms')).status, (await fetch('/api/ice')).status, (await fetch('/api/me')).status]);
+    assert.deepEqual(waitingApi, [403, 403, 200], 'a waiting guest gets no rooms and no TURN credentials');
+    await shot(guest, 'guest-waiting-phone');
+    // a reload waits again, as the same guest
+    await guest.reload();
+    await guest.waitForSelector('#guest-waiting');
+
+    // the moderator is alerted wherever she is; nobody else is
+    const card = alice.locator('#knocks .knock li', { hasText: 'Dana (ACME)' });
+    await card.waitFor();
+    await shot(alice, 'knock-alert-desktop');
+    assert.equal(await people.bob.page.locator('#knocks .knock').count(), 0, 'Bob is no moderator of the new room');
+    await card.locator('button.admit').click();
+    await alice.waitForSelector('#knocks', { state: 'hidden' });
+    // the trail, for the moderator
+    await alice.locator('.sys.audit[data-action=admitted]').waitFor();
+    assert.match(await alice.textContent('#messages'), /Alice let Dana \(ACME\) in/);
+
+    // admitted: the guest lands in the call's pre-join, joins, and shares its screen
+    await guest.waitForSelector('#call-prejoin');
+    await guest.evaluate(() => { window.parvis.calls.forceRelay = true; });
+    await shot(guest, 'guest-prejoin-phone');
+    await guest.click('#call-prejoin-join');
+    await guest.waitForSelector('#call-dock');
+    assert.equal(await guest.locator('#room-list').count(), 0, 'still one room');
+    await flowing(guest, 1);
+    await flowing(alice, 1);
+    await guest.click('#call-share');
+    await flowing(alice, 1, { screen: true });
+    await shot(guest, 'guest-call-phone');
+    await shot(alice, 'guest-screen-desktop');
+    // the guest's composer stays usable beside the call
+    await guest.fill('#composer-input', 'Can you see my screen?');
+    await guest.keyboard.press('Enter');
+    await alice.locator('.msg:has-text("Can you see my screen?")').waitFor();
+    const other = await guest.evaluate(async (id) => (await fetch(`/api/rooms/${id}/messages`)).status, dm.id);
+    assert.equal(other, 403, 'the direct conversation is not the guest\'s');
     assert.deepEqual(guest.errors || [], []);
     await ctx.close();
   } finally {

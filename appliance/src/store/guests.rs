@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::rooms::{self, EventBody, Published};
+use super::rooms::{self, EventBody, GuestAction, Published};
 use super::users::{self, User};
 use super::{Millis, RoomId, StoreError, UserId};
 
@@ -53,6 +53,8 @@ pub struct GuestLink {
     pub perms: Perms,
     pub label: String,
     pub revoked: Option<Millis>,
+    /// Knock mode: guests wait until a moderator admits them.
+    pub knock: bool,
 }
 
 impl GuestLink {
@@ -63,7 +65,7 @@ impl GuestLink {
 }
 
 const LINK_COLS: &str =
-    "id, room_id, created_by, created_ms, expires_ms, max_uses, uses, password_hash IS NOT NULL, perms, label, revoked_ms";
+    "id, room_id, created_by, created_ms, expires_ms, max_uses, uses, password_hash IS NOT NULL, perms, label, revoked_ms, knock";
 
 fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GuestLink> {
     Ok(GuestLink {
@@ -78,6 +80,7 @@ fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GuestLink> {
         perms: Perms::from_bits(r.get(8)?),
         label: r.get(9)?,
         revoked: r.get(10)?,
+        knock: r.get(11)?,
     })
 }
 
@@ -89,6 +92,7 @@ pub struct NewLink {
     pub password_hash: Option<String>,
     pub perms: Perms,
     pub label: String,
+    pub knock: bool,
 }
 
 /// Who may make, list and revoke a room's links: its owners and admins, in
@@ -119,18 +123,21 @@ pub fn create_link(
     token_hash: &[u8],
     link: NewLink,
     now: Millis,
-) -> Result<GuestLink, StoreError> {
+) -> Result<(GuestLink, Published), StoreError> {
     check_moderator(conn, room, by, is_admin)?;
     let label = link.label.trim();
     if label.chars().count() > 80 || label.chars().any(char::is_control) {
         return Err(StoreError::Invalid("label: at most 80 characters, no control characters".into()));
     }
     conn.execute(
-        "INSERT INTO guest_links(room_id, token_hash, created_by, created_ms, expires_ms, max_uses, password_hash, perms, label)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![room, token_hash, by, now, link.expires, link.max_uses, link.password_hash, link.perms.bits(), label],
+        "INSERT INTO guest_links(room_id, token_hash, created_by, created_ms, expires_ms, max_uses, password_hash, perms, label, knock)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![room, token_hash, by, now, link.expires, link.max_uses, link.password_hash, link.perms.bits(), label, link.knock],
     )?;
-    get_link(conn, conn.last_insert_rowid())
+    let link = get_link(conn, conn.last_insert_rowid())?;
+    let audit = EventBody::Guest { action: GuestAction::LinkCreated, link: link.id, guest: None, name: link.label.clone() };
+    let published = rooms::append_audit(conn, room, by, now, &audit)?;
+    Ok((link, published))
 }
 
 fn get_link(conn: &Connection, id: i64) -> Result<GuestLink, StoreError> {
@@ -154,7 +161,7 @@ pub fn link_by_token(conn: &Connection, token_hash: &[u8]) -> Result<Option<(Gue
         .query_row(
             &format!("SELECT {LINK_COLS}, password_hash FROM guest_links WHERE token_hash = ?1"),
             [token_hash],
-            |r| Ok((link_from_row(r)?, r.get::<_, Option<String>>(11)?)),
+            |r| Ok((link_from_row(r)?, r.get::<_, Option<String>>(12)?)),
         )
         .optional()?)
 }
@@ -175,12 +182,16 @@ pub fn revoke_link(
     if l.room != room {
         return Err(StoreError::NotFound);
     }
-    conn.execute("UPDATE guest_links SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE id = ?1", params![link, now])?;
-    let mut removed = Vec::new();
     let mut published = Vec::new();
+    if l.revoked.is_none() {
+        conn.execute("UPDATE guest_links SET revoked_ms = ?2 WHERE id = ?1", params![link, now])?;
+        let audit = EventBody::Guest { action: GuestAction::LinkRevoked, link, guest: None, name: l.label.clone() };
+        published.push(rooms::append_audit(conn, room, by, now, &audit)?);
+    }
+    let mut removed = Vec::new();
     if remove {
         let guests: Vec<UserId> = conn
-            .prepare("SELECT id FROM users WHERE guest_link = ?1 AND disabled = 0")?
+            .prepare("SELECT id FROM users WHERE guest_link = ?1 AND guest_ended_ms IS NULL")?
             .query_map([link], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for g in guests {
@@ -191,17 +202,29 @@ pub fn revoke_link(
     Ok((removed, published))
 }
 
-/// A guest leaves for good: out of the room (a `leave` event), sessions
-/// ended, the account disabled. Its messages stay.
-fn end_guest(conn: &Connection, room: RoomId, guest: UserId, now: Millis) -> Result<Vec<Published>, StoreError> {
+/// A guest's attendance ends for good (it left, was denied or removed, or
+/// its link expired): out of the room (a `leave` event), sessions ended,
+/// the account disabled. Its messages stay.
+pub fn end_guest(conn: &Connection, room: RoomId, guest: UserId, now: Millis) -> Result<Vec<Published>, StoreError> {
     let mut published = Vec::new();
     if rooms::member_role(conn, room, guest).is_ok() {
         let (_, p) = rooms::append_to_members(conn, room, guest, now, &EventBody::Leave { user: guest })?;
         conn.execute("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2", (room, guest))?;
         published.push(p);
     }
-    conn.execute("UPDATE users SET disabled = 1 WHERE id = ?1", [guest])?;
+    conn.execute("UPDATE users SET disabled = 1, guest_ended_ms = COALESCE(guest_ended_ms, ?2) WHERE id = ?1", (guest, now))?;
     conn.execute("DELETE FROM sessions WHERE user_id = ?1", [guest])?;
+    Ok(published)
+}
+
+/// A guest's attendance ends by itself (`Left`: it left or gave up
+/// waiting; `Expired`: its link did), recorded for the moderators.
+pub fn leave(conn: &Connection, room: RoomId, guest: UserId, action: GuestAction, now: Millis) -> Result<Vec<Published>, StoreError> {
+    let (link, name): (i64, String) =
+        conn.query_row("SELECT guest_link, display_name FROM users WHERE id = ?1", [guest], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let audit = EventBody::Guest { action, link, guest: Some(guest), name };
+    let mut published = vec![rooms::append_audit(conn, room, guest, now, &audit)?];
+    published.extend(end_guest(conn, room, guest, now)?);
     Ok(published)
 }
 
@@ -220,9 +243,10 @@ pub fn check_guest_name(conn: &Connection, name: &str) -> Result<String, StoreEr
     Ok(name)
 }
 
-/// Comes in by a live link: a guest user, a member of the link's room from
-/// the room's current sequence on (no earlier history), with a `join`
-/// event; the link counts one use. The caller checked the password.
+/// Comes by a live link: a guest user; the link counts one use. By an open
+/// link it is let in at once; by a knock link it waits (and the room's
+/// moderators are told) until one of them admits it. The caller checked
+/// the password.
 pub fn join(conn: &Connection, link: &GuestLink, display_name: &str, now: Millis) -> Result<(User, Vec<Published>), StoreError> {
     if !link.live(now) {
         return Err(StoreError::Forbidden("this guest link has expired or was revoked"));
@@ -236,14 +260,134 @@ pub fn join(conn: &Connection, link: &GuestLink, display_name: &str, now: Millis
         params![username, name, now, link.id],
     )?;
     let user = users::get_user(conn, UserId(conn.last_insert_rowid()))?;
-    let since = rooms::room_row(conn, link.room)?.last_seq;
+    conn.execute("UPDATE guest_links SET uses = uses + 1 WHERE id = ?1", [link.id])?;
+    let action = if link.knock { GuestAction::Knocked } else { GuestAction::Joined };
+    let audit = EventBody::Guest { action, link: link.id, guest: Some(user.id), name: user.display_name.clone() };
+    let mut published = vec![rooms::append_audit(conn, link.room, user.id, now, &audit)?];
+    if !link.knock {
+        published.push(enter(conn, link.room, user.id, now)?);
+    }
+    Ok((user, published))
+}
+
+/// A guest becomes a member of its room: from the room's current sequence
+/// on, or from the start when the room shows guests its history.
+fn enter(conn: &Connection, room: RoomId, guest: UserId, now: Millis) -> Result<Published, StoreError> {
+    let row = rooms::room_row(conn, room)?;
+    let since = if row.guest_history { crate::store::Seq::ZERO } else { row.last_seq };
     conn.execute(
         "INSERT INTO members(room_id, user_id, role, joined_ms, since_seq) VALUES (?1, ?2, 'member', ?3, ?4)",
-        params![link.room, user.id, now, since],
+        params![room, guest, now, since],
     )?;
-    conn.execute("UPDATE guest_links SET uses = uses + 1 WHERE id = ?1", [link.id])?;
-    let (_, p) = rooms::append_to_members(conn, link.room, user.id, now, &EventBody::Join { user: user.id })?;
-    Ok((user, vec![p]))
+    conn.execute("UPDATE users SET guest_admitted_ms = ?2 WHERE id = ?1", (guest, now))?;
+    Ok(rooms::append_to_members(conn, room, guest, now, &EventBody::Join { user: guest })?.1)
+}
+
+/// A guest in a room's waiting room, as its moderators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Waiting {
+    pub room: RoomId,
+    pub guest: UserId,
+    pub name: String,
+    /// When it knocked.
+    pub since: Millis,
+    pub link: i64,
+    /// The link's label.
+    pub label: String,
+}
+
+const WAITING_SQL: &str = "SELECT l.room_id, u.id, u.display_name, u.created_ms, l.id, l.label
+    FROM users u JOIN guest_links l ON l.id = u.guest_link
+    WHERE u.guest_admitted_ms IS NULL AND u.guest_ended_ms IS NULL";
+
+fn waiting_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
+    Ok(Waiting { room: r.get(0)?, guest: r.get(1)?, name: r.get(2)?, since: r.get(3)?, link: r.get(4)?, label: r.get(5)? })
+}
+
+/// Everyone waiting in the rooms `user` moderates (owners, and admins in
+/// the room), oldest first.
+pub fn waiting(conn: &Connection, user: UserId) -> Result<Vec<Waiting>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{WAITING_SQL} AND l.room_id IN (SELECT m.room_id FROM members m JOIN users me ON me.id = m.user_id
+            WHERE m.user_id = ?1 AND (m.role = 'owner' OR me.role = 'admin'))
+         ORDER BY u.created_ms, u.id"
+    ))?;
+    let rows = stmt.query_map([user], waiting_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A moderator admits or denies guests waiting in `room`: those listed, or
+/// everyone waiting when `only` is `None`. Guests no longer waiting (another
+/// moderator was quicker, they left) are passed over. Returns the guests
+/// decided; the denied leave with their sessions.
+pub fn decide(
+    conn: &Connection,
+    room: RoomId,
+    by: UserId,
+    is_admin: bool,
+    only: Option<&[UserId]>,
+    admit: bool,
+    now: Millis,
+) -> Result<(Vec<UserId>, Vec<Published>), StoreError> {
+    check_moderator(conn, room, by, is_admin)?;
+    let waiting: Vec<Waiting> = conn
+        .prepare(&format!("{WAITING_SQL} AND l.room_id = ?1 ORDER BY u.created_ms, u.id"))?
+        .query_map([room], waiting_from_row)?
+        .collect::<Result<_, _>>()?;
+    let mut decided = Vec::new();
+    let mut published = Vec::new();
+    for w in waiting.into_iter().filter(|w| only.is_none_or(|o| o.contains(&w.guest))) {
+        let action = if admit { GuestAction::Admitted } else { GuestAction::Denied };
+        let audit = EventBody::Guest { action, link: w.link, guest: Some(w.guest), name: w.name };
+        published.push(rooms::append_audit(conn, room, by, now, &audit)?);
+        if admit {
+            published.push(enter(conn, room, w.guest, now)?);
+        } else {
+            published.extend(end_guest(conn, room, w.guest, now)?);
+        }
+        decided.push(w.guest);
+    }
+    Ok((decided, published))
+}
+
+/// A guest's link and whether it is still waiting to be let in.
+pub fn guest_state(conn: &Connection, guest: UserId) -> Result<Option<(GuestLink, bool)>, StoreError> {
+    let row: Option<(Option<i64>, bool)> = conn
+        .query_row("SELECT guest_link, guest_admitted_ms IS NULL FROM users WHERE id = ?1", [guest], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((Some(link), waiting)) => Ok(Some((get_link(conn, link)?, waiting))),
+        _ => Ok(None),
+    }
+}
+
+/// The guests' life cycle, run now and then: attendees whose link expired
+/// end (they leave their room); attendees ended more than `keep_ms` ago are
+/// erased: what remains is a name under their messages and reactions, shown
+/// as a former guest's. Returns the guests who ended now.
+pub fn sweep(conn: &Connection, now: Millis, keep_ms: Millis) -> Result<(Vec<UserId>, Vec<Published>), StoreError> {
+    let expired: Vec<(UserId, RoomId)> = conn
+        .prepare(
+            "SELECT u.id, l.room_id FROM users u JOIN guest_links l ON l.id = u.guest_link
+             WHERE u.guest_ended_ms IS NULL AND l.expires_ms <= ?1",
+        )?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut published = Vec::new();
+    let mut ended = Vec::new();
+    for (guest, room) in expired {
+        published.extend(leave(conn, room, guest, GuestAction::Expired, now)?);
+        ended.push(guest);
+    }
+    let stale: Vec<UserId> = conn
+        .prepare("SELECT id FROM users WHERE guest_link IS NOT NULL AND guest_erased_ms IS NULL AND guest_ended_ms <= ?1")?
+        .query_map([now - keep_ms], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for guest in stale {
+        conn.execute("DELETE FROM sessions WHERE user_id = ?1", [guest])?;
+        conn.execute("UPDATE users SET guest_erased_ms = ?2, username = '~former' || id WHERE id = ?1", (guest, now))?;
+    }
+    Ok((ended, published))
 }
 
 /// A guest's link and room (for a guest's requests: what it may do, where).
@@ -261,8 +405,8 @@ mod tests {
     use crate::store::{Seq, test_conn};
 
     fn link_for(c: &Connection, room: RoomId, by: UserId, max_uses: Option<i64>) -> GuestLink {
-        let terms = NewLink { expires: 1_000_000, max_uses, password_hash: None, perms: Perms::SUPPORT, label: "support".into() };
-        create_link(c, room, by, false, b"tok", terms, 10).unwrap()
+        let terms = NewLink { expires: 1_000_000, max_uses, password_hash: None, perms: Perms::SUPPORT, label: "support".into(), knock: false };
+        create_link(c, room, by, false, b"tok", terms, 10).unwrap().0
     }
 
     #[test]
@@ -280,14 +424,14 @@ mod tests {
         let b = create_user(&c, "bob", "Bob", "h", Role::User, 1).unwrap().id;
         let (room, _) = create_group(&c, a, "Support", "", Visibility::Invite, &[b], 2).unwrap();
         rooms::post_message(&c, room, a, "m1", "before the guest", None, 3).unwrap();
-        let terms = || NewLink { expires: 100, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: String::new() };
+        let terms = || NewLink { expires: 100, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: String::new(), knock: false };
         assert!(matches!(create_link(&c, room, b, false, b"x", terms(), 5), Err(StoreError::Forbidden(_))), "a member is no moderator");
         let link = link_for(&c, room, a, Some(1));
         assert_eq!(link_by_token(&c, b"tok").unwrap().unwrap().0, link);
         assert!(matches!(join(&c, &link, " ann ", 20), Err(StoreError::Conflict(_))), "a member's name");
         let (guest, published) = join(&c, &link, "Claire (customer)", 20).unwrap();
         assert_eq!((guest.role, guest.username.starts_with('~')), (Role::Guest, true));
-        assert_eq!(published.len(), 1);
+        assert_eq!(published.len(), 2, "the audit entry and the join");
         let (msgs, more) = history(&c, room, guest.id, None, 50).unwrap();
         assert!(msgs.is_empty() && !more, "nothing from before the admission: {msgs:?}");
         // an edit of a message from before it came is not the guest's to see
@@ -311,9 +455,86 @@ mod tests {
         // revoked with removal: out of the room, sessions gone
         users::create_session(&c, b"gs", guest.id, "csrf", 22, 1000).unwrap();
         let (removed, published) = revoke_link(&c, room, link.id, a, false, true, 40).unwrap();
-        assert_eq!((removed, published.len()), (vec![guest.id], 1));
+        assert_eq!((removed, published.len()), (vec![guest.id], 2), "the audit entry and the guest's leave");
         assert!(users::session_user(&c, b"gs", 41).unwrap().is_none());
         assert!(matches!(history(&c, room, guest.id, None, 50), Err(StoreError::NotMember)));
         assert_eq!(links(&c, room, a, false).unwrap()[0].revoked, Some(40));
+    }
+    fn audit_actions(c: &Connection, room: RoomId, who: UserId) -> Vec<GuestAction> {
+        let (msgs, _) = history(c, room, who, None, 200).unwrap();
+        msgs.iter()
+            .filter_map(|m| m.audit.as_ref())
+            .map(|a| serde_json::from_value::<EventBody>(a.clone()).unwrap())
+            .map(|b| match b {
+                EventBody::Guest { action, .. } => action,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_knock_link_keeps_guests_waiting_until_a_moderator_decides_and_the_trail_is_the_moderators() {
+        let c = test_conn();
+        let a = create_user(&c, "ann", "Ann", "h", Role::User, 1).unwrap().id;
+        let b = create_user(&c, "bob", "Bob", "h", Role::User, 1).unwrap().id;
+        let (room, _) = create_group(&c, a, "Support", "", Visibility::Invite, &[b], 2).unwrap();
+        rooms::post_message(&c, room, a, "m1", "before anyone came", None, 3).unwrap();
+        let terms = NewLink { expires: 1000, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: "ACME".into(), knock: true };
+        let (link, p) = create_link(&c, room, a, false, b"k", terms, 5).unwrap();
+        assert_eq!(p.recipients, vec![a], "the trail goes to the owner only");
+        let (claire, p) = join(&c, &link, "Claire", 10).unwrap();
+        assert_eq!(p.len(), 1, "a knock: no join yet");
+        let (dan, _) = join(&c, &link, "Dan", 11).unwrap();
+        let (eve, _) = join(&c, &link, "Eve", 12).unwrap();
+        assert_eq!(guest_state(&c, claire.id).unwrap().map(|(l, w)| (l.id, w)), Some((link.id, true)));
+        assert!(matches!(history(&c, room, claire.id, None, 50), Err(StoreError::NotMember)), "nothing before admission");
+        let names = |v: Vec<Waiting>| v.into_iter().map(|w| w.name).collect::<Vec<_>>();
+        assert_eq!(names(waiting(&c, a).unwrap()), ["Claire", "Dan", "Eve"]);
+        assert!(waiting(&c, b).unwrap().is_empty(), "a plain member moderates nothing");
+        assert!(matches!(decide(&c, room, b, false, None, true, 13), Err(StoreError::Forbidden(_))));
+        // the room shows guests its history
+        rooms::update_room(&c, room, a, false, &rooms::RoomChange { guest_history: Some(true), ..Default::default() }, 13).unwrap();
+        let (done, _) = decide(&c, room, a, false, Some(&[claire.id]), true, 14).unwrap();
+        assert_eq!(done, vec![claire.id]);
+        let (msgs, _) = history(&c, room, claire.id, None, 50).unwrap();
+        assert_eq!(msgs.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["before anyone came"], "no audit entries for a guest");
+        let (done, _) = decide(&c, room, a, false, Some(&[dan.id]), false, 15).unwrap();
+        assert_eq!(done, vec![dan.id]);
+        assert!(guest_state(&c, dan.id).unwrap().is_some_and(|(_, w)| w), "denied: never admitted");
+        // admit all: only who is still waiting
+        let (done, _) = decide(&c, room, a, false, None, true, 16).unwrap();
+        assert_eq!(done, vec![eve.id]);
+        assert!(decide(&c, room, a, false, None, true, 17).unwrap().0.is_empty());
+        use GuestAction::*;
+        assert_eq!(audit_actions(&c, room, a), [LinkCreated, Knocked, Knocked, Knocked, Admitted, Denied, Admitted]);
+        assert!(audit_actions(&c, room, b).is_empty(), "members do not see the trail");
+        match rooms::resume(&c, room, b, Seq::ZERO, 100).unwrap() {
+            rooms::Resume::Events(ev) => assert!(!ev.iter().any(|e| matches!(e.body, EventBody::Guest { .. })), "{ev:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attendees_end_with_their_link_and_are_erased_later_keeping_their_messages() {
+        let c = test_conn();
+        let a = create_user(&c, "ann", "Ann", "h", Role::User, 1).unwrap().id;
+        let (room, _) = create_group(&c, a, "Support", "", Visibility::Invite, &[], 2).unwrap();
+        let link = link_for(&c, room, a, None);
+        let (g, _) = join(&c, &link, "Claire", 20).unwrap();
+        rooms::post_message(&c, room, g.id, "g1", "thanks!", None, 30).unwrap();
+        users::create_session(&c, b"gs", g.id, "csrf", 30, 2_000_000).unwrap();
+        let day = 86_400_000;
+        assert_eq!(sweep(&c, 999_999, day).unwrap().0, vec![], "the link still runs");
+        let (ended, published) = sweep(&c, 1_000_000, day).unwrap();
+        assert_eq!((ended, published.len()), (vec![g.id], 2), "expired: the trail, and its leave");
+        assert!(users::session_user(&c, b"gs", 1_000_001).unwrap().is_none());
+        assert!(sweep(&c, 1_000_000 + day - 1, day).unwrap().0.is_empty());
+        sweep(&c, 1_000_000 + day, day).unwrap();
+        let former = users::get_user(&c, g.id).unwrap();
+        assert_eq!((former.display_name.as_str(), former.disabled, former.role), ("Claire", true, Role::Guest));
+        assert!(former.username.starts_with("~former"));
+        let (msgs, _) = history(&c, room, a, None, 50).unwrap();
+        assert!(msgs.iter().any(|m| m.sender == g.id && m.body == "thanks!"), "its messages stay");
+        assert_eq!(audit_actions(&c, room, a), [GuestAction::LinkCreated, GuestAction::Joined, GuestAction::Expired]);
     }
 }

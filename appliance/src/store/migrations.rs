@@ -132,6 +132,19 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE users ADD COLUMN guest_link INTEGER REFERENCES guest_links(id);
     ALTER TABLE members ADD COLUMN since_seq INTEGER NOT NULL DEFAULT 0;
     "#,
+    // The waiting room and a guest's life: a knock link's guests wait until
+    // a moderator admits them (`guest_admitted_ms`); an attendee ends
+    // (left, denied, removed, its link expired) and is erased N days later,
+    // its messages kept under its name. A room may show guests its history.
+    r#"
+    ALTER TABLE guest_links ADD COLUMN knock INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN guest_history INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN guest_admitted_ms INTEGER;
+    ALTER TABLE users ADD COLUMN guest_ended_ms INTEGER;
+    ALTER TABLE users ADD COLUMN guest_erased_ms INTEGER;
+    UPDATE users SET guest_admitted_ms = created_ms WHERE guest_link IS NOT NULL;
+    UPDATE users SET guest_ended_ms = created_ms WHERE guest_link IS NOT NULL AND disabled = 1;
+    "#,
 ];
 
 /// The schema version this build writes (the number of migrations).

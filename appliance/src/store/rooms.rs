@@ -36,12 +36,46 @@ pub enum EventBody {
     React { target: Seq, emoji: String, on: bool },
     Join { user: UserId },
     Leave { user: UserId },
-    Room { name: String, topic: String, visibility: Visibility, archived: bool },
+    Room {
+        name: String,
+        topic: String,
+        visibility: Visibility,
+        archived: bool,
+        /// Guests who come in read the history from before their arrival.
+        #[serde(default)]
+        guest_history: bool,
+    },
     /// A call began (actor: who started it).
     CallStarted { call: i64 },
     /// A call ended: how long it lasted, who was in it, and how it ended
     /// (`ended`, `missed`: nobody answered, `declined`).
     CallEnded { call: i64, duration_ms: Millis, participants: Vec<UserId>, outcome: String },
+    /// The guests' audit trail, for the room's moderators only: a link made
+    /// or revoked, a guest who came in by an open link, knocked, was
+    /// admitted or denied (actor: who did it).
+    Guest {
+        action: GuestAction,
+        link: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        guest: Option<UserId>,
+        /// The guest's name, or the link's label.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestAction {
+    LinkCreated,
+    LinkRevoked,
+    Joined,
+    Knocked,
+    Admitted,
+    Denied,
+    /// The guest left by itself (or gave up waiting).
+    Left,
+    /// Its link expired: the guest's attendance ended.
+    Expired,
 }
 
 /// A frame to deliver after commit to every connection of `recipients`.
@@ -100,6 +134,8 @@ pub struct RoomSummary {
     pub role: String,
     /// For direct conversations: the other person.
     pub peer: Option<UserId>,
+    /// Guests read the history from before they came in.
+    pub guest_history: bool,
 }
 
 /// One member of a room.
@@ -128,6 +164,11 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub call: Option<serde_json::Value>,
+    /// For an entry of the guests' audit trail (moderators only): the event
+    /// body (`kind: "guest"`); `body` is empty then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub audit: Option<serde_json::Value>,
 }
 
 /// Result of posting: stored now, or already stored by an earlier try.
@@ -144,10 +185,11 @@ pub(crate) struct RoomRow {
     pub visibility: Visibility,
     pub archived: bool,
     pub last_seq: Seq,
+    pub guest_history: bool,
 }
 
 pub(crate) fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, StoreError> {
-    conn.query_row("SELECT kind, name, topic, visibility, archived, last_seq FROM rooms WHERE id = ?1", [room], |r| {
+    conn.query_row("SELECT kind, name, topic, visibility, archived, last_seq, guest_history FROM rooms WHERE id = ?1", [room], |r| {
         Ok(RoomRow {
             kind: RoomKind::parse(&r.get::<_, String>(0)?),
             name: r.get(1)?,
@@ -155,6 +197,7 @@ pub(crate) fn room_row(conn: &Connection, room: RoomId) -> Result<RoomRow, Store
             visibility: Visibility::parse(&r.get::<_, String>(3)?),
             archived: r.get(4)?,
             last_seq: r.get(5)?,
+            guest_history: r.get(6)?,
         })
     })
     .optional()?
@@ -214,6 +257,27 @@ pub(crate) fn append_to_members(
 ) -> Result<(Seq, Published), StoreError> {
     let recipients = members_of(conn, room)?;
     append_event(conn, room, actor, now, body, recipients)
+}
+
+/// The members who moderate `room`: its owners and the box's admins in it.
+pub(crate) fn moderators_of(conn: &Connection, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.user_id FROM members m JOIN users u ON u.id = m.user_id
+         WHERE m.room_id = ?1 AND (m.role = 'owner' OR u.role = 'admin') AND u.disabled = 0",
+    )?;
+    let rows = stmt.query_map([room], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn moderates(conn: &Connection, room: RoomId, user: UserId) -> Result<bool, StoreError> {
+    Ok(moderators_of(conn, room)?.contains(&user))
+}
+
+/// An entry of the guests' audit trail, logged in the room and sent to its
+/// moderators only.
+pub(crate) fn append_audit(conn: &Connection, room: RoomId, actor: UserId, now: Millis, body: &EventBody) -> Result<Published, StoreError> {
+    let recipients = moderators_of(conn, room)?;
+    Ok(append_event(conn, room, actor, now, body, recipients)?.1)
 }
 
 /// An event about message `target` (an edit, a delete, a reaction): only
@@ -536,6 +600,8 @@ pub struct RoomChange {
     pub topic: Option<String>,
     pub visibility: Option<Visibility>,
     pub archived: Option<bool>,
+    /// Guests who come in read the room's earlier history.
+    pub guest_history: Option<bool>,
 }
 
 /// Renames, re-topics, changes visibility or (un)archives a group room.
@@ -564,14 +630,20 @@ pub fn update_room(
     };
     let visibility = change.visibility.unwrap_or(row.visibility);
     let archived = change.archived.unwrap_or(row.archived);
-    if name == row.name && topic == row.topic && visibility == row.visibility && archived == row.archived {
+    let guest_history = change.guest_history.unwrap_or(row.guest_history);
+    if name == row.name
+        && topic == row.topic
+        && visibility == row.visibility
+        && archived == row.archived
+        && guest_history == row.guest_history
+    {
         return Ok(None);
     }
     conn.execute(
-        "UPDATE rooms SET name = ?2, topic = ?3, visibility = ?4, archived = ?5 WHERE id = ?1",
-        params![room, name, topic, visibility.as_str(), archived],
+        "UPDATE rooms SET name = ?2, topic = ?3, visibility = ?4, archived = ?5, guest_history = ?6 WHERE id = ?1",
+        params![room, name, topic, visibility.as_str(), archived, guest_history],
     )?;
-    let event = EventBody::Room { name, topic, visibility, archived };
+    let event = EventBody::Room { name, topic, visibility, archived, guest_history };
     Ok(Some(append_to_members(conn, room, user, now, &event)?.1))
 }
 
@@ -659,7 +731,8 @@ const SUMMARY_SQL: &str = "
         (SELECT user_id FROM members z WHERE z.room_id = r.id AND r.kind = 'direct' AND z.user_id != m.user_id),
         (SELECT COUNT(*) FROM events e WHERE e.room_id = r.id AND e.seq > m.read_seq
             AND e.actor != m.user_id AND e.body LIKE '{\"kind\":\"message\"%'
-            AND EXISTS (SELECT 1 FROM json_each(e.body, '$.mentions') j WHERE j.value = m.user_id))
+            AND EXISTS (SELECT 1 FROM json_each(e.body, '$.mentions') j WHERE j.value = m.user_id)),
+        r.guest_history
     FROM members m JOIN rooms r ON r.id = m.room_id
     WHERE m.user_id = ?1";
 
@@ -678,6 +751,7 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoomSummary> {
         member_count: r.get(10)?,
         peer: r.get(11)?,
         mentions: r.get(12)?,
+        guest_history: r.get(13)?,
     })
 }
 
@@ -756,6 +830,7 @@ pub fn history(
                 deleted: r.get(8)?,
                 reactions: BTreeMap::new(),
                 call: None,
+                audit: None,
             },
         ))
     })?;
@@ -773,14 +848,20 @@ pub fn history(
         }
         out.push(m);
     }
-    // Call records in the same stretch of the log go in the timeline too.
+    // Call records (and, for moderators, the guests' audit trail) in the
+    // same stretch of the log go in the timeline too.
     let from = if more { out.first().map_or(floor, |m| m.seq) } else { floor };
     let to = before.unwrap_or(Seq(i64::MAX));
+    let audit = moderates(conn, room, user)?;
     let mut calls = conn.prepare_cached(
         "SELECT seq, actor, ts_ms, body FROM events WHERE room_id = ?1 AND seq > ?2 AND seq < ?3
-         AND (body LIKE '{\"kind\":\"call_started\"%' OR body LIKE '{\"kind\":\"call_ended\"%') ORDER BY seq",
+         AND (body LIKE '{\"kind\":\"call_started\"%' OR body LIKE '{\"kind\":\"call_ended\"%'
+              OR (?4 AND body LIKE '{\"kind\":\"guest\"%')) ORDER BY seq",
     )?;
-    let rows = calls.query_map(params![room, from, to], |r| {
+    let rows = calls.query_map(params![room, from, to, audit], |r| {
+        let body: Option<serde_json::Value> = serde_json::from_str(&r.get::<_, String>(3)?).ok();
+        let is_audit = body.as_ref().and_then(|b| b["kind"].as_str()) == Some("guest");
+        let (call, audit) = if is_audit { (None, body) } else { (body, None) };
         Ok(Message {
             seq: r.get(0)?,
             sender: r.get(1)?,
@@ -791,7 +872,8 @@ pub fn history(
             edited: None,
             deleted: false,
             reactions: BTreeMap::new(),
-            call: serde_json::from_str(&r.get::<_, String>(3)?).ok(),
+            call,
+            audit,
         })
     })?;
     let mut calls: Vec<Message> = rows.collect::<Result<_, _>>()?;
@@ -835,9 +917,12 @@ pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: 
     if events.len() > limit as usize {
         return Ok(Resume::Reset { last });
     }
-    // nothing about messages from before a guest came in
+    // nothing about messages from before a guest came in; the guests'
+    // audit trail for moderators only
+    let audit = moderates(conn, room, user)?;
     events.retain(|e| match &e.body {
         EventBody::Edit { target, .. } | EventBody::Delete { target } | EventBody::React { target, .. } => *target > floor,
+        EventBody::Guest { .. } => audit,
         _ => true,
     });
     Ok(Resume::Events(events))

@@ -33,6 +33,9 @@ pub struct SessionInfo {
     /// Send it in `X-CSRF-Token` with every POST, PUT, PATCH and DELETE.
     pub csrf: String,
     pub company: String,
+    /// For a guest: its room, and whether it still waits to be let in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<super::guests::GuestStatus>,
 }
 
 /// Creates a session for `user`: the cookie and the session's answer.
@@ -50,7 +53,8 @@ pub(super) async fn start_session_until(state: &State, user: User, until: Millis
     let (uid, c2) = (user.id, csrf.clone());
     state.chat.db.write(move |ctx| users::create_session(ctx.conn, &hash, uid, &c2, now, until)).await?;
     let company = company(state).await?;
-    let body = axum::Json(SessionInfo { user, csrf, company });
+    let guest = if user.role == users::Role::Guest { super::guests::guest_status(state, user.id).await? } else { None };
+    let body = axum::Json(SessionInfo { user, csrf, company, guest });
     let max_age = ((until - now) / 1000).max(0);
     Ok(([(header::SET_COOKIE, session_cookie_for(&token, max_age))], body).into_response())
 }
@@ -169,6 +173,10 @@ pub async fn login(AxState(state): AxState<State>, ip: ClientIp, Json(req): Json
 
 #[utoipa::path(post, path = "/logout", tag = "account", responses((status = 204), (status = 401, body = ApiError)))]
 pub async fn logout(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<Response> {
+    if me.user.role == users::Role::Guest {
+        // a guest who leaves is gone (its sessions with it)
+        super::guests::guest_leaves(&state, me.user.id).await?;
+    }
     let h = me.token_hash.clone();
     state.chat.db.write(move |ctx| users::delete_session(ctx.conn, &h)).await?;
     Ok(([(header::SET_COOKIE, session_cookie(None))], StatusCode::NO_CONTENT).into_response())
@@ -176,7 +184,8 @@ pub async fn logout(AxState(state): AxState<State>, me: CurrentUser) -> ApiResul
 
 #[utoipa::path(get, path = "/me", tag = "account", responses((status = 200, body = SessionInfo), (status = 401, body = ApiError)))]
 pub async fn me(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<axum::Json<SessionInfo>> {
-    Ok(axum::Json(SessionInfo { user: me.user, csrf: me.csrf, company: company(&state).await? }))
+    let guest = if me.user.role == users::Role::Guest { super::guests::guest_status(&state, me.user.id).await? } else { None };
+    Ok(axum::Json(SessionInfo { user: me.user, csrf: me.csrf, company: company(&state).await?, guest }))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -15,9 +15,11 @@ use crate::auth;
 use crate::store::guests::{self, GuestLink, NewLink, Perms};
 use crate::store::{Millis, RoomId, StoreError};
 
-/// The longest a link may live (30 days), and the default (7 days).
-pub const MAX_HOURS: u32 = 720;
+/// A link's life by default (7 days, or the admin's maximum if shorter),
+/// and a customer call's (2 hours). The maximum is a setting
+/// (`guests.max_link_days`).
 pub const DEFAULT_HOURS: u32 = 168;
+pub const CUSTOMER_CALL_HOURS: u32 = 2;
 /// Tries per link and per address (an IPv6 /64 counts as one) in ten minutes.
 const TRIES_PER_LINK: usize = 10;
 const TRIES_PER_ADDRESS: usize = 30;
@@ -37,16 +39,28 @@ const GUEST_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/ws"),
 ];
 
+/// What a guest still waiting to be let in may ask: who it is, and to go.
+const WAITING_ROUTES: &[(Method, &str)] = &[(Method::GET, "/api/me"), (Method::POST, "/api/logout")];
+
 pub fn guest_may(method: &Method, route: &str) -> bool {
     GUEST_ROUTES.iter().any(|(m, r)| m == method && *r == route)
+}
+
+pub fn waiting_guest_may(method: &Method, route: &str) -> bool {
+    WAITING_ROUTES.iter().any(|(m, r)| m == method && *r == route)
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewGuestLink {
-    /// Hours until it expires: 1 to 720 (30 days), default 168 (7 days).
+    /// Hours until it expires: 1 to the admin's maximum
+    /// (`guests.max_link_days`, 30 days by default); default 168 (7 days).
     #[serde(default)]
     hours: Option<u32>,
+    /// Knock: guests wait until a moderator admits them (default: false,
+    /// guests come in at once).
+    #[serde(default)]
+    knock: bool,
     /// How many guests may come by it (absent: any number).
     #[serde(default)]
     max_uses: Option<u32>,
@@ -75,6 +89,25 @@ pub struct CreatedLink {
     /// What would stop a guest outside: the certificate their browser would
     /// not trust, calls that cannot cross the internet.
     pub warnings: Vec<LinkWarning>,
+    /// The link (`url`, else the path) as a QR code, for a phone.
+    pub qr: Qr,
+}
+
+/// A QR code: `size` × `size` modules, row by row, `1` dark and `0` light
+/// (draw a 4-module light margin around it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Qr {
+    pub size: usize,
+    pub modules: String,
+}
+
+impl Qr {
+    pub fn of(text: &str) -> Qr {
+        // a URL of a few dozen bytes always fits (version 40 holds 2 KiB)
+        let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M).expect("a short link fits a QR code");
+        let modules = code.to_colors().iter().map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' }).collect();
+        Qr { size: code.width(), modules }
+    }
 }
 
 /// `local_certificate`, `certificate_pending` or `lan_only`.
@@ -128,9 +161,10 @@ pub async fn create_link(
     Path(room): Path<RoomId>,
     Json(req): Json<NewGuestLink>,
 ) -> ApiResult<axum::Json<CreatedLink>> {
-    let hours = req.hours.unwrap_or(DEFAULT_HOURS);
-    if !(1..=MAX_HOURS).contains(&hours) {
-        return Err(AppError::bad_request(format!("hours: between 1 and {MAX_HOURS}")));
+    let max = state.settings.current().guests.max_link_days * 24;
+    let hours = req.hours.unwrap_or(DEFAULT_HOURS.min(max));
+    if !(1..=max).contains(&hours) {
+        return Err(AppError::bad_request(format!("hours: between 1 and {max} (the box's maximum, Settings → Box → Guests)")));
     }
     if req.max_uses == Some(0) {
         return Err(AppError::bad_request("max_uses: 1 or more, or absent for any number"));
@@ -142,27 +176,91 @@ pub async fn create_link(
         }
         None => None,
     };
-    let token = auth::new_token(&mut rand::rng());
-    let hash = auth::token_hash(&token);
-    let now = state.chat.clock.now_ms();
     let terms = NewLink {
-        expires: now + Millis::from(hours) * 3_600_000,
+        expires: 0,
         max_uses: req.max_uses.map(i64::from),
         password_hash,
         perms: req.perms.unwrap_or(Perms::SUPPORT),
         label: req.label,
+        knock: req.knock,
     };
+    make_link(&state, &me, room, hours, terms).await.map(axum::Json)
+}
+
+/// Stores a link for `room` that lives `hours`, and says where and how a
+/// guest outside would reach it.
+async fn make_link(state: &State, me: &CurrentUser, room: RoomId, hours: u32, mut terms: NewLink) -> ApiResult<CreatedLink> {
+    let token = auth::new_token(&mut rand::rng());
+    let hash = auth::token_hash(&token);
+    terms.expires = state.chat.clock.now_ms() + Millis::from(hours) * 3_600_000;
     let (by, admin) = (me.user.id, me.is_admin());
     let link = state
         .chat
-        .db
-        .write(move |ctx| guests::create_link(ctx.conn, room, by, admin, &hash, terms, now))
+        .write(move |c, now| {
+            let (link, audit) = guests::create_link(c, room, by, admin, &hash, terms, now)?;
+            Ok((link, vec![audit]))
+        })
         .await
         .map_err(store_error)?;
     let cert = state.certs.status.lock().expect("poisoned").clone();
     let (origin, warnings) = reach(&state.settings.current(), &cert, state.settings.base().https.port());
     let path = format!("/g/{token}");
-    Ok(axum::Json(CreatedLink { url: origin.map(|o| format!("{o}{path}")), link, path, token, warnings }))
+    let url = origin.map(|o| format!("{o}{path}"));
+    let qr = Qr::of(url.as_deref().unwrap_or(&path));
+    Ok(CreatedLink { url, link, path, token, warnings, qr })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerCallReq {
+    /// For a direct conversation: the name of the room made for the call
+    /// (default "Customer call").
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A customer call: its room (for a direct conversation, a new room with
+/// both of its people) and a link for one customer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerCall {
+    pub room: crate::store::rooms::RoomSummary,
+    #[serde(flatten)]
+    pub link: CreatedLink,
+}
+
+/// Remote support in one click: a link that lives 2 hours, in knock mode,
+/// for a call with camera, microphone and screen sharing. From a direct
+/// conversation, the call gets a room of its own (a guest never enters a
+/// 1:1). The caller then starts the call; the guest, once admitted, lands
+/// in its pre-join screen.
+#[utoipa::path(post, path = "/rooms/{id}/customer-call", tag = "guests", request_body = CustomerCallReq, params(("id" = i64, Path)),
+    responses((status = 200, body = CustomerCall), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn customer_call(
+    AxState(state): AxState<State>,
+    me: CurrentUser,
+    Path(room): Path<RoomId>,
+    Json(req): Json<CustomerCallReq>,
+) -> ApiResult<axum::Json<CustomerCall>> {
+    let uid = me.user.id;
+    let name = req.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Customer call".into());
+    let room = state
+        .chat
+        .write(move |c, now| {
+            let here = crate::store::rooms::room_summary(c, room, uid).map_err(|_| StoreError::NotFound)?;
+            if here.kind != "direct" {
+                return Ok((room, vec![]));
+            }
+            let others: Vec<_> = crate::store::rooms::members_of(c, room)?.into_iter().filter(|u| *u != uid).collect();
+            let visibility = crate::store::rooms::Visibility::Invite;
+            crate::store::rooms::create_group(c, uid, &name, "", visibility, &others, now)
+        })
+        .await
+        .map_err(store_error)?;
+    let terms =
+        NewLink { expires: 0, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: "Customer call".into(), knock: true };
+    let link = make_link(&state, &me, room, CUSTOMER_CALL_HOURS, terms).await?;
+    let summary = state.chat.db.read(move |c| crate::store::rooms::room_summary(c, room, uid)).await?;
+    Ok(axum::Json(CustomerCall { room: summary, link }))
 }
 
 #[utoipa::path(get, path = "/rooms/{id}/guest-links", tag = "guests", params(("id" = i64, Path)),
@@ -199,6 +297,104 @@ pub async fn revoke_link(
         state.turn.revoke(&crate::turn::rest_user(guest)).await;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/guests/waiting", tag = "guests",
+    responses((status = 200, body = Vec<guests::Waiting>), (status = 401, body = ApiError)))]
+/// Everyone waiting to be let in, in the rooms one moderates.
+pub async fn waiting(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<axum::Json<Vec<guests::Waiting>>> {
+    let uid = me.user.id;
+    Ok(axum::Json(state.chat.db.read(move |c| guests::waiting(c, uid)).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionReq {
+    /// Let them in (`true`) or send them away (`false`).
+    admit: bool,
+    /// The guests decided; absent: everyone waiting in the room.
+    #[serde(default)]
+    guests: Option<Vec<crate::store::UserId>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Admission {
+    /// The guests decided now (those no longer waiting are passed over).
+    pub decided: Vec<crate::store::UserId>,
+}
+
+/// A moderator admits or denies guests waiting in the room (Admit, Deny,
+/// Admit all). Nobody is admitted otherwise.
+#[utoipa::path(post, path = "/rooms/{id}/admission", tag = "guests", request_body = AdmissionReq, params(("id" = i64, Path)),
+    responses((status = 200, body = Admission), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn admission(
+    AxState(state): AxState<State>,
+    me: CurrentUser,
+    Path(room): Path<RoomId>,
+    Json(req): Json<AdmissionReq>,
+) -> ApiResult<axum::Json<Admission>> {
+    if req.guests.as_ref().is_some_and(|g| g.len() > 1000) {
+        return Err(AppError::bad_request("guests: at most 1000"));
+    }
+    let (by, admin, admit) = (me.user.id, me.is_admin(), req.admit);
+    let decided = state
+        .chat
+        .write(move |c, now| guests::decide(c, room, by, admin, req.guests.as_deref(), admit, now))
+        .await
+        .map_err(store_error)?;
+    if !admit {
+        for g in &decided {
+            state.chat.hub.disconnect_user(*g, 4003, "not admitted");
+        }
+    }
+    Ok(axum::Json(Admission { decided }))
+}
+
+/// A guest's place, for its own page (`GET /api/me`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GuestStatus {
+    pub room: RoomId,
+    /// Still in the waiting room: nothing of the room is shown until a
+    /// moderator admits it.
+    pub waiting: bool,
+    pub perms: Perms,
+    pub expires: Millis,
+}
+
+pub async fn guest_status(state: &State, guest: crate::store::UserId) -> ApiResult<Option<GuestStatus>> {
+    let found = state.chat.db.read(move |c| guests::guest_state(c, guest)).await?;
+    Ok(found.map(|(l, waiting)| GuestStatus { room: l.room, waiting, perms: l.perms, expires: l.expires }))
+}
+
+/// A guest who leaves (or gives up waiting) is gone for good: its link
+/// lets it in again only as a new guest.
+pub async fn guest_leaves(state: &State, guest: crate::store::UserId) -> ApiResult<()> {
+    let Some(status) = guest_status(state, guest).await? else { return Ok(()) };
+    let room = status.room;
+    state.chat.write(move |c, now| Ok(((), guests::leave(c, room, guest, crate::store::rooms::GuestAction::Left, now)?))).await?;
+    state.chat.hub.disconnect_user(guest, 4003, "left");
+    state.turn.revoke(&crate::turn::rest_user(guest)).await;
+    Ok(())
+}
+
+/// Guests' life cycle (`store::guests::sweep`), every ten minutes: guests
+/// whose link expired are let go; former guests past the admin's retention
+/// are erased.
+pub async fn sweep_guests(state: State) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let keep = Millis::from(state.settings.current().guests.retention_days) * 86_400_000;
+        match state.chat.write(move |c, now| guests::sweep(c, now, keep)).await {
+            Ok(ended) => {
+                for guest in ended {
+                    state.chat.hub.disconnect_user(guest, 4003, "guest link expired");
+                    state.turn.revoke(&crate::turn::rest_user(guest)).await;
+                }
+            }
+            Err(e) => tracing::warn!("guest sweep: {e}"),
+        }
+    }
 }
 
 /// What a link's page shows before the guest comes in: whose box, whether a

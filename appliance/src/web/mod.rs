@@ -283,6 +283,13 @@ impl FromRequestParts<State> for CurrentUser {
             if !guests::guest_may(&parts.method, &route) {
                 return Err(AppError::forbidden("guests cannot do this"));
             }
+            if !guests::waiting_guest_may(&parts.method, &route) {
+                let uid = user.id;
+                let waiting = state.chat.db.read(move |c| crate::store::guests::guest_state(c, uid)).await?.is_none_or(|(_, w)| w);
+                if waiting {
+                    return Err(AppError::new(StatusCode::FORBIDDEN, "waiting", "waiting for a moderator to let you in"));
+                }
+            }
         }
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             use subtle::ConstantTimeEq;

@@ -102,6 +102,9 @@ pub fn api_router() -> OpenApiRouter<State> {
         .routes(routes!(guests::create_link, guests::list_links))
         .routes(routes!(guests::revoke_link))
         .routes(routes!(guests::link_info, guests::join))
+        .routes(routes!(guests::customer_call))
+        .routes(routes!(guests::waiting))
+        .routes(routes!(guests::admission))
         .merge(update)
 }
 

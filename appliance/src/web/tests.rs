@@ -720,6 +720,12 @@ async fn guest_authorization_matrix() {
         .await
         .unwrap();
 
+    // a knock link: the guest waits, and may only ask who it is (or leave)
+    let l5 = link(room, json!({"knock": true, "label": "lobby"})).await;
+    let (waiting, waiting_id) = join(l5["token"].as_str().unwrap().into(), "Gil").await;
+    let (_, _, me) = h.call("GET", "/api/me", None, Some(&waiting)).await;
+    assert_eq!((me["guest"]["waiting"].as_bool(), me["guest"]["room"].as_i64()), (Some(true), Some(room)), "{me}");
+
     // the expired and revoked links turn new guests away
     for (token, why) in [(&l3["token"], "revoked"), (&l4["token"], "expired")] {
         let (st, _, b) = h.call("POST", &format!("/api/guest/{}", token.as_str().unwrap()), Some(json!({"display_name": "Gus"})), None).await;
@@ -747,7 +753,12 @@ async fn guest_authorization_matrix() {
                     .replace("{link}", &l1["link"]["id"].to_string())
                     .replace("{token}", "not-a-token")
             };
-            let body = if matches!(*method, "POST" | "PUT" | "PATCH") { Some(json!({})) } else { None };
+            let body = match *method {
+                // deciding nobody: the cells would otherwise admit the waiting guest
+                "POST" if path.ends_with("/admission") => Some(json!({"admit": true, "guests": []})),
+                "POST" | "PUT" | "PATCH" => Some(json!({})),
+                _ => None,
+            };
             let (anon, _, _) = h.call(method, &concrete(room), body.clone(), None).await;
             let public = anon != StatusCode::UNAUTHORIZED;
             let route_allowed = super::guests::guest_may(&method.parse().unwrap(), path);
@@ -766,6 +777,11 @@ async fn guest_authorization_matrix() {
             if !public && path.contains("{id}") {
                 assert!(matches!(st, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{method} {path}: another room's guest: {st} {b}");
             }
+            // a guest still waiting: only who it is
+            let (st, _, b) = h.call(method, &concrete(room), body.clone(), Some(&waiting)).await;
+            if !public && (*method, path.as_str()) != ("GET", "/api/me") {
+                assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: a waiting guest: {b}");
+            }
             // revoked, expired: no session at all
             for (who, s) in [("revoked", &revoked), ("expired", &expired)] {
                 let (st, _, _) = h.call(method, &concrete(room), body.clone(), Some(s)).await;
@@ -781,14 +797,26 @@ async fn guest_authorization_matrix() {
                 }
                 let (st, _, b) = h.call(method, &concrete(room), body.clone(), Some(s)).await;
                 assert_ne!(st, StatusCode::UNAUTHORIZED, "{method} {path}: {who}");
-                if path.contains("guest-links") && who == "member" {
+                if (path.contains("guest-links") || path.ends_with("/admission") || path.ends_with("/customer-call")) && who == "member" {
                     assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: a member who does not own the room: {b}");
                 }
             }
-            cells += 6;
+            cells += 7;
         }
     }
-    assert!(cells > 6 * 40, "{cells} cells");
+    assert!(cells > 7 * 40, "{cells} cells");
+
+    // the waiting guest is let in by the owner, not by a member
+    let (st, _, _) = h.call("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true})), Some(&bob)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, _, w) = h.call("GET", "/api/guests/waiting", None, Some(&admin)).await;
+    assert_eq!(w[0]["name"].as_str(), Some("Gil"), "{w}");
+    let (st, _, d) = h.call("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true, "guests": [waiting_id]})), Some(&admin)).await;
+    assert_eq!((st, d["decided"][0].as_i64()), (StatusCode::OK, Some(waiting_id)), "{d}");
+    let (_, _, me) = h.call("GET", "/api/me", None, Some(&waiting)).await;
+    assert_eq!(me["guest"]["waiting"].as_bool(), Some(false));
+    let (st, _, _) = h.call("GET", &format!("/api/rooms/{room}/messages"), None, Some(&waiting)).await;
+    assert_eq!(st, StatusCode::OK, "admitted: the room opens");
 
     // what a guest sees: its room only, its room's people only, no history before it came
     let (_, _, rooms) = h.call("GET", "/api/rooms", None, Some(&guest)).await;
@@ -796,7 +824,7 @@ async fn guest_authorization_matrix() {
     let (_, _, people) = h.call("GET", "/api/users", None, Some(&guest)).await;
     let mut names: Vec<&str> = people.as_array().unwrap().iter().map(|u| u["display_name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["Alice", "Claire", "Fay", "bob"], "Dan is in another room, Eve was removed");
+    assert_eq!(names, ["Alice", "Claire", "Fay", "Gil", "bob"], "Dan is in another room, Eve was removed");
     let (st, _, _) = h.call("GET", &format!("/api/rooms/{other}/messages"), None, Some(&guest)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // a guest cannot take a member's name, and is shown as a guest
