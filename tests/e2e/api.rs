@@ -97,6 +97,20 @@ async fn every_operation_answers_as_described() -> R {
     let link_id = made.body["link"]["id"].as_i64().unwrap();
     assert_eq!(s.http("DELETE", &format!("/api/rooms/{room}/guest-links/{link_id}?remove_guests=true"), None, Some(&alice)).await?.status, 204);
     assert_eq!(s.http("GET", "/api/me", None, Some(&claire)).await?.status, 401);
+    // a knock link: the guest waits until the owner admits it (all of them)
+    let knock = s.http("POST", &format!("/api/rooms/{room}/guest-links"), Some(json!({"knock": true})), Some(&alice)).await?;
+    let ktoken = knock.body["token"].as_str().unwrap().to_string();
+    let dana = s.http("POST", &format!("/api/guest/{ktoken}"), Some(json!({"display_name": "Dana"})), None).await?.session()?;
+    assert_eq!(s.http("GET", "/api/rooms", None, Some(&dana)).await?.status, 403, "waiting");
+    assert_eq!(s.http("GET", "/api/guests/waiting", None, Some(&alice)).await?.body[0]["name"], "Dana");
+    let admitted = s.http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true})), Some(&alice)).await?;
+    assert_eq!(admitted.body["decided"], json!([dana.user]), "{}", admitted.text);
+    assert_eq!(s.http("GET", "/api/rooms", None, Some(&dana)).await?.status, 200);
+    // a customer call from the direct conversation: a room of its own, a knock link
+    let dm = s.http("POST", "/api/direct", Some(json!({"user": bob_id})), Some(&alice)).await?.body["id"].as_i64().unwrap();
+    let call = s.http("POST", &format!("/api/rooms/{dm}/customer-call"), Some(json!({"name": "Support call"})), Some(&alice)).await?;
+    assert_eq!((call.status, call.body["room"]["name"].as_str(), &call.body["link"]["knock"]), (200, Some("Support call"), &json!(true)), "{}", call.text);
+    assert!(call.body["qr"]["size"].as_u64().unwrap() >= 21, "a QR code: {}", call.body["qr"]);
     assert_eq!(s.http("POST", "/api/logout", None, Some(&bob)).await?.status, 204);
     // and a few errors through the same description
     assert_eq!(s.http("GET", "/api/me", None, Some(&bob)).await?.status, 401);

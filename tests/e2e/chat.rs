@@ -361,3 +361,76 @@ async fn a_pile_up_before_sync_is_answered_by_the_replay_not_by_a_close() -> R {
     b.recv_until(|f| f["t"] == "event" && f["client_id"] == "again").await?;
     Ok(())
 }
+
+/// A knock link over a real server: the guest waits with nothing of the
+/// room (no socket, no history), the owner's socket gets the knock, the
+/// owner admits it and it chats; another is denied and is gone; the member
+/// who is no moderator sees none of it.
+#[tokio::test]
+async fn a_knock_link_keeps_the_guest_out_until_the_owner_admits_it() -> R {
+    let Team { server, alice, bob, room, mut a, mut b, .. } = team().await?;
+    let made = server
+        .http("POST", &format!("/api/rooms/{room}/guest-links"), Some(json!({"knock": true, "label": "ACME"})), Some(&alice))
+        .await?;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let created = a.recv_until(|f| f["kind"] == "guest").await?;
+    assert_eq!((created["action"].as_str(), created["name"].as_str()), (Some("link_created"), Some("ACME")));
+    let token = made.body["token"].as_str().unwrap().to_string();
+    let join = |name: &'static str| {
+        let (server, token) = (&server, token.clone());
+        async move { server.http("POST", &format!("/api/guest/{token}"), Some(json!({"display_name": name})), None).await }
+    };
+    let claire = join("Claire").await?;
+    assert_eq!((claire.status, &claire.body["guest"]["waiting"]), (200, &json!(true)), "{}", claire.text);
+    let claire = claire.session()?;
+    let knock = a.recv_until(|f| f["kind"] == "guest").await?;
+    assert_eq!((knock["action"].as_str(), knock["guest"].as_i64()), (Some("knocked"), Some(claire.user)));
+    // waiting: no room, no messages, no socket
+    for path in ["/api/rooms".to_string(), format!("/api/rooms/{room}/messages"), "/api/ice".into()] {
+        let r = server.http("GET", &path, None, Some(&claire)).await?;
+        assert_eq!((r.status, r.body["error"].as_str()), (403, Some("waiting")), "{path}: {}", r.text);
+    }
+    assert!(server.ws(&claire, json!({})).await.is_err(), "no socket while waiting");
+    let dan = join("Dan").await?.session()?;
+    let waiting = server.http("GET", "/api/guests/waiting", None, Some(&alice)).await?;
+    let names: Vec<&str> = waiting.body.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Claire", "Dan"]);
+    assert_eq!(server.http("GET", "/api/guests/waiting", None, Some(&bob)).await?.body, json!([]), "bob moderates nothing");
+    let denied = server.http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true})), Some(&bob)).await?;
+    assert_eq!(denied.status, 403, "a member cannot admit");
+
+    // admitted: in, with a socket, chatting both ways
+    let ok = server
+        .http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true, "guests": [claire.user]})), Some(&alice))
+        .await?;
+    assert_eq!(ok.body["decided"], json!([claire.user]), "{}", ok.text);
+    let joined = b.recv_until(|f| f["kind"] == "join").await?;
+    assert_eq!(joined["user"].as_i64(), Some(claire.user));
+    assert_eq!(server.http("GET", "/api/me", None, Some(&claire)).await?.body["guest"]["waiting"], json!(false));
+    let mut c = server.ws(&claire, json!({})).await?;
+    c.until_synced().await?;
+    send(&mut c, "c1", room, "hello, I waited").await?;
+    let got = b.recv_until(is_message).await?;
+    assert_eq!(got["body"], "hello, I waited");
+    // denied: its session ends
+    let no = server
+        .http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": false, "guests": [dan.user]})), Some(&alice))
+        .await?;
+    assert_eq!(no.body["decided"], json!([dan.user]));
+    assert_eq!(server.http("GET", "/api/me", None, Some(&dan)).await?.status, 401);
+    // the trail: the moderator's history has it, the member's does not
+    let trail = |s: &parvis_e2e::Session| {
+        let (server, s) = (&server, s.clone());
+        async move {
+            let h = server.http("GET", &format!("/api/rooms/{room}/messages"), None, Some(&s)).await?;
+            anyhow::Ok(h.body["messages"].as_array().unwrap().iter().filter_map(|m| m["audit"]["action"].as_str().map(String::from)).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(trail(&alice).await?, ["link_created", "knocked", "knocked", "admitted", "denied"]);
+    assert!(trail(&bob).await?.is_empty());
+    // the guest leaves: gone for good, and the owner is told
+    assert_eq!(server.http("POST", "/api/logout", None, Some(&claire)).await?.status, 204);
+    let left = a.recv_until(|f| f["kind"] == "guest" && f["action"] == "left").await?;
+    assert_eq!(left["guest"].as_i64(), Some(claire.user));
+    Ok(())
+}

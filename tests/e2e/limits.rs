@@ -405,3 +405,66 @@ async fn four_hundred_parallel_guest_link_attempts_leave_guests_and_members_chat
     assert_eq!(s.http("GET", "/api/me", None, Some(&guest)).await?.body["user"]["role"], "guest");
     Ok(())
 }
+
+/// A knock link leaked on the internet: 300 clients at once knock on it.
+/// Only what one address may bring in comes in (10 in ten minutes), the rest
+/// is 429 at once or closed at the door; the owner is alerted once per guest
+/// that actually waits, the waiting room holds exactly those, memory and file
+/// descriptors come back, and "Admit all" lets exactly them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_parallel_knocks_bring_in_only_what_an_address_may() -> R {
+    raise_own_fd_limit();
+    let s = Server::start().await?;
+    let pid = s.pid().unwrap();
+    let alice = s.setup_admin().await?;
+    let room = s.create_room(&alice, "Support", "invite", &[]).await?;
+    let made = s.http("POST", &format!("/api/rooms/{room}/guest-links"), Some(json!({"knock": true})), Some(&alice)).await?;
+    anyhow::ensure!(made.status == 200, "{}", made.text);
+    let token = made.body["token"].as_str().unwrap().to_string();
+    let mut a = s.ws(&alice, json!({})).await?;
+    a.until_synced().await?;
+    let (rss_before, fds_before) = (rss_kib(pid), fds(pid));
+    let started = Instant::now();
+    let knocks: Vec<_> = (0..300)
+        .map(|i| {
+            let (port, data, token) = (s.https_port, s.data.clone(), token.clone());
+            tokio::spawn(async move {
+                let s = Server::attach(data, port);
+                let r = s.http("POST", &format!("/api/guest/{token}"), Some(json!({"display_name": format!("Knocker {i}")})), None).await;
+                r.map(|r| (r.status, r.header("retry-after").is_some(), r.body["error"].as_str().unwrap_or("").to_string()))
+            })
+        })
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for k in knocks {
+        let (status, retry_after, error) = k.await?.unwrap_or((0, false, String::new()));
+        match status {
+            0 | 200 => {}
+            429 => assert!(retry_after && error == "rate_limited", "429 {error} retry-after {retry_after}"),
+            other => panic!("a knock answered {other} {error}"),
+        }
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    let elapsed = started.elapsed();
+    let came = counts.get(&200).copied().unwrap_or(0);
+    // the owner is told of each one that waits, and of nobody else
+    let mut alerts = 0;
+    while alerts < came {
+        let f = tokio::time::timeout(Duration::from_secs(10), a.recv_until(|f| f["kind"] == "guest")).await??;
+        assert_eq!(f["action"], "knocked");
+        alerts += 1;
+    }
+    assert!(a.quiet_for(Duration::from_millis(500)).await.is_none_or(|f| f["kind"] != "guest"), "one alert per guest");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, fds_after) = (rss_kib(pid), fds(pid));
+    let grew_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
+    eprintln!("300 parallel knocks in {elapsed:?}: {counts:?}; RSS +{grew_mib:.1} MiB; fds {fds_before} → {fds_after}");
+    assert_eq!(came, 10, "one address brings in 10 guests in ten minutes: {counts:?}");
+    let waiting = s.http("GET", "/api/guests/waiting", None, Some(&alice)).await?;
+    assert_eq!(waiting.body.as_array().unwrap().len(), came);
+    assert!(grew_mib <= 32.0, "RSS grew {grew_mib:.1} MiB");
+    assert!(fds_after <= fds_before + 16, "file descriptors come back: {fds_before} → {fds_after}");
+    let all = s.http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true})), Some(&alice)).await?;
+    assert_eq!(all.body["decided"].as_array().unwrap().len(), came, "{}", all.text);
+    Ok(())
+}

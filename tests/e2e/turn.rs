@@ -410,3 +410,52 @@ async fn disabling_an_account_ends_its_turn_allocations() -> R {
     assert_eq!(s.http("GET", "/api/ice", None, Some(&bob)).await?.status, 401);
     Ok(())
 }
+
+/// A guest from the internet gets TURN credentials of its own (per session,
+/// like a member's), and the relay keeps it off the company's LAN: private,
+/// loopback, link-local and metadata peers are refused (403) whatever the
+/// spelling; a public peer is allowed. When its link is revoked with its
+/// guests, its allocation ends and the credentials make no new one.
+#[tokio::test]
+async fn a_guest_relays_to_the_internet_never_to_the_lan_and_not_after_its_link_is_revoked() -> R {
+    let s = Server::start().await?;
+    let admin = s.setup_admin().await?;
+    let room = s.create_room(&admin, "Support", "invite", &[]).await?;
+    let made = s.http("POST", &format!("/api/rooms/{room}/guest-links"), Some(serde_json::json!({})), Some(&admin)).await?;
+    let token = made.body["token"].as_str().context("token")?.to_string();
+    let link = made.body["link"]["id"].as_i64().context("link")?;
+    let guest = s.http("POST", &format!("/api/guest/{token}"), Some(serde_json::json!({"display_name": "Claire"})), None).await?.session()?;
+    let ice = s.http("GET", "/api/ice", None, Some(&guest)).await?;
+    assert_eq!(ice.status, 200, "{}", ice.text);
+    let relay = &ice.body["iceServers"][1];
+    let (user, pass) = (relay["username"].as_str().unwrap_or_default(), relay["credential"].as_str().unwrap_or_default());
+    assert!(user.ends_with(&format!(":u{}", guest.user)), "its own credentials: {user}");
+    let server: SocketAddr = ([127, 0, 0, 1], s.turn_port).into();
+    let mut c = Client::connect(0, server, user, pass).await?;
+    c.allocate().await?;
+    let mut channel = 0x4000;
+    for peer in ["192.168.1.10:445", "10.0.0.2:22", "172.16.5.5:80", "127.0.0.1:8443", "169.254.169.254:80", "100.64.0.1:80", "0.0.0.0:9"] {
+        let err = c.bind(channel, peer.parse()?).await.expect_err(peer).to_string();
+        assert!(err.contains("403"), "{peer}: {err}");
+        channel += 1;
+    }
+    let public: SocketAddr = "93.184.216.34:9".parse()?;
+    c.bind(channel, public).await?;
+    let r = s.http("DELETE", &format!("/api/rooms/{room}/guest-links/{link}?remove_guests=true"), None, Some(&admin)).await?;
+    assert_eq!(r.status, 204);
+    let mut refused = None;
+    for _ in 0..20 {
+        match c.bind(channel + 1, public).await {
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let why = refused.context("the guest's allocation outlived its link")?;
+    assert!(why.contains("401"), "{why}");
+    let mut again = Client::connect(1, server, user, pass).await?;
+    assert!(again.allocate().await.is_err(), "no new allocation with a revoked guest's credentials");
+    Ok(())
+}

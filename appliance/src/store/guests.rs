@@ -243,6 +243,10 @@ pub fn check_guest_name(conn: &Connection, name: &str) -> Result<String, StoreEr
     Ok(name)
 }
 
+/// Guests waiting on one knock link at most (a leaked link cannot bury the
+/// moderators in alerts).
+pub const MAX_WAITING: i64 = 20;
+
 /// Comes by a live link: a guest user; the link counts one use. By an open
 /// link it is let in at once; by a knock link it waits (and the room's
 /// moderators are told) until one of them admits it. The caller checked
@@ -252,6 +256,16 @@ pub fn join(conn: &Connection, link: &GuestLink, display_name: &str, now: Millis
         return Err(StoreError::Forbidden("this guest link has expired or was revoked"));
     }
     let name = check_guest_name(conn, display_name)?;
+    if link.knock {
+        let waiting: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM users WHERE guest_link = ?1 AND guest_admitted_ms IS NULL AND guest_ended_ms IS NULL",
+            [link.id],
+            |r| r.get(0),
+        )?;
+        if waiting >= MAX_WAITING {
+            return Err(StoreError::Conflict("the waiting room is full: try again in a few minutes"));
+        }
+    }
     // a name no member can have ('~' is not allowed in usernames)
     let next: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM users", [], |r| r.get(0))?;
     let username = format!("~guest{next}");

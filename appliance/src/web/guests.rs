@@ -23,6 +23,9 @@ pub const CUSTOMER_CALL_HOURS: u32 = 2;
 /// Tries per link and per address (an IPv6 /64 counts as one) in ten minutes.
 const TRIES_PER_LINK: usize = 10;
 const TRIES_PER_ADDRESS: usize = 30;
+/// Guests one address may bring in by valid links in ten minutes (a person
+/// comes in once; a reload keeps its session).
+const JOINS_PER_ADDRESS: usize = 10;
 
 /// What a guest may ask of the API (method, route); everything else is 403.
 /// A route added later is closed to guests until it is listed here.
@@ -457,11 +460,22 @@ pub async fn join(AxState(state): AxState<State>, ip: ClientIp, Path(token): Pat
     let now = state.chat.clock.now_ms();
     crate::store::users::check_display_name(&req.display_name)?;
     let (link, pw) = find_link(&state, &ip, &token, now).await?;
+    // only guests who come in count against the address
+    let jkey = format!("guest-join:{}", ip.0);
+    state.auth.links.take(&[(&jkey, JOINS_PER_ADDRESS)], now).map_err(AppError::too_many)?;
+    let joined = come_in(&state, &ip, link, pw, req, now).await;
+    if joined.is_err() {
+        state.auth.links.give_back(&[&jkey], now);
+    }
+    joined
+}
+
+async fn come_in(state: &State, ip: &ClientIp, link: GuestLink, pw: Option<String>, req: JoinReq, now: Millis) -> ApiResult<Response> {
     if let Some(phc) = pw {
         let (lkey, akey) = (format!("guest-link:{}", link.id), format!("guest-addr:{}", ip.0));
         state.auth.links.take(&[(&lkey, TRIES_PER_LINK), (&akey, TRIES_PER_ADDRESS)], now).map_err(AppError::too_many)?;
         let given = req.password.clone().unwrap_or_default();
-        if !verify_password(&state, given, phc).await? {
+        if !verify_password(state, given, phc).await? {
             return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong_password", "wrong password for this guest link"));
         }
         state.auth.links.give_back(&[&lkey, &akey], now);
@@ -472,7 +486,7 @@ pub async fn join(AxState(state): AxState<State>, ip: ClientIp, Path(token): Pat
         StoreError::Forbidden(_) => gone(),
         e => e.into(),
     })?;
-    start_session_until(&state, user, expires).await
+    start_session_until(state, user, expires).await
 }
 
 #[cfg(test)]
