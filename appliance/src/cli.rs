@@ -343,7 +343,7 @@ pub fn main() -> ExitCode {
             init_logging("warn");
             let result = runtime().block_on(async {
                 let db = crate::serve::open_db(&config)?;
-                anyhow::Ok(db.read(crate::store::users::list_users).await?)
+                anyhow::Ok(db.read(crate::store::users::all_users).await?)
             });
             match result {
                 Ok(list) => {

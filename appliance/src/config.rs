@@ -380,9 +380,10 @@ impl LimitsConfig {
 pub struct GuestsConfig {
     /// The longest a guest link may live, in days (1–365). Default: 30.
     pub max_link_days: u32,
-    /// Days a guest's name is kept after its attendance ended (its link
-    /// expired, it left or was removed); then it is erased and its messages
-    /// show "former guest". 1–3650. Default: 30.
+    /// Days a former guest's record is kept after its attendance ended (its
+    /// link expired, it left, was denied or removed); then it is deleted and
+    /// only its name stays, under its messages, as a former guest's.
+    /// 1–3650. Default: 30.
     pub retention_days: u32,
 }
 

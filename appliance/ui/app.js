@@ -116,9 +116,14 @@ async function guestView(token) {
 /** A guest of a knock link waits here, seeing nothing of the room, until a
  *  moderator lets it in (GET /api/me says so) or sends it away (its session
  *  ends: 401). A reload comes back here as the same guest. */
+let stopWaiting = () => {};
+
 function waitingView(me) {
   setCsrf(me.csrf);
+  stopWaiting();
   let stopped = false;
+  // one poller at a time (a language change draws the page again)
+  stopWaiting = () => { stopped = true; };
   const out = (key) => { stopped = true; centered(h('h1', {}, t(key)), h('p', {}, t(key + '_hint'))); };
   centered(h('div', { class: 'waiting', id: 'guest-waiting' },
     h('div', { class: 'spinner', 'aria-hidden': 'true' }),
@@ -321,6 +326,7 @@ async function registerServiceWorker() {
 }
 
 async function boot() {
+  stopWaiting();
   document.documentElement.lang = lang();
   let status;
   try { status = await get('/status'); } catch (e) {
@@ -331,6 +337,7 @@ async function boot() {
   if (invite) { inviteView(invite[1]); return; }
   const guest = location.pathname.match(/^\/g\/([A-Za-z0-9_-]+)$/);
   if (guest) { guestView(guest[1]); return; }
+  S.guestLinkMaxHours = status.guest_link_max_hours;
   if (status.setup_needed) { wizardView(root, startChat); return; }
   try {
     startChat(await get('/me'));

@@ -175,7 +175,7 @@ function renderMessages() {
   for (const p of pendingFor(S.current)) { appendMessage(box, p, prev); prev = p; }
   if (!m.list.length && !pendingFor(S.current).length) box.append(h('p', { class: 'empty', id: 'empty-hint' }, t('no_messages')));
   // a new box: its admin alone in the directory is shown the next step
-  const alone = [...S.users.values()].filter((u) => !u.disabled).length <= 1;
+  const alone = [...S.users.values()].filter((u) => !u.disabled && u.role !== 'guest').length <= 1;
   if (S.me.role === 'admin' && alone) {
     box.append(h('div', { class: 'onboarding', id: 'onboarding' },
       h('h2', {}, t('onboard_title', { company: S.company || 'Parvis' })),

@@ -15,7 +15,8 @@ import { settingsDialog } from './settings.js';
 
 function userCheckboxes(exclude = new Set()) {
   return h('fieldset', { class: 'user-list' }, h('legend', {}, t('members')),
-    [...S.users.values()].filter((u) => u.id !== S.me.id && !u.disabled && !exclude.has(u.id)).map((u) =>
+    // guests come in by their link only
+    [...S.users.values()].filter((u) => u.id !== S.me.id && !u.disabled && u.role !== 'guest' && !exclude.has(u.id)).map((u) =>
       h('label', { class: 'check' }, h('input', { type: 'checkbox', value: u.id }), ` ${u.display_name} (@${u.username})`)));
 }
 
@@ -48,7 +49,7 @@ export function directDialog() {
     clear(list);
     const q = filter.value.toLowerCase();
     for (const u of S.users.values()) {
-      if (u.id === S.me.id || u.disabled) continue;
+      if (u.id === S.me.id || u.disabled || u.role === 'guest') continue;
       if (q && !u.display_name.toLowerCase().includes(q) && !u.username.includes(q)) continue;
       list.append(h('li', {}, h('button', { class: 'link', onclick: async () => {
         try {
@@ -142,7 +143,7 @@ async function renderMembers() {
       } }, t('remove')) : null))));
   if (r.kind === 'group' && !r.archived) {
     const sel = h('select', { 'aria-label': t('add_member') }, h('option', { value: '' }, t('add_member') + '…'),
-      [...S.users.values()].filter((u) => !inRoom.has(u.id) && !u.disabled).map((u) => h('option', { value: u.id }, u.display_name)));
+      [...S.users.values()].filter((u) => !inRoom.has(u.id) && !u.disabled && u.role !== 'guest').map((u) => h('option', { value: u.id }, u.display_name)));
     sel.addEventListener('change', async () => {
       if (!sel.value) return;
       try { await post(`/rooms/${id}/members`, { user: Number(sel.value) }); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
@@ -226,8 +227,13 @@ export function customerLinkDialog(made, r, hint) {
  *  code), see who came by each, revoke (and remove its guests, if asked). */
 export function guestLinksDialog(r) {
   const err = formError();
-  const hours = h('select', { name: 'hours' }, [[2, 'hours_2'], [24, 'hours_24'], [168, 'hours_168'], [720, 'hours_720']]
-    .map(([v, k]) => h('option', { value: v, selected: v === 168 }, t(k))));
+  // the choices the admin's maximum allows (Settings → Box → Guests)
+  const max = S.guestLinkMaxHours || 720;
+  const choices = [[2, 'hours_2'], [24, 'hours_24'], [168, 'hours_168'], [720, 'hours_720']].filter(([v]) => v <= max);
+  if (!choices.some(([v]) => v === max)) choices.push([max, null]);
+  const fallback = choices.some(([v]) => v === 168) ? 168 : max;
+  const hours = h('select', { name: 'hours' }, choices.map(([v, k]) =>
+    h('option', { value: v, selected: v === fallback }, k ? t(k) : t('days_n', { n: Math.round(v / 24) }))));
   const uses = h('select', { name: 'max_uses' }, h('option', { value: '' }, t('guest_uses_any')), h('option', { value: '1' }, t('guest_uses_one')));
   const knock = h('input', { type: 'checkbox', name: 'knock', checked: true });
   const pw = h('input', { type: 'password', name: 'password', minlength: 8, autocomplete: 'new-password' });
@@ -242,7 +248,8 @@ export function guestLinksDialog(r) {
       h('div', {}, h('strong', {}, l.label || t('guest_title')), l.knock ? h('small', {}, ' · ' + t('guest_knock_short')) : null,
         l.password ? h('small', {}, ' · ' + t('guest_with_password')) : null,
         h('br'), h('small', {}, l.revoked ? t('guest_revoked') : l.expires <= now ? t('guest_expired')
-          : t('guest_link_row', { uses: l.max_uses ? `${l.uses}/${l.max_uses}` : l.uses, when: new Date(l.expires).toLocaleString(lang()) }))),
+          : t('guest_link_row', { uses: l.max_uses ? `${l.uses}/${l.max_uses}` : l.uses, when: new Date(l.expires).toLocaleString(lang()) }),
+        ' · ', t('guest_link_by', { name: userName(l.created_by) }))),
       l.revoked || l.expires <= now ? null : h('button', { class: 'link danger', onclick: async () => {
         const remove = confirm(t('guest_revoke_remove'));
         try { await del(`/rooms/${r.id}/guest-links/${l.id}?remove_guests=${remove}`); render(); } catch (e) { toast(errorText(e), 'error'); }

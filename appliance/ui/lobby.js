@@ -23,6 +23,9 @@ export function onGuestEvent(ev) {
       S.waiting.push({ room: ev.room, guest: ev.guest, name: ev.name, since: ev.ts, link: ev.link });
       notifyCall(t('knock_alert', { name: ev.name, room: roomTitle(S.rooms.get(ev.room)) }), ev.room);
     }
+  } else if (ev.action === 'link_revoked') {
+    // nobody can be let in by a revoked link
+    S.waiting = S.waiting.filter((w) => w.link !== ev.link);
   } else if (ev.guest) {
     S.waiting = S.waiting.filter((w) => w.guest !== ev.guest);
   }

@@ -22,6 +22,7 @@ export const S = {
   calls: null,        // the calls of every room and this tab's call (call.js)
   waiting: [],        // guests waiting in the rooms one moderates (lobby.js)
   offerCall: false,   // a guest just let in: offer the room's call once
+  guestLinkMaxHours: 720, // the longest a guest link may live (the admin's setting)
 };
 
 /**

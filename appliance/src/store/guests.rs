@@ -188,16 +188,22 @@ pub fn revoke_link(
         let audit = EventBody::Guest { action: GuestAction::LinkRevoked, link, guest: None, name: l.label.clone() };
         published.push(rooms::append_audit(conn, room, by, now, &audit)?);
     }
+    // those still waiting are turned away (nobody can let them in now);
+    // those inside go too if asked
+    let guests: Vec<(UserId, String, bool)> = conn
+        .prepare("SELECT id, display_name, guest_admitted_ms IS NULL FROM users WHERE guest_link = ?1 AND guest_ended_ms IS NULL")?
+        .query_map([link], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
     let mut removed = Vec::new();
-    if remove {
-        let guests: Vec<UserId> = conn
-            .prepare("SELECT id FROM users WHERE guest_link = ?1 AND guest_ended_ms IS NULL")?
-            .query_map([link], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for g in guests {
-            published.extend(end_guest(conn, room, g, now)?);
-            removed.push(g);
+    for (g, name, waiting) in guests {
+        if waiting {
+            let audit = EventBody::Guest { action: GuestAction::Denied, link, guest: Some(g), name };
+            published.push(rooms::append_audit(conn, room, by, now, &audit)?);
+        } else if !remove {
+            continue;
         }
+        published.extend(end_guest(conn, room, g, now)?);
+        removed.push(g);
     }
     Ok((removed, published))
 }
@@ -255,6 +261,9 @@ pub fn join(conn: &Connection, link: &GuestLink, display_name: &str, now: Millis
     if !link.live(now) {
         return Err(StoreError::Forbidden("this guest link has expired or was revoked"));
     }
+    if rooms::room_row(conn, link.room)?.archived {
+        return Err(StoreError::Forbidden("this conversation is archived"));
+    }
     let name = check_guest_name(conn, display_name)?;
     if link.knock {
         let waiting: i64 = conn.query_row(
@@ -310,9 +319,11 @@ pub struct Waiting {
     pub label: String,
 }
 
+/// Guests waiting on links still open (`?1`: now): one whose link expired
+/// or was revoked can no longer be let in.
 const WAITING_SQL: &str = "SELECT l.room_id, u.id, u.display_name, u.created_ms, l.id, l.label
     FROM users u JOIN guest_links l ON l.id = u.guest_link
-    WHERE u.guest_admitted_ms IS NULL AND u.guest_ended_ms IS NULL";
+    WHERE u.guest_admitted_ms IS NULL AND u.guest_ended_ms IS NULL AND l.revoked_ms IS NULL AND l.expires_ms > ?1";
 
 fn waiting_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
     Ok(Waiting { room: r.get(0)?, guest: r.get(1)?, name: r.get(2)?, since: r.get(3)?, link: r.get(4)?, label: r.get(5)? })
@@ -320,13 +331,13 @@ fn waiting_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
 
 /// Everyone waiting in the rooms `user` moderates (owners, and admins in
 /// the room), oldest first.
-pub fn waiting(conn: &Connection, user: UserId) -> Result<Vec<Waiting>, StoreError> {
+pub fn waiting(conn: &Connection, user: UserId, now: Millis) -> Result<Vec<Waiting>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "{WAITING_SQL} AND l.room_id IN (SELECT m.room_id FROM members m JOIN users me ON me.id = m.user_id
-            WHERE m.user_id = ?1 AND (m.role = 'owner' OR me.role = 'admin'))
+            WHERE m.user_id = ?2 AND (m.role = 'owner' OR me.role = 'admin'))
          ORDER BY u.created_ms, u.id"
     ))?;
-    let rows = stmt.query_map([user], waiting_from_row)?;
+    let rows = stmt.query_map(params![now, user], waiting_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -345,8 +356,8 @@ pub fn decide(
 ) -> Result<(Vec<UserId>, Vec<Published>), StoreError> {
     check_moderator(conn, room, by, is_admin)?;
     let waiting: Vec<Waiting> = conn
-        .prepare(&format!("{WAITING_SQL} AND l.room_id = ?1 ORDER BY u.created_ms, u.id"))?
-        .query_map([room], waiting_from_row)?
+        .prepare(&format!("{WAITING_SQL} AND l.room_id = ?2 ORDER BY u.created_ms, u.id"))?
+        .query_map(params![now, room], waiting_from_row)?
         .collect::<Result<_, _>>()?;
     let mut decided = Vec::new();
     let mut published = Vec::new();
@@ -377,8 +388,9 @@ pub fn guest_state(conn: &Connection, guest: UserId) -> Result<Option<(GuestLink
 
 /// The guests' life cycle, run now and then: attendees whose link expired
 /// end (they leave their room); attendees ended more than `keep_ms` ago are
-/// erased: what remains is a name under their messages and reactions, shown
-/// as a former guest's. Returns the guests who ended now.
+/// deleted: what remains is the name under their messages and reactions,
+/// shown as a former guest's, and nothing else (no session, no membership,
+/// no username). Returns the guests who ended now.
 pub fn sweep(conn: &Connection, now: Millis, keep_ms: Millis) -> Result<(Vec<UserId>, Vec<Published>), StoreError> {
     let expired: Vec<(UserId, RoomId)> = conn
         .prepare(
@@ -503,8 +515,8 @@ mod tests {
         assert_eq!(guest_state(&c, claire.id).unwrap().map(|(l, w)| (l.id, w)), Some((link.id, true)));
         assert!(matches!(history(&c, room, claire.id, None, 50), Err(StoreError::NotMember)), "nothing before admission");
         let names = |v: Vec<Waiting>| v.into_iter().map(|w| w.name).collect::<Vec<_>>();
-        assert_eq!(names(waiting(&c, a).unwrap()), ["Claire", "Dan", "Eve"]);
-        assert!(waiting(&c, b).unwrap().is_empty(), "a plain member moderates nothing");
+        assert_eq!(names(waiting(&c, a, 12).unwrap()), ["Claire", "Dan", "Eve"]);
+        assert!(waiting(&c, b, 12).unwrap().is_empty(), "a plain member moderates nothing");
         assert!(matches!(decide(&c, room, b, false, None, true, 13), Err(StoreError::Forbidden(_))));
         // the room shows guests its history
         rooms::update_room(&c, room, a, false, &rooms::RoomChange { guest_history: Some(true), ..Default::default() }, 13).unwrap();
@@ -550,5 +562,51 @@ mod tests {
         let (msgs, _) = history(&c, room, a, None, 50).unwrap();
         assert!(msgs.iter().any(|m| m.sender == g.id && m.body == "thanks!"), "its messages stay");
         assert_eq!(audit_actions(&c, room, a), [GuestAction::LinkCreated, GuestAction::Joined, GuestAction::Expired]);
+    }
+
+    #[test]
+    fn guests_come_in_by_their_link_only_and_go_when_it_goes() {
+        let c = test_conn();
+        let a = create_user(&c, "ann", "Ann", "h", Role::User, 1).unwrap().id;
+        let b = create_user(&c, "bob", "Bob", "h", Role::User, 1).unwrap().id;
+        let (room, _) = create_group(&c, a, "Support", "", Visibility::Invite, &[b], 2).unwrap();
+        let (other, _) = create_group(&c, b, "Elsewhere", "", Visibility::Open, &[], 2).unwrap();
+        let knock = |label: &str, expires| NewLink {
+            expires, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: label.into(), knock: true };
+        let (l1, _) = create_link(&c, room, a, false, b"t1", knock("one", 1000), 5).unwrap();
+        let (waiting_guest, _) = join(&c, &l1, "Gil", 10).unwrap();
+        // nobody adds a guest anywhere, not even to its own room
+        assert!(matches!(rooms::add_member(&c, room, b, waiting_guest.id, 11), Err(StoreError::Forbidden(_))));
+        assert!(matches!(rooms::add_member(&c, other, b, waiting_guest.id, 11), Err(StoreError::Forbidden(_))));
+        assert!(matches!(create_group(&c, b, "Sneaky", "", Visibility::Invite, &[waiting_guest.id], 11), Err(StoreError::Forbidden(_))));
+        assert!(matches!(rooms::open_direct(&c, b, waiting_guest.id, 11), Err(StoreError::Forbidden(_))));
+        // members do not see who waits; they see the guests let into their rooms
+        let names = |v: Vec<User>| v.into_iter().map(|u| u.display_name).collect::<Vec<_>>();
+        assert_eq!(names(users::list_users(&c, b).unwrap()), ["Ann", "Bob"]);
+        decide(&c, room, a, false, None, true, 12).unwrap();
+        assert_eq!(names(users::list_users(&c, b).unwrap()), ["Ann", "Bob", "Gil"]);
+        let carol = create_user(&c, "carol", "Carol", "h", Role::User, 1).unwrap().id;
+        assert_eq!(names(users::list_users(&c, carol).unwrap()), ["Ann", "Bob", "Carol"], "not in Carol's rooms");
+        // revoked without removing those inside: who still waits is turned away
+        let (hal, _) = join(&c, &l1, "Hal", 13).unwrap();
+        users::create_session(&c, b"hal", hal.id, "csrf", 13, 1000).unwrap();
+        let (gone, _) = revoke_link(&c, room, l1.id, a, false, false, 14).unwrap();
+        assert_eq!(gone, vec![hal.id]);
+        assert!(users::session_user(&c, b"hal", 15).unwrap().is_none());
+        assert!(rooms::member_role(&c, room, waiting_guest.id).is_ok(), "the guest inside stays");
+        // an expired link's guest can no longer be let in
+        let (l2, _) = create_link(&c, room, a, false, b"t2", knock("two", 100), 20).unwrap();
+        let (ivy, _) = join(&c, &l2, "Ivy", 30).unwrap();
+        assert!(waiting(&c, a, 100).unwrap().is_empty());
+        assert!(decide(&c, room, a, false, Some(&[ivy.id]), true, 100).unwrap().0.is_empty());
+        // removed from its room: its attendance ends
+        users::create_session(&c, b"gil", waiting_guest.id, "csrf", 40, 1000).unwrap();
+        rooms::remove_member(&c, room, a, false, waiting_guest.id, 41).unwrap();
+        assert!(users::session_user(&c, b"gil", 42).unwrap().is_none());
+        assert!(users::get_user(&c, waiting_guest.id).unwrap().disabled);
+        // an archived room lets nobody in
+        let (l3, _) = create_link(&c, room, a, false, b"t3", knock("three", 1000), 50).unwrap();
+        rooms::update_room(&c, room, a, false, &rooms::RoomChange { archived: Some(true), ..Default::default() }, 51).unwrap();
+        assert!(matches!(join(&c, &l3, "Jo", 52), Err(StoreError::Forbidden(_))));
     }
 }

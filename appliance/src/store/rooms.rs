@@ -312,11 +312,16 @@ fn check_topic(topic: &str) -> Result<String, StoreError> {
     Ok(t.to_string())
 }
 
+/// Someone who may be put in a room: an enabled member of the box. A guest
+/// comes only into its link's room, and only by its link (and a moderator,
+/// for a knock link): never added.
 fn check_enabled_user(conn: &Connection, user: UserId) -> Result<(), StoreError> {
-    let disabled: Option<bool> =
-        conn.query_row("SELECT disabled FROM users WHERE id = ?1", [user], |r| r.get(0)).optional()?;
-    match disabled {
-        Some(false) => Ok(()),
+    let row: Option<(bool, bool)> = conn
+        .query_row("SELECT disabled, guest_link IS NOT NULL FROM users WHERE id = ?1", [user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((false, false)) => Ok(()),
+        Some((_, true)) => Err(StoreError::Forbidden("a guest comes in by its link only")),
         _ => Err(StoreError::Invalid(format!("user {user} does not exist or is disabled"))),
     }
 }
@@ -710,6 +715,12 @@ pub fn remove_member(
     let recipients = members_of(conn, room)?;
     let (_, published) = append_event(conn, room, actor, now, &EventBody::Leave { user: target }, recipients)?;
     conn.execute("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2", (room, target))?;
+    // a guest removed from its one room has left for good
+    let guest: bool = conn.query_row("SELECT guest_link IS NOT NULL FROM users WHERE id = ?1", [target], |r| r.get(0))?;
+    if guest {
+        conn.execute("UPDATE users SET disabled = 1, guest_ended_ms = COALESCE(guest_ended_ms, ?2) WHERE id = ?1", (target, now))?;
+        conn.execute("DELETE FROM sessions WHERE user_id = ?1", [target])?;
+    }
     // A room never stays without an owner while it has members.
     let owners: i64 =
         conn.query_row("SELECT COUNT(*) FROM members WHERE room_id = ?1 AND role = 'owner'", [room], |r| r.get(0))?;

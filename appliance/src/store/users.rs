@@ -123,9 +123,25 @@ pub fn password_hash(conn: &Connection, id: UserId) -> Result<String, StoreError
         .ok_or(StoreError::NotFound)
 }
 
-pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
+/// Every account, guests too (the box's own `parvis user list`).
+pub fn all_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY display_name COLLATE NOCASE"))?;
     let rows = stmt.query_map([], user_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The company's people as `viewer` may see them: every member of the box,
+/// and the guests who were let into one of `viewer`'s rooms (present or
+/// former, so their messages keep a name) — not those still waiting, denied
+/// or of other rooms.
+pub fn list_users(conn: &Connection, viewer: UserId) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {USER_COLS} FROM users u WHERE u.guest_link IS NULL
+           OR (u.guest_admitted_ms IS NOT NULL AND EXISTS (SELECT 1 FROM guest_links l JOIN members m ON m.room_id = l.room_id
+                WHERE l.id = u.guest_link AND m.user_id = ?1))
+         ORDER BY display_name COLLATE NOCASE"
+    ))?;
+    let rows = stmt.query_map([viewer], user_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -75,6 +75,9 @@ pub struct Status {
     pub version: String,
     /// The box image's version (`/etc/os-release`), else Parvis's.
     pub image_version: String,
+    /// The longest a guest link may live, in hours (the admin's
+    /// `guests.max_link_days`).
+    pub guest_link_max_hours: u32,
 }
 
 #[utoipa::path(get, path = "/status", tag = "account", responses((status = 200, body = Status)))]
@@ -86,6 +89,7 @@ pub async fn status(AxState(state): AxState<State>) -> ApiResult<axum::Json<Stat
         name: state.settings.name(),
         version: env!("CARGO_PKG_VERSION").into(),
         image_version: crate::system::update::running_version(),
+        guest_link_max_hours: state.settings.current().guests.max_link_days * 24,
     }))
 }
 

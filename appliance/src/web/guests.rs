@@ -4,7 +4,7 @@
 //! link's permissions.
 
 use axum::extract::{Query, State as AxState};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -92,7 +92,8 @@ pub struct CreatedLink {
     /// What would stop a guest outside: the certificate their browser would
     /// not trust, calls that cannot cross the internet.
     pub warnings: Vec<LinkWarning>,
-    /// The link (`url`, else the path) as a QR code, for a phone.
+    /// The whole link as a QR code, for a phone: `url`, else the link on the
+    /// origin the request came from.
     pub qr: Qr,
 }
 
@@ -161,6 +162,7 @@ fn store_error(e: StoreError) -> AppError {
 pub async fn create_link(
     AxState(state): AxState<State>,
     me: CurrentUser,
+    headers: HeaderMap,
     Path(room): Path<RoomId>,
     Json(req): Json<NewGuestLink>,
 ) -> ApiResult<axum::Json<CreatedLink>> {
@@ -187,12 +189,12 @@ pub async fn create_link(
         label: req.label,
         knock: req.knock,
     };
-    make_link(&state, &me, room, hours, terms).await.map(axum::Json)
+    make_link(&state, &me, &headers, room, hours, terms).await.map(axum::Json)
 }
 
 /// Stores a link for `room` that lives `hours`, and says where and how a
 /// guest outside would reach it.
-async fn make_link(state: &State, me: &CurrentUser, room: RoomId, hours: u32, mut terms: NewLink) -> ApiResult<CreatedLink> {
+async fn make_link(state: &State, me: &CurrentUser, headers: &HeaderMap, room: RoomId, hours: u32, mut terms: NewLink) -> ApiResult<CreatedLink> {
     let token = auth::new_token(&mut rand::rng());
     let hash = auth::token_hash(&token);
     terms.expires = state.chat.clock.now_ms() + Millis::from(hours) * 3_600_000;
@@ -209,7 +211,11 @@ async fn make_link(state: &State, me: &CurrentUser, room: RoomId, hours: u32, mu
     let (origin, warnings) = reach(&state.settings.current(), &cert, state.settings.base().https.port());
     let path = format!("/g/{token}");
     let url = origin.map(|o| format!("{o}{path}"));
-    let qr = Qr::of(url.as_deref().unwrap_or(&path));
+    // without a public name, the QR code holds the link on the origin the
+    // moderator is using (a writing request's Origin is checked to be ours)
+    let here = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+    let local = here.or_else(|| state.settings.own_origins().into_iter().next()).map(|o| format!("{o}{path}"));
+    let qr = Qr::of(url.as_deref().or(local.as_deref()).unwrap_or(&path));
     Ok(CreatedLink { url, link, path, token, warnings, qr })
 }
 
@@ -241,6 +247,7 @@ pub struct CustomerCall {
 pub async fn customer_call(
     AxState(state): AxState<State>,
     me: CurrentUser,
+    headers: HeaderMap,
     Path(room): Path<RoomId>,
     Json(req): Json<CustomerCallReq>,
 ) -> ApiResult<axum::Json<CustomerCall>> {
@@ -261,7 +268,7 @@ pub async fn customer_call(
         .map_err(store_error)?;
     let terms =
         NewLink { expires: 0, max_uses: None, password_hash: None, perms: Perms::SUPPORT, label: "Customer call".into(), knock: true };
-    let link = make_link(&state, &me, room, CUSTOMER_CALL_HOURS, terms).await?;
+    let link = make_link(&state, &me, &headers, room, CUSTOMER_CALL_HOURS, terms).await?;
     let summary = state.chat.db.read(move |c| crate::store::rooms::room_summary(c, room, uid)).await?;
     Ok(axum::Json(CustomerCall { room: summary, link }))
 }
@@ -307,7 +314,8 @@ pub async fn revoke_link(
 /// Everyone waiting to be let in, in the rooms one moderates.
 pub async fn waiting(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<axum::Json<Vec<guests::Waiting>>> {
     let uid = me.user.id;
-    Ok(axum::Json(state.chat.db.read(move |c| guests::waiting(c, uid)).await?))
+    let now = state.chat.clock.now_ms();
+    Ok(axum::Json(state.chat.db.read(move |c| guests::waiting(c, uid, now)).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

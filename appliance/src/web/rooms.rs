@@ -134,5 +134,11 @@ pub async fn remove_member(
 ) -> ApiResult<StatusCode> {
     let (uid, admin) = (me.user.id, me.is_admin());
     state.chat.write(move |c, now| Ok(((), rooms::remove_member(c, id, uid, admin, user, now)?.into_iter().collect()))).await?;
+    // a guest removed is out: its socket closes, its relay credentials end
+    let removed = state.chat.db.read(move |c| crate::store::users::get_user(c, user)).await;
+    if removed.is_ok_and(|u| u.role == crate::store::users::Role::Guest) {
+        state.chat.hub.disconnect_user(user, 4003, "removed from the conversation");
+        state.turn.revoke(&crate::turn::rest_user(user)).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,15 +11,15 @@ use crate::store::rooms;
 use crate::store::users::{self, Role, User};
 use crate::store::UserId;
 
-/// Everyone in the company (members and guests); a guest sees only the
-/// people of its room.
+/// Everyone in the company, and the guests let into one's rooms; a guest
+/// sees only the people of its room.
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = Vec<User>), (status = 401, body = ApiError)))]
 pub async fn list_users(AxState(state): AxState<State>, me: CurrentUser) -> ApiResult<axum::Json<Vec<User>>> {
+    let uid = me.user.id;
     if me.user.role == Role::Guest {
-        let uid = me.user.id;
         return Ok(axum::Json(state.chat.db.read(move |c| users::room_mates(c, uid)).await?));
     }
-    Ok(axum::Json(state.chat.db.read(users::list_users).await?))
+    Ok(axum::Json(state.chat.db.read(move |c| users::list_users(c, uid)).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
