@@ -262,6 +262,7 @@ export function guestLinksDialog(r) {
         password: pw.value || null, label: label.value, knock: knock.checked });
       const block = madeLinkBlock(made, () => d.close());
       clear(out).append(block.node);
+      block.node.scrollIntoView({ block: 'nearest' });
       block.input.select();
       pw.value = ''; label.value = '';
       render();

@@ -50,6 +50,21 @@ test('a customer joins one room by a guest link, chats, reloads as the same gues
 
     // the customer: a browser of their own, no account
     const ctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: 'en-US' });
+    // the guest allows notifications: they are recorded
+    await ctx.grantPermissions(['notifications'], { origin: server.url });
+    await ctx.addInitScript(() => {
+      window.__notes = [];
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title, opts) { super(title, opts); window.__notes.push({ title, body: opts?.body }); }
+      };
+      if (window.ServiceWorkerRegistration) {
+        ServiceWorkerRegistration.prototype.showNotification = function (title, opts) {
+          window.__notes.push({ title, body: opts?.body });
+          return Promise.resolve();
+        };
+      }
+    });
     const guest = await ctx.newPage();
     guest.on('pageerror', (e) => { guest.errors = [...(guest.errors || []), e.message]; });
     await guest.setViewportSize({ width: 390, height: 780 });
@@ -89,6 +104,13 @@ test('a customer joins one room by a guest link, chats, reloads as the same gues
     await alice.keyboard.press('Enter');
     await guest.locator('.msg:has-text("let us look at it together")').waitFor();
     await shot(guest, 'guest-chat-phone');
+    // the guest's tab in the background: a message of its room is notified
+    await guest.evaluate(() => Object.defineProperty(document, 'hidden', { value: true, configurable: true }));
+    await alice.fill('#composer-input', 'I sent you the manual');
+    await alice.keyboard.press('Enter');
+    await guest.waitForFunction(() => window.__notes.some((n) => n.body === 'I sent you the manual'));
+    assert.match((await guest.evaluate(() => window.__notes.at(-1))).title, /Alice · Support/);
+    await guest.evaluate(() => Object.defineProperty(document, 'hidden', { value: false, configurable: true }));
     await guest.setViewportSize({ width: 1280, height: 800 });
     await shot(guest, 'guest-chat-desktop');
 
@@ -157,6 +179,9 @@ test('call with a customer: a knock link from a direct conversation, the waiting
     const card = alice.locator('#knocks .knock li', { hasText: 'Dana (ACME)' });
     await card.waitFor();
     await shot(alice, 'knock-alert-desktop');
+    await alice.setViewportSize({ width: 390, height: 780 });
+    await shot(alice, 'knock-alert-phone');
+    await alice.setViewportSize({ width: 1280, height: 800 });
     assert.equal(await people.bob.page.locator('#knocks .knock').count(), 0, 'Bob is no moderator of the new room');
     await card.locator('button.admit').click();
     await alice.waitForSelector('#knocks', { state: 'hidden' });

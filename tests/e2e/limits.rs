@@ -447,24 +447,25 @@ async fn three_hundred_parallel_knocks_bring_in_only_what_an_address_may() -> R 
     }
     let elapsed = started.elapsed();
     let came = counts.get(&200).copied().unwrap_or(0);
-    // the owner is told of each one that waits, and of nobody else
+    // what the server let in (a client may have lost its answer in the crowd)
+    let waiting = s.http("GET", "/api/guests/waiting", None, Some(&alice)).await?;
+    let waited = waiting.body.as_array().map_or(0, Vec::len);
+    // the owner is told of each one that waits, once, and of nobody else
     let mut alerts = 0;
-    while alerts < came {
-        let f = tokio::time::timeout(Duration::from_secs(10), a.recv_until(|f| f["kind"] == "guest")).await??;
-        assert_eq!(f["action"], "knocked");
+    while let Ok(f) = tokio::time::timeout(Duration::from_secs(2), a.recv_until(|f| f["kind"] == "guest")).await {
+        assert_eq!(f?["action"], "knocked");
         alerts += 1;
     }
-    assert!(a.quiet_for(Duration::from_millis(500)).await.is_none_or(|f| f["kind"] != "guest"), "one alert per guest");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, fds_after) = (rss_kib(pid), fds(pid));
     let grew_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
-    eprintln!("300 parallel knocks in {elapsed:?}: {counts:?}; RSS +{grew_mib:.1} MiB; fds {fds_before} → {fds_after}");
-    assert_eq!(came, 10, "one address brings in 10 guests in ten minutes: {counts:?}");
-    let waiting = s.http("GET", "/api/guests/waiting", None, Some(&alice)).await?;
-    assert_eq!(waiting.body.as_array().unwrap().len(), came);
+    eprintln!("300 parallel knocks in {elapsed:?}: {counts:?}; {waited} waiting, {alerts} alerts; RSS +{grew_mib:.1} MiB; fds {fds_before} → {fds_after}");
+    assert_eq!(waited, 10, "one address brings in 10 guests in ten minutes: {counts:?}");
+    assert!(came <= waited, "every 200 is a guest waiting: {counts:?}");
+    assert_eq!(alerts, waited, "one alert per guest waiting");
     assert!(grew_mib <= 32.0, "RSS grew {grew_mib:.1} MiB");
     assert!(fds_after <= fds_before + 16, "file descriptors come back: {fds_before} → {fds_after}");
     let all = s.http("POST", &format!("/api/rooms/{room}/admission"), Some(json!({"admit": true})), Some(&alice)).await?;
-    assert_eq!(all.body["decided"].as_array().unwrap().len(), came, "{}", all.text);
+    assert_eq!(all.body["decided"].as_array().unwrap().len(), waited, "{}", all.text);
     Ok(())
 }
