@@ -371,6 +371,18 @@ async fn turn_over_tls_with_alpn_stun_turn_on_the_https_port() -> R {
     Ok(())
 }
 
+/// The refusal an allocation gets within two seconds when asked to bind
+/// `peer` (its credentials were revoked meanwhile), or `None`.
+async fn refused_soon(c: &mut Client, channel: u16, peer: SocketAddr) -> Option<String> {
+    for _ in 0..20 {
+        match c.bind(channel, peer).await {
+            Err(e) => return Some(e.to_string()),
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    None
+}
+
 /// Disabling an account ends its relayed media at once: the allocation made
 /// with its `/api/ice` credentials is gone (its next request is refused, 401)
 /// and those credentials make no new one.
@@ -390,17 +402,7 @@ async fn disabling_an_account_ends_its_turn_allocations() -> R {
     c.bind(0x4000, peer).await?;
     let r = s.http("PATCH", &format!("/api/users/{bob_id}"), Some(serde_json::json!({"disabled": true})), Some(&admin)).await?;
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut refused = None;
-    for _ in 0..20 {
-        match c.bind(0x4001, peer).await {
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let why = refused.context("the allocation outlived the account")?;
+    let why = refused_soon(&mut c, 0x4001, peer).await.context("the allocation outlived the account")?;
     assert!(why.contains("401"), "refused as revoked credentials: {why}");
     // the credentials it was handed make no new allocation (still valid
     // for an hour otherwise), and the account gets no new ones
@@ -443,17 +445,7 @@ async fn a_guest_relays_to_the_internet_never_to_the_lan_and_not_after_its_link_
     c.bind(channel, public).await?;
     let r = s.http("DELETE", &format!("/api/rooms/{room}/guest-links/{link}?remove_guests=true"), None, Some(&admin)).await?;
     assert_eq!(r.status, 204);
-    let mut refused = None;
-    for _ in 0..20 {
-        match c.bind(channel + 1, public).await {
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let why = refused.context("the guest's allocation outlived its link")?;
+    let why = refused_soon(&mut c, channel + 1, public).await.context("the guest's allocation outlived its link")?;
     assert!(why.contains("401"), "{why}");
     let mut again = Client::connect(1, server, user, pass).await?;
     assert!(again.allocate().await.is_err(), "no new allocation with a revoked guest's credentials");
