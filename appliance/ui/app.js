@@ -254,9 +254,8 @@ function renderShell() {
       h('button', { class: 'icon', title: t('settings'), 'aria-label': t('settings'), onclick: () => settingsDialog('profile') }, icon('settings')),
       h('button', { class: 'link', id: 'guest-leave', onclick: () => logout(false) }, t('guest_leave')));
   }
-  root.append(h('div', { class: 'shell' + (guest ? ' guest' : '') }, guest ? null : sidebar, main, panel),
-    // guests waiting to be let in, wherever one is
-    h('div', { id: 'knocks', class: 'knocks', role: 'region', 'aria-live': 'polite', 'aria-label': t('waiting_room'), hidden: true }));
+  root.append(h('div', { class: 'shell' + (guest ? ' guest' : '') }, guest ? null : sidebar, main, panel));
+  // guests waiting to be let in, wherever one is (lobby.js)
   changed('waiting');
   renderRoomList();
 }
@@ -294,8 +293,20 @@ on('lang', () => {
   S.calls?.render();
 });
 
+let loggingOut = false;
+
 async function logout(remote) {
+  // once: a guest's own Leave also closes its socket (4003), which lands here too
+  if (loggingOut || !S.me) return;
+  if (!remote && S.me.role === 'guest' && !confirm(t('guest_leave_confirm'))) return;
+  loggingOut = true;
+  try { await doLogout(remote); } finally { loggingOut = false; }
+}
+
+async function doLogout(remote) {
   if (!remote) { try { await post('/logout'); } catch { /* already gone */ } }
+  S.waiting = [];
+  changed('waiting');
   if (S.conn) S.conn.stop();
   S.calls?.hangUp(false);
   S.conn = null;

@@ -8,6 +8,7 @@ import { icon } from './icons.js';
 import { get } from './api.js';
 import { newId } from './conn.js';
 import { t } from './i18n.js';
+import { guestBadge } from './widgets.js';
 
 const STATS_MS = 1000;
 const SPEAKING_LEVEL = 0.04;
@@ -943,6 +944,7 @@ export class Calls {
     append(cap, [
       h('span', { class: 'avatar ' + avatarClass(info.user ?? this.app.me().id), 'aria-hidden': 'true' }, initialsOf(info.name)),
       h('span', { class: 'name' }, info.name || ''),
+      info.self ? null : guestBadge(info.user),
       info.audio === false && !info.screen ? h('span', { class: 'badge', title: t('call_muted') }, icon('mic-off')) : null,
       info.hand ? h('span', { class: 'badge hand', title: t('call_hand_up') }, icon('hand')) : null,
       info.away ? h('span', { class: 'badge', title: t('call_away') }, icon('away')) : null,

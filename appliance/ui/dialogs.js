@@ -141,7 +141,7 @@ async function renderMembers() {
       r.kind === 'group' && mod && m.user !== S.me.id ? h('button', { class: 'link', 'aria-label': t('remove_x', { name: userName(m.user) }), onclick: async () => {
         try { await del(`/rooms/${id}/members/${m.user}`); renderMembers(); } catch (e) { toast(errorText(e), 'error'); }
       } }, t('remove')) : null))));
-  if (r.kind === 'group' && !r.archived) {
+  if (r.kind === 'group' && !r.archived && S.me.role !== 'guest') {
     const sel = h('select', { 'aria-label': t('add_member') }, h('option', { value: '' }, t('add_member') + '…'),
       [...S.users.values()].filter((u) => !inRoom.has(u.id) && !u.disabled && u.role !== 'guest').map((u) => h('option', { value: u.id }, u.display_name)));
     sel.addEventListener('change', async () => {

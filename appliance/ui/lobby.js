@@ -1,7 +1,7 @@
 // The waiting room, as moderators see it: guests who knocked on a link,
 // with Admit / Deny / Admit all wherever one is in the app; and the
 // customer call (a knock link and a call, in one click).
-import { h, clear, $ } from './dom.js';
+import { h, clear } from './dom.js';
 import { get, post } from './api.js';
 import { t } from './i18n.js';
 import { errorText } from './forms.js';
@@ -46,16 +46,22 @@ async function decide(room, guests, admit) {
   }
 }
 
+/** The alerts' box: in the page, or inside the open modal dialog (the
+ *  rest of the page is inert then, and a moderator waiting with the link
+ *  dialog open must still be able to click Admit). */
+const box = h('div', { id: 'knocks', class: 'knocks', role: 'region', 'aria-live': 'polite', hidden: true });
+
 /** The alerts: one card per room with someone waiting, above everything. */
 function renderKnocks() {
-  const box = $('#knocks');
-  if (!box) return;
+  box.setAttribute('aria-label', t('waiting_room'));
+  const host = document.querySelector('dialog[open]') || document.body;
+  if (box.parentNode !== host) host.append(box);
   const byRoom = new Map();
   for (const w of S.waiting) {
     if (!byRoom.has(w.room)) byRoom.set(w.room, []);
     byRoom.get(w.room).push(w);
   }
-  clear(box).append(...[...byRoom].map(([room, list]) => h('section', { class: 'knock', dataset: { room }, 'aria-label': t('waiting_room') },
+  clear(box).append(...[...byRoom].map(([room, list]) => h('div', { class: 'knock', role: 'group', dataset: { room }, 'aria-label': t('waiting_room') },
     h('header', {}, h('strong', {}, t('waiting_in', { n: list.length, room: roomTitle(S.rooms.get(room)) })),
       list.length > 1 ? h('button', { class: 'primary small', id: 'admit-all', onclick: () => decide(room, null, true) }, t('admit_all')) : null),
     h('ul', {}, list.map((w) => h('li', { dataset: { guest: w.guest } },
@@ -66,6 +72,9 @@ function renderKnocks() {
 }
 on('waiting', renderKnocks);
 on('lang', renderKnocks);
+on('dialog', renderKnocks);
+// a dialog opened or closed: the alerts move with it
+document.addEventListener('close', () => setTimeout(renderKnocks), true);
 
 /** Remote support in two clicks: a 2-hour knock link for one customer,
  *  the call started, and the link to send (with its QR code). From a

@@ -39,6 +39,7 @@ export const S = {
  * - `removed` [room id]: this user is no longer in the room
  * - `waiting`: a guest knocked, or was admitted or denied
  * - `synced`: the connection caught up (after every (re)connection)
+ * - `dialog`: a modal dialog opened (what must stay clickable moves into it)
  * - `lang`: the language changed (everything re-renders)
  */
 const subscribers = new Map();

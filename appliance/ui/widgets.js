@@ -2,7 +2,7 @@
 import { h, $ } from './dom.js';
 import { icon } from './icons.js';
 import { t, lang } from './i18n.js';
-import { S } from './state.js';
+import { S, changed } from './state.js';
 
 let toastTimer;
 export function toast(text, kind = 'info') {
@@ -19,6 +19,7 @@ export function showDialog(d) {
   document.body.append(d);
   d.addEventListener('close', () => d.remove());
   d.showModal();
+  changed('dialog');
 }
 
 export function dialogShell(title, ...content) {

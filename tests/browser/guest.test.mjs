@@ -155,7 +155,7 @@ test('call with a customer: a knock link from a direct conversation, the waiting
     await alice.waitForSelector('#call-dock');
     assert.equal(await alice.textContent('#room-title'), 'Customer call');
     await shot(alice, 'customer-call-link-desktop');
-    await alice.keyboard.press('Escape');
+    // the dialog stays open while she waits: the alert must still be clickable
     await people.bob.page.waitForSelector('#room-list a.room:has-text("Customer call")');
 
     // the customer knocks and waits, seeing nothing of the room
@@ -183,8 +183,10 @@ test('call with a customer: a knock link from a direct conversation, the waiting
     await shot(alice, 'knock-alert-phone');
     await alice.setViewportSize({ width: 1280, height: 800 });
     assert.equal(await people.bob.page.locator('#knocks .knock').count(), 0, 'Bob is no moderator of the new room');
+    assert.equal(await alice.locator('#customer-call-dialog #knocks').count(), 1, 'the alert rides in the open dialog');
     await card.locator('button.admit').click();
     await alice.waitForSelector('#knocks', { state: 'hidden' });
+    await alice.keyboard.press('Escape');
     // the trail, for the moderator
     await alice.locator('.sys.audit[data-action=admitted]').waitFor();
     assert.match(await alice.textContent('#messages'), /Alice let Dana \(ACME\) in/);
