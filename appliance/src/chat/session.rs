@@ -735,9 +735,9 @@ where
     let mut s = Session::new(&user, conn, Limits::of(&chat.config), chat.clock.now_ms());
     if user.role == Role::Guest {
         let uid = user.id;
-        let link = chat.db.read(move |c| guests::guest_scope(c, uid)).await.ok().flatten();
+        let link = chat.db.read(move |c| guests::guest_state(c, uid)).await.ok().flatten();
         // no link found: a guest that may do nothing
-        s = s.for_guest(link.map_or(Perms::from_bits(0), |l| l.perms));
+        s = s.for_guest(link.map_or(Perms::from_bits(0), |(l, _)| l.perms));
     }
     let (uid, is_admin) = (s.user(), s.is_admin());
     // store work, completed in the order it was asked

@@ -218,9 +218,16 @@ pub fn end_guest(conn: &Connection, room: RoomId, guest: UserId, now: Millis) ->
         conn.execute("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2", (room, guest))?;
         published.push(p);
     }
+    close_attendance(conn, guest, now)?;
+    Ok(published)
+}
+
+/// A guest out of its room has left for good: its account closes, its
+/// sessions end (the record stays until the retention sweep).
+pub fn close_attendance(conn: &Connection, guest: UserId, now: Millis) -> Result<(), StoreError> {
     conn.execute("UPDATE users SET disabled = 1, guest_ended_ms = COALESCE(guest_ended_ms, ?2) WHERE id = ?1", (guest, now))?;
     conn.execute("DELETE FROM sessions WHERE user_id = ?1", [guest])?;
-    Ok(published)
+    Ok(())
 }
 
 /// A guest's attendance ends by itself (`Left`: it left or gave up
@@ -414,13 +421,6 @@ pub fn sweep(conn: &Connection, now: Millis, keep_ms: Millis) -> Result<(Vec<Use
         conn.execute("UPDATE users SET guest_erased_ms = ?2, username = '~former' || id WHERE id = ?1", (guest, now))?;
     }
     Ok((ended, published))
-}
-
-/// A guest's link and room (for a guest's requests: what it may do, where).
-pub fn guest_scope(conn: &Connection, guest: UserId) -> Result<Option<GuestLink>, StoreError> {
-    let link: Option<i64> =
-        conn.query_row("SELECT guest_link FROM users WHERE id = ?1", [guest], |r| r.get(0)).optional()?.flatten();
-    link.map(|id| get_link(conn, id)).transpose()
 }
 
 #[cfg(test)]

@@ -718,8 +718,7 @@ pub fn remove_member(
     // a guest removed from its one room has left for good
     let guest: bool = conn.query_row("SELECT guest_link IS NOT NULL FROM users WHERE id = ?1", [target], |r| r.get(0))?;
     if guest {
-        conn.execute("UPDATE users SET disabled = 1, guest_ended_ms = COALESCE(guest_ended_ms, ?2) WHERE id = ?1", (target, now))?;
-        conn.execute("DELETE FROM sessions WHERE user_id = ?1", [target])?;
+        super::guests::close_attendance(conn, target, now)?;
     }
     // A room never stays without an owner while it has members.
     let owners: i64 =

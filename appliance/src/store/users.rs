@@ -220,14 +220,24 @@ pub fn create_session(
 }
 
 /// The enabled user owning a live session, with the session's CSRF token.
-pub fn session_user(conn: &Connection, token_hash: &[u8], now: Millis) -> Result<Option<(User, String)>, StoreError> {
+/// Who holds a live session, with what it needs on every request.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub user: User,
+    pub csrf: String,
+    /// A guest not let in yet (knock links).
+    pub waiting: bool,
+}
+
+pub fn session_user(conn: &Connection, token_hash: &[u8], now: Millis) -> Result<Option<SessionUser>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT u.id, u.username, u.display_name, u.role, u.disabled, u.guest_link IS NOT NULL, s.csrf
+            "SELECT u.id, u.username, u.display_name, u.role, u.disabled, u.guest_link IS NOT NULL, s.csrf,
+                 u.guest_link IS NOT NULL AND u.guest_admitted_ms IS NULL
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND u.disabled = 0",
             params![token_hash, now],
-            |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?)),
+            |r| Ok(SessionUser { user: user_from_row(r)?, csrf: r.get(6)?, waiting: r.get(7)? }),
         )
         .optional()?)
 }

@@ -272,7 +272,7 @@ impl FromRequestParts<State> for CurrentUser {
         let hash = token_hash(token);
         let now = state.chat.clock.now_ms();
         let h = hash.clone();
-        let (user, csrf) = state
+        let crate::store::users::SessionUser { user, csrf, waiting } = state
             .chat
             .db
             .read(move |c| crate::store::users::session_user(c, &h, now))
@@ -283,12 +283,8 @@ impl FromRequestParts<State> for CurrentUser {
             if !guests::guest_may(&parts.method, &route) {
                 return Err(AppError::forbidden("guests cannot do this"));
             }
-            if !guests::waiting_guest_may(&parts.method, &route) {
-                let uid = user.id;
-                let waiting = state.chat.db.read(move |c| crate::store::guests::guest_state(c, uid)).await?.is_none_or(|(_, w)| w);
-                if waiting {
-                    return Err(AppError::new(StatusCode::FORBIDDEN, "waiting", "waiting for a moderator to let you in"));
-                }
+            if waiting && !guests::waiting_guest_may(&parts.method, &route) {
+                return Err(AppError::new(StatusCode::FORBIDDEN, "waiting", "waiting for a moderator to let you in"));
             }
         }
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
