@@ -43,6 +43,10 @@ enum Command {
         /// HTTPS listen address. Default: 0.0.0.0:8443.
         #[arg(long, env = "PARVIS_HTTPS", value_name = "ADDR")]
         https: Option<SocketAddr>,
+        /// HTTPS listen address of the download origin (attached files only).
+        /// Default: 0.0.0.0:8444.
+        #[arg(long, env = "PARVIS_DOWNLOADS", value_name = "ADDR")]
+        downloads: Option<SocketAddr>,
         /// HTTP listen address (redirects to HTTPS). Default: 0.0.0.0:8080.
         #[arg(long, env = "PARVIS_HTTP", value_name = "ADDR")]
         http: Option<SocketAddr>,
@@ -261,8 +265,8 @@ pub fn main() -> ExitCode {
     crate::system::sys::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, https, http, name, log, no_mdns, run_as, turn } => {
-            let over = turn.apply(Overrides { https, http, name, log, no_mdns, run_as, ..Overrides::default() });
+        Command::Serve { common, https, downloads, http, name, log, no_mdns, run_as, turn } => {
+            let over = turn.apply(Overrides { https, downloads, http, name, log, no_mdns, run_as, ..Overrides::default() });
             let config = match load(&common, over) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -21,6 +21,10 @@ pub struct Config {
     /// HTTPS listener serving the web UI, the API and the WebSocket.
     /// Default: `0.0.0.0:8443`. Example: `https = "0.0.0.0:443"`.
     pub https: SocketAddr,
+    /// HTTPS listener of the download origin: attached files only, on their
+    /// own origin (same host, this port, same certificate), so user content
+    /// never runs in the app's. Default: `0.0.0.0:8444` (the box: 444).
+    pub downloads: SocketAddr,
     /// Name of the box: announced as `<name>.local` and put in its
     /// certificate. A DNS label. Default: `parvis`.
     pub name: String,
@@ -52,6 +56,8 @@ pub struct Config {
     /// Guests by link: how long links may live, how long former guests are
     /// kept.
     pub guests: GuestsConfig,
+    /// Files in conversations: sizes, quotas, retention.
+    pub files: FilesConfig,
     /// The file this configuration was read from (not a key): where the
     /// wizard and the Settings page save. None: `<data>/parvis.toml`.
     #[serde(skip)]
@@ -393,6 +399,34 @@ impl Default for GuestsConfig {
     }
 }
 
+/// Files in conversations (Settings → Box → Files). Sizes in MiB; 0 means
+/// no limit of that kind (the disk still bounds them: uploads always leave
+/// 512 MiB free).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file, MiB (1–1048576). Default: 1024 (1 GiB).
+    pub max_file_mb: u32,
+    /// What one member's files may take in all, MiB. Default: 10240.
+    pub user_quota_mb: u32,
+    /// What one guest's files may take, MiB (guests upload only when their
+    /// link allows it). Default: 100.
+    pub guest_quota_mb: u32,
+    /// What the files of one conversation may take, MiB. Default: 0 (none).
+    pub room_quota_mb: u32,
+    /// What all files may take on the box, MiB. Default: 0 (the disk).
+    pub box_quota_mb: u32,
+    /// Delete attachments older than this many days (their names stay in
+    /// the conversation). Default: 0 (keep them).
+    pub retention_days: u32,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig { max_file_mb: 1024, user_quota_mb: 10240, guest_quota_mb: 100, room_quota_mb: 0, box_quota_mb: 0, retention_days: 0 }
+    }
+}
+
 /// Limits of the chat service.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -417,6 +451,7 @@ impl Default for Config {
             data: PathBuf::from("parvis-data"),
             http: "0.0.0.0:8080".parse().expect("valid literal"),
             https: "0.0.0.0:8443".parse().expect("valid literal"),
+            downloads: "0.0.0.0:8444".parse().expect("valid literal"),
             name: "parvis".into(),
             log: "info".into(),
             chat: ChatConfig::default(),
@@ -429,6 +464,7 @@ impl Default for Config {
             run_as: None,
             limits: LimitsConfig::default(),
             guests: GuestsConfig::default(),
+            files: FilesConfig::default(),
             file: None,
         }
     }
@@ -459,6 +495,7 @@ pub struct Overrides {
     pub data: Option<PathBuf>,
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    pub downloads: Option<SocketAddr>,
     pub name: Option<String>,
     pub log: Option<String>,
     pub turn: Option<SocketAddr>,
@@ -511,6 +548,9 @@ impl Config {
         }
         if let Some(v) = over.https {
             config.https = v;
+        }
+        if let Some(v) = over.downloads {
+            config.downloads = v;
         }
         if let Some(v) = over.name {
             config.name = v;
@@ -606,6 +646,12 @@ impl Config {
         }
         if !(1..=365).contains(&self.guests.max_link_days) {
             bad("guests.max_link_days", "must be between 1 and 365".into());
+        }
+        if !(1..=1_048_576).contains(&self.files.max_file_mb) {
+            bad("files.max_file_mb", "must be between 1 and 1048576".into());
+        }
+        if self.files.retention_days > 36500 {
+            bad("files.retention_days", "must be at most 36500 (0 keeps files)".into());
         }
         if !(1..=3650).contains(&self.guests.retention_days) {
             bad("guests.retention_days", "must be between 1 and 3650".into());

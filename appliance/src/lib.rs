@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod doctor;
+pub mod files;
 pub mod rules;
 pub mod serve;
 pub mod server;

@@ -97,6 +97,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // open port means a working server.
     let https = net::bind_tcp(config.https).with_context(|| format!("https: cannot listen on {}", config.https))?;
     let http = net::bind_tcp(config.http).with_context(|| format!("http: cannot listen on {}", config.http))?;
+    let downloads =
+        net::bind_tcp(config.downloads).with_context(|| format!("downloads: cannot listen on {} (--downloads)", config.downloads))?;
     if let Some(ids) = &config.run_as {
         sys::drop_privileges(ids)?;
     }
@@ -134,6 +136,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let cert_renew = certs.renew.clone();
 
     let https_port = https.local_addr()?.as_socket().context("https address")?.port();
+    let downloads_port = downloads.local_addr()?.as_socket().context("downloads address")?.port();
+    let files = crate::files::Files::open(&config.data, downloads_port).context("files")?;
+    files.recover(&db).await.context("checking the files against the database")?;
 
     let stop = CancellationToken::new();
     let fd_limit = sys::raise_fd_limit();
@@ -168,11 +173,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         turn: turn::TurnService::new(turn.clone(), &config)?,
         setup_code: Mutex::new(code.clone()),
         lifecycle,
+        files: files.clone(),
     });
     // the hash unknown users are checked against, made now rather than by
     // the first login
     tokio::task::spawn_blocking(auth::dummy_hash).await.context("dummy hash")?;
     let guest_sweeper = tokio::spawn(web::guests::sweep_guests(state.clone()));
+    let files_sweeper = tokio::spawn(sweep_files(state.clone()));
+    let origin = crate::files::origin::router(crate::files::origin::Origin { files, db: db.clone(), clock: state.chat.clock.clone() });
     let ending = state.clone();
     let app = web::router(state);
 
@@ -192,14 +200,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tracing::info!(https = %config.https, http = %config.http, data = %config.data.display(), "listening");
 
-    let (https, http) = (net::listen(https)?, net::listen(http)?);
+    let (https, http, downloads) = (net::listen(https)?, net::listen(http)?, net::listen(downloads)?);
     let pid_file = config.data.join("parvis.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).context("pid file")?;
     let servers = tokio::spawn({
         let stop = stop.clone();
         async move {
             tokio::join!(
-                server::serve_https(https, tls_config, app, turn.map(|t| t.streams), web_gate.clone(), stop.clone()),
+                server::serve_https(https, tls_config.clone(), app, turn.map(|t| t.streams), web_gate.clone(), stop.clone()),
+                server::serve_https(downloads, tls_config, origin, None, web_gate.clone(), stop.clone()),
                 server::serve_http(http, https_port, tls_state.ca_pem.clone(), challenges, web_gate, stop.clone()),
                 cert_manager.run(stop.clone()),
                 renew_on_sighup(cert_renew, stop),
@@ -224,11 +233,27 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let _ = servers.await;
     sweeper.abort();
     guest_sweeper.abort();
+    files_sweeper.abort();
     if let Err(e) = db.checkpoint() {
         tracing::warn!("database checkpoint at shutdown: {e}");
     }
     let _ = std::fs::remove_file(pid_file);
     Ok(exit)
+}
+
+/// Every 10 minutes: expired uploads end, the retention policy applies,
+/// blobs nothing refers to are deleted.
+async fn sweep_files(state: web::State) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let (now, days) = (state.chat.clock.now_ms(), state.settings.effective().files.retention_days);
+        match state.files.sweep(&state.chat.db, now, days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blobs = n, "files: deleted what nothing refers to any more"),
+            Err(e) => tracing::warn!("files sweep: {e}"),
+        }
+    }
 }
 
 /// Company name and default language as stored by setup / Settings.

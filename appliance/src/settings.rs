@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::{Config, ConfigError, Federation, GuestsConfig, NetworkConfig, TlsConfig};
+use crate::config::{Config, ConfigError, FilesConfig, Federation, GuestsConfig, NetworkConfig, TlsConfig};
 use crate::store::{self, Db};
 use crate::system::mdns::Announcer;
 
@@ -45,6 +45,9 @@ pub struct Settings {
     /// Guest links' longest life and how long former guests are kept.
     #[serde(default)]
     pub guests: GuestsConfig,
+    /// Files: largest file, quotas, retention.
+    #[serde(default)]
+    pub files: FilesConfig,
 }
 
 impl Settings {
@@ -62,6 +65,7 @@ impl Settings {
             federation_allow: c.federation_allow.clone(),
             network: c.network.clone(),
             guests: c.guests.clone(),
+            files: c.files.clone(),
         }
     }
 
@@ -78,6 +82,7 @@ impl Settings {
         c.federation_allow = self.allow_list();
         c.network = self.network.clone();
         c.guests = self.guests.clone();
+        c.files = self.files.clone();
         c
     }
 
@@ -150,6 +155,7 @@ pub fn persist(file: &Path, s: &Settings) -> anyhow::Result<()> {
     set_table(&mut doc, "tls", toml::Value::try_from(&s.tls)?)?;
     set_table(&mut doc, "network", toml::Value::try_from(&s.network)?)?;
     set_table(&mut doc, "guests", toml::Value::try_from(&s.guests)?)?;
+    set_table(&mut doc, "files", toml::Value::try_from(&s.files)?)?;
     if !doc.contains_table("turn") {
         doc["turn"] = Item::Table(Table::new());
     }

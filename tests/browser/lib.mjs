@@ -69,6 +69,7 @@ export class Server {
     }
     s.httpsPort = await freePort();
     s.httpPort = await freePort();
+    s.downloadsPort = await freePort();
     s.turnPort = await freePort();
     s.turnTlsPort = await freePort();
     s.url = `https://localhost:${s.httpsPort}`;
@@ -79,7 +80,7 @@ export class Server {
   async spawn() {
     const log = openSync(this.data + '.log', 'a');
     this.proc = spawn(PARVIS_BIN, ['serve', '--log', process.env.PARVIS_LOG || 'warn', '--data', this.data,
-      '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`,
+      '--https', `127.0.0.1:${this.httpsPort}`, '--http', `127.0.0.1:${this.httpPort}`, '--downloads', `127.0.0.1:${this.downloadsPort}`,
       '--turn', `127.0.0.1:${this.turnPort}`, '--turn-tls', `127.0.0.1:${this.turnTlsPort}`, ...(this.mdns ? [] : ['--no-mdns'])],
     { stdio: ['ignore', log, log] });
     await waitForPort(this.httpsPort);

@@ -111,6 +111,25 @@ async fn every_operation_answers_as_described() -> R {
     let call = s.http("POST", &format!("/api/rooms/{dm}/customer-call"), Some(json!({"name": "Support call"})), Some(&alice)).await?;
     assert_eq!((call.status, call.body["room"]["name"].as_str(), &call.body["link"]["knock"]), (200, Some("Support call"), &json!(true)), "{}", call.text);
     assert!(call.body["qr"]["size"].as_u64().unwrap() >= 21, "a QR code: {}", call.body["qr"]);
+    // a file: tus discovery, creation, bytes, offset, sent, listed; another upload ended
+    let tus = [("Tus-Resumable", "1.0.0")];
+    let opts = s.http_bytes("OPTIONS", &format!("/api/rooms/{room}/uploads"), b"", Some(&bob), &[]).await?;
+    assert_eq!((opts.status, opts.header("tus-version")), (204, Some("1.0.0")));
+    let made = s.http_bytes("POST", &format!("/api/rooms/{room}/uploads"), b"", Some(&bob), &[tus[0], ("Upload-Length", "5"), ("Upload-Metadata", "filename aGkudHh0")]).await?;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let at = made.header("location").unwrap().to_string();
+    let patch = [tus[0], ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0")];
+    assert_eq!(s.http_bytes("PATCH", &at, b"hello", Some(&bob), &patch).await?.status, 204);
+    assert_eq!(s.http_bytes("HEAD", &at, b"", Some(&bob), &tus).await?.header("upload-offset"), Some("5"));
+    let mut ws = s.ws(&bob, json!({})).await?;
+    ws.until_synced().await?;
+    ws.send(json!({"t": "send", "id": "f1", "room": room, "body": "", "files": [made.body["id"]]})).await?;
+    let ack = ws.recv_until(|f| f["t"] == "ack").await?;
+    assert_eq!(ack["seq"].is_i64(), true, "{ack}");
+    let files = s.http("GET", &format!("/api/rooms/{room}/files?q=hi"), None, Some(&alice)).await?;
+    assert_eq!((files.status, &files.body["files"][0]["name"]), (200, &json!("hi.txt")), "{}", files.text);
+    let other = s.http_bytes("POST", &format!("/api/rooms/{room}/uploads"), b"", Some(&bob), &[tus[0], ("Upload-Length", "5")]).await?;
+    assert_eq!(s.http_bytes("DELETE", other.header("location").unwrap(), b"", Some(&bob), &tus).await?.status, 204);
     assert_eq!(s.http("POST", "/api/logout", None, Some(&bob)).await?.status, 204);
     // and a few errors through the same description
     assert_eq!(s.http("GET", "/api/me", None, Some(&bob)).await?.status, 401);

@@ -73,6 +73,9 @@ impl Contract {
             None => ("default".to_string(), responses.get("default").with_context(|| format!("{method} {template}: {status} undocumented"))?),
         };
         let schema = &r["content"]["application/json"]["schema"];
+        if m == "head" {
+            return Ok(()); // no body, by HTTP
+        }
         if schema.is_null() {
             anyhow::ensure!(body.trim().is_empty() || status == 101, "{method} {template} {status}: a body where none is documented: {body}");
             return Ok(());
@@ -101,7 +104,7 @@ impl Contract {
         let mut out = Vec::new();
         for (path, item) in self.doc["paths"].as_object().into_iter().flatten() {
             for m in item.as_object().into_iter().flatten().map(|(m, _)| m) {
-                if ["get", "put", "post", "delete", "patch"].contains(&m.as_str()) {
+                if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&m.as_str()) {
                     out.push((m.clone(), path.clone()));
                 }
             }

@@ -73,6 +73,8 @@ pub struct Server {
     pub data: PathBuf,
     pub https_port: u16,
     pub http_port: u16,
+    /// The download origin's port.
+    pub downloads_port: u16,
     pub turn_port: u16,
     pub turn_tls_port: u16,
     /// Extra arguments for `parvis serve`.
@@ -108,11 +110,12 @@ impl Server {
         use std::os::unix::fs::DirBuilderExt;
         let tmp = tempfile::tempdir()?;
         std::fs::DirBuilder::new().mode(0o700).create(tmp.path().join("data"))?;
-        let [https_port, http_port, turn_port, turn_tls_port] = free_ports();
+        let [https_port, http_port, turn_port, turn_tls_port, downloads_port] = free_ports();
         Ok(Server {
             data: tmp.path().join("data"),
             https_port,
             http_port,
+            downloads_port,
             turn_port,
             turn_tls_port,
             extra: extra.iter().map(|x| x.to_string()).collect(),
@@ -135,6 +138,7 @@ impl Server {
             data,
             https_port,
             http_port: 0,
+            downloads_port: 0,
             turn_port: 0,
             turn_tls_port: 0,
             extra: vec![],
@@ -156,6 +160,8 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.https_port))
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--downloads")
+            .arg(format!("127.0.0.1:{}", self.downloads_port))
             .arg("--turn")
             .arg(format!("127.0.0.1:{}", self.turn_port))
             .arg("--turn-tls")
@@ -280,6 +286,34 @@ impl Server {
         let res = self.request(method, path, body, session, headers).await?;
         self.contract().await?.check_response(method, path, res.status, res.header("content-type"), &res.text)?;
         Ok(res)
+    }
+
+    /// A request with a raw body and its own headers (Content-Type among
+    /// them), checked against the description like [`Server::http`].
+    pub async fn http_bytes(&self, method: &str, path: &str, body: &[u8], session: Option<&Session>, headers: &[(&str, &str)]) -> Result<Response> {
+        let mut tls = self.connect(self.https_port).await?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\nContent-Length: {}\r\n", self.https_port, body.len());
+        if let Some(s) = session {
+            req.push_str(&format!("Cookie: parvis_session={}\r\nX-CSRF-Token: {}\r\n", s.cookie, s.csrf));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        tls.write_all(req.as_bytes()).await?;
+        tls.write_all(body).await?;
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw).await;
+        let res = Response::parse(&raw)?;
+        self.contract().await?.check_response(method, path, res.status, res.header("content-type"), &res.text)?;
+        Ok(res)
+    }
+
+    /// A TLS connection (HTTP/1.1) to one of the server's ports on 127.0.0.1.
+    pub async fn connect(&self, port: u16) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let connector = TlsConnector::from(self.tls(&[b"http/1.1"]));
+        Ok(connector.connect(ServerName::try_from("localhost")?, tcp).await?)
     }
 
     /// [`Server::http`] without the check.
@@ -409,7 +443,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(raw: &[u8]) -> Result<Response> {
+    pub fn parse(raw: &[u8]) -> Result<Response> {
         let text = String::from_utf8_lossy(raw);
         let (head, rest) = text.split_once("\r\n\r\n").context("no header end")?;
         let mut lines = head.lines();

@@ -281,7 +281,7 @@ impl ErrorFrame {
             StoreError::NotFound => ErrorFrame::new(ErrorCode::NotFound, "no such message"),
             StoreError::Forbidden(why) => ErrorFrame::new(ErrorCode::Forbidden, *why),
             StoreError::Archived => ErrorFrame::new(ErrorCode::Archived, "this room is archived"),
-            StoreError::TooLarge(why) => ErrorFrame::new(ErrorCode::TooLarge, why.clone()),
+            StoreError::TooLarge(why) | StoreError::Quota(why) => ErrorFrame::new(ErrorCode::TooLarge, why.clone()),
             StoreError::Invalid(why) => ErrorFrame::new(ErrorCode::Invalid, why.clone()),
             StoreError::Conflict(why) => ErrorFrame::new(ErrorCode::Invalid, *why),
             StoreError::OutcomeUnknown => {

@@ -29,6 +29,10 @@ pub enum ClientFrame {
         body: String,
         #[serde(default)]
         reply_to: Option<Seq>,
+        /// Finished uploads of the sender for this room (at most 10): the
+        /// message's files. The body may be empty then.
+        #[serde(default)]
+        files: Vec<String>,
     },
     Edit { id: String, room: RoomId, seq: Seq, body: String },
     Delete { id: String, room: RoomId, seq: Seq },

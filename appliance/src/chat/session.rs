@@ -102,7 +102,7 @@ impl Bucket {
 /// A write the store carries out for the session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
-    Send { id: String, body: String, reply_to: Option<Seq> },
+    Send { id: String, body: String, reply_to: Option<Seq>, files: Vec<String> },
     Edit { id: String, seq: Seq, body: String },
     Delete { id: String, seq: Seq },
     React { id: String, seq: Seq, emoji: String, on: bool },
@@ -441,7 +441,7 @@ impl Session {
             }
             write => {
                 let (room, op) = match write {
-                    ClientFrame::Send { id, room, body, reply_to } => (room, WriteOp::Send { id, body, reply_to }),
+                    ClientFrame::Send { id, room, body, reply_to, files } => (room, WriteOp::Send { id, body, reply_to, files }),
                     ClientFrame::Edit { id, room, seq, body } => (room, WriteOp::Edit { id, seq, body }),
                     ClientFrame::Delete { id, room, seq } => (room, WriteOp::Delete { id, seq }),
                     ClientFrame::React { id, room, seq, emoji, on } => (room, WriteOp::React { id, seq, emoji, on }),
@@ -578,7 +578,7 @@ fn write(chat: &Chat, user: UserId, is_admin: bool, room: RoomId, op: WriteOp) -
         Ok((Some(ServerFrame::ack(&id, room, seq, None)), p.into_iter().collect()))
     };
     let rx = match op {
-        WriteOp::Send { id, body, reply_to } => chat.submit(move |c, now| match rooms::post_message(c, room, user, &id, &body, reply_to, now)? {
+        WriteOp::Send { id, body, reply_to, files } => chat.submit(move |c, now| match rooms::post_message_with_files(c, room, user, &id, &body, reply_to, &files, now)? {
             PostOutcome::Stored { seq, published } => Ok((Some(ServerFrame::ack(&id, room, Some(seq), Some(false))), vec![published])),
             PostOutcome::Duplicate { room, seq } => Ok((Some(ServerFrame::ack(&id, room, Some(seq), Some(true))), vec![])),
         }),

@@ -145,6 +145,46 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE users SET guest_admitted_ms = created_ms WHERE guest_link IS NOT NULL;
     UPDATE users SET guest_ended_ms = created_ms WHERE guest_link IS NOT NULL AND disabled = 1;
     "#,
+    // Files: a blob is stored once by its SHA-256 and counted by the rows
+    // that refer to it (finished uploads not sent yet, attachments); the
+    // room owns its attachments (one per file of a message). A removed
+    // attachment keeps its name (`gone_ms`), not its blob.
+    r#"
+    CREATE TABLE blobs (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        refs INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        name TEXT NOT NULL,
+        length INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        hash TEXT REFERENCES blobs(hash)
+    );
+    CREATE INDEX uploads_user ON uploads(user_id);
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        seq INTEGER NOT NULL,
+        sender INTEGER NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        hash TEXT REFERENCES blobs(hash),
+        size INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        gone_ms INTEGER
+    );
+    CREATE INDEX attachments_message ON attachments(room_id, seq);
+    CREATE INDEX attachments_sender ON attachments(sender);
+    CREATE INDEX attachments_created ON attachments(created_ms) WHERE hash IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes (the number of migrations).

@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod db;
+pub mod files;
 pub mod guests;
 pub mod ids;
 pub mod migrations;
@@ -30,6 +31,9 @@ pub enum StoreError {
     /// Over a size limit (a message body).
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Over a storage quota (files).
+    #[error("over quota: {0}")]
+    Quota(String),
     #[error("already exists: {0}")]
     Conflict(&'static str),
     #[error("room is archived")]

@@ -30,6 +30,9 @@ pub enum EventBody {
         reply_to: Option<Seq>,
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
         mentions: Vec<UserId>,
+        /// Files sent with the message.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        files: Vec<super::files::FileRef>,
     },
     Edit { target: Seq, body: String },
     Delete { target: Seq },
@@ -159,6 +162,9 @@ pub struct Message {
     pub deleted: bool,
     /// emoji → users who reacted with it.
     pub reactions: BTreeMap<String, Vec<UserId>>,
+    /// Files sent with the message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::files::FileRef>,
     /// For a call record (started/ended) shown in the timeline: the event
     /// body; `body` is empty then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -391,7 +397,7 @@ pub fn open_direct(conn: &Connection, a: UserId, b: UserId, now: Millis) -> Resu
     Ok((room, vec![p1, p2]))
 }
 
-fn check_writable(conn: &Connection, room: RoomId, user: UserId) -> Result<(RoomRole, RoomRow), StoreError> {
+pub(crate) fn check_writable(conn: &Connection, room: RoomId, user: UserId) -> Result<(RoomRole, RoomRow), StoreError> {
     let row = room_row(conn, room).map_err(|e| match e {
         StoreError::NotFound => StoreError::NotMember,
         e => e,
@@ -455,6 +461,22 @@ pub fn post_message(
     reply_to: Option<Seq>,
     now: Millis,
 ) -> Result<PostOutcome, StoreError> {
+    post_message_with_files(conn, room, sender, client_id, body, reply_to, &[], now)
+}
+
+/// [`post_message`] carrying finished uploads of the sender as its files
+/// (then the text may be empty).
+#[allow(clippy::too_many_arguments)]
+pub fn post_message_with_files(
+    conn: &Connection,
+    room: RoomId,
+    sender: UserId,
+    client_id: &str,
+    body: &str,
+    reply_to: Option<Seq>,
+    uploads: &[String],
+    now: Millis,
+) -> Result<PostOutcome, StoreError> {
     check_client_id(client_id)?;
     let earlier: Option<(RoomId, Seq)> = conn
         .prepare_cached("SELECT room_id, seq FROM messages WHERE sender = ?1 AND client_id = ?2")?
@@ -463,14 +485,20 @@ pub fn post_message(
     if let Some((room, seq)) = earlier {
         return Ok(PostOutcome::Duplicate { room, seq });
     }
-    check_body(body)?;
+    if uploads.is_empty() || !body.is_empty() {
+        check_body(body)?;
+    }
     check_writable(conn, room, sender)?;
     if let Some(target) = reply_to {
         message_id(conn, room, target)?;
     }
     let mentions = mentions(conn, room, body)?;
-    let event = EventBody::Message { body: body.to_string(), client_id: client_id.to_string(), reply_to, mentions };
+    // the sequence number the message will take, for its attachments
+    let next = Seq(conn.query_row("SELECT last_seq + 1 FROM rooms WHERE id = ?1", [room], |r| r.get(0))?);
+    let files = super::files::attach(conn, room, next, sender, uploads, now)?;
+    let event = EventBody::Message { body: body.to_string(), client_id: client_id.to_string(), reply_to, mentions, files };
     let (seq, published) = append_to_members(conn, room, sender, now, &event)?;
+    debug_assert_eq!(seq, next);
     conn.prepare_cached(
         "INSERT INTO messages(room_id, seq, sender, client_id, body, reply_to, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -527,6 +555,7 @@ pub fn delete_message(
     }
     conn.execute("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1", [id])?;
     conn.execute("DELETE FROM reactions WHERE message_id = ?1", [id])?;
+    super::files::drop_message_files(conn, room, target)?;
     Ok(Some(append_to_readers(conn, room, user, now, &EventBody::Delete { target }, target)?.1))
 }
 
@@ -839,6 +868,7 @@ pub fn history(
                 edited: r.get(7)?,
                 deleted: r.get(8)?,
                 reactions: BTreeMap::new(),
+                files: Vec::new(),
                 call: None,
                 audit: None,
             },
@@ -855,6 +885,9 @@ pub fn history(
         for row in rows {
             let (emoji, uid) = row?;
             m.reactions.entry(emoji).or_default().push(uid);
+        }
+        if !m.deleted {
+            m.files = super::files::message_files(conn, room, m.seq)?;
         }
         out.push(m);
     }
@@ -882,6 +915,7 @@ pub fn history(
             edited: None,
             deleted: false,
             reactions: BTreeMap::new(),
+            files: Vec::new(),
             call,
             audit,
         })
@@ -940,7 +974,7 @@ pub fn resume(conn: &Connection, room: RoomId, user: UserId, since: Seq, limit: 
 
 /// The sequence after which `user` may read `room`: 0 for members, the
 /// room's sequence at admission for guests.
-fn history_floor(conn: &Connection, room: RoomId, user: UserId) -> Result<Seq, StoreError> {
+pub(crate) fn history_floor(conn: &Connection, room: RoomId, user: UserId) -> Result<Seq, StoreError> {
     Ok(conn
         .query_row("SELECT since_seq FROM members WHERE room_id = ?1 AND user_id = ?2", (room, user), |r| r.get(0))
         .optional()?

@@ -40,6 +40,12 @@ const GUEST_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/search"),
     (Method::GET, "/api/ice"),
     (Method::GET, "/api/ws"),
+    // files: the room's, and uploads if the link allows them (checked there)
+    (Method::GET, "/api/rooms/{id}/files"),
+    (Method::POST, "/api/rooms/{id}/uploads"),
+    (Method::HEAD, "/api/uploads/{id}"),
+    (Method::PATCH, "/api/uploads/{id}"),
+    (Method::DELETE, "/api/uploads/{id}"),
 ];
 
 /// What a guest still waiting to be let in may ask: who it is, and to go.

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod guests;
 pub mod health;
 pub mod calls;
+pub mod files;
 pub mod invites;
 pub mod messages;
 pub mod metrics;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub setup_code: Mutex<Option<String>>,
     /// How `parvis serve` ends (reboot after an update, install).
     pub lifecycle: Lifecycle,
+    /// Files on disk, the download origin's port and link key.
+    pub files: Arc<crate::files::Files>,
 }
 
 pub type State = Arc<AppState>;
@@ -141,6 +144,7 @@ impl From<StoreError> for AppError {
             StoreError::Invalid(why) => AppError::bad_request(why),
             StoreError::TooLarge(why) => AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why),
             StoreError::Conflict(why) => AppError::new(StatusCode::CONFLICT, "conflict", why),
+            StoreError::Quota(why) => AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota", why),
             StoreError::Archived => AppError::new(StatusCode::CONFLICT, "archived", "this room is archived"),
             StoreError::OutcomeUnknown => {
                 tracing::error!("a commit's outcome is unknown");
@@ -346,12 +350,20 @@ async fn security(AxState(state): AxState<State>, req: Request<axum::body::Body>
     if unsafe_method && !same_origin(req.headers(), req.uri()) {
         return AppError::forbidden("cross-origin request refused").into_response();
     }
+    let host = request_host(req.headers(), req.uri()).map(|h| strip_port(h).to_string());
     let mut res = next.run(req).await;
+    let mut csp = CSP.to_string();
+    let origins = state.settings.own_origins();
+    if !origins.is_empty() {
+        csp = csp.replace("connect-src 'self'", &format!("connect-src 'self' {}", origins.join(" ")));
+    }
+    // the download origin: this host, its own port (user content is never
+    // served from the app's origin)
+    if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))) {
+        let files = format!("https://{host}:{}", state.files.port);
+        csp = csp.replace("img-src 'self'", &format!("img-src 'self' {files}")).replace("media-src 'self'", &format!("media-src 'self' {files}"));
+    }
     let h = res.headers_mut();
-    let csp = {
-        let origins = state.settings.own_origins();
-        if origins.is_empty() { CSP.to_string() } else { CSP.replace("connect-src 'self'", &format!("connect-src 'self' {}", origins.join(" "))) }
-    };
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(CSP)));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{State, account, admin, calls, guests, health, invites, messages, rooms, users, wizard};
+use super::{State, account, admin, calls, files, guests, health, invites, messages, rooms, users, wizard};
 use crate::chat::frames::ServerFrame;
 use crate::chat::protocol::ClientFrame;
 
@@ -33,7 +33,10 @@ fn default_errors(doc: &mut utoipa::openapi::OpenApi) {
         .content("application/json", ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ApiError")))).build())
         .build();
     for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head, &mut item.options]
+            .into_iter()
+            .flatten()
+        {
             op.responses.responses.entry("default".into()).or_insert_with(|| RefOr::T(error.clone()));
         }
     }
@@ -56,6 +59,7 @@ fn default_errors(doc: &mut utoipa::openapi::OpenApi) {
         (name = "invites", description = "invite links for colleagues"),
         (name = "rooms", description = "rooms, direct conversations, members"),
         (name = "messages", description = "history and search"),
+        (name = "files", description = "uploads (tus 1.0) and a conversation's files"),
         (name = "calls", description = "ICE servers and the WebSocket"),
         (name = "wizard", description = "the first-boot wizard"),
         (name = "admin", description = "Settings → Box (admins)"),
@@ -68,7 +72,16 @@ pub fn api_router() -> OpenApiRouter<State> {
     let update = OpenApiRouter::new()
         .routes(routes!(admin::upload_update))
         .layer(axum::extract::DefaultBodyLimit::max(128 << 20));
+    // tus uploads: bodies streamed to disk (no size limit here: the upload's
+    // declared length bounds them), every answer with Tus-Resumable
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(files::upload_options, files::create_upload))
+        .routes(routes!(files::upload_offset, files::upload_bytes, files::delete_upload))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(files::tus_layer));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(uploads)
+        .routes(routes!(files::room_files))
         .routes(routes!(account::status))
         .routes(routes!(account::setup))
         .routes(routes!(account::login))

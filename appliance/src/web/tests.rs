@@ -45,6 +45,7 @@ fn harness_with(hasher: crate::auth::Hasher) -> Harness {
         turn: crate::turn::TurnService::new(None, &config).unwrap(),
         setup_code: Mutex::new(Some(CODE.into())),
         lifecycle: crate::serve::Lifecycle::default(),
+        files: crate::files::Files::open(dir.path(), 8444).unwrap(),
     });
     Harness { app: router(state.clone()), state, _dir: dir }
 }
@@ -694,7 +695,9 @@ async fn guest_authorization_matrix() {
             (Harness::session_from(&hd, &b), b["user"]["id"].as_i64().unwrap())
         }
     };
-    let l1 = link(room, json!({"label": "customer"})).await;
+    // this room's guest may send files (the files routes are open to it)
+    let upload = json!({"chat": true, "call": true, "media": true, "screen": true, "upload": true});
+    let l1 = link(room, json!({"label": "customer", "perms": upload})).await;
     assert_eq!(l1["link"]["expires"].as_i64().unwrap() - l1["link"]["created"].as_i64().unwrap(), 168 * 3_600_000, "7 days by default");
     // the box's own CA: a guest outside would meet a certificate warning, and the link says so
     assert_eq!((l1["url"].clone(), l1["warnings"][0]["code"].as_str()), (Value::Null, Some("local_certificate")), "{l1}");
@@ -741,6 +744,8 @@ async fn guest_authorization_matrix() {
             ("PUT", item.put.is_some()),
             ("PATCH", item.patch.is_some()),
             ("DELETE", item.delete.is_some()),
+            ("HEAD", item.head.is_some()),
+            ("OPTIONS", item.options.is_some()),
         ];
         for (method, _) in ops.iter().filter(|(_, on)| *on) {
             // logging out is checked last, on its own
@@ -836,3 +841,5 @@ async fn guest_authorization_matrix() {
     assert_eq!(h.call("POST", "/api/logout", None, Some(&guest)).await.0, StatusCode::NO_CONTENT);
     assert_eq!(h.call("GET", "/api/me", None, Some(&guest)).await.0, StatusCode::UNAUTHORIZED);
 }
+
+mod files;
