@@ -2,6 +2,8 @@
 
 let csrf = '';
 export function setCsrf(token) { csrf = token || ''; }
+/** The session's CSRF token (the uploads send it themselves). */
+export const csrfToken = () => csrf;
 // The first-boot wizard's token (from the setup code), sent while set.
 let setupToken = '';
 export function setSetupToken(token) { setupToken = token || ''; }

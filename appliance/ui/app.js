@@ -14,6 +14,7 @@ import { S, on, changed, userName, roomTitle, sortedRooms, canModerate } from '.
 import { onFrame } from './events.js';
 import { openRoom, renderEmpty, onScroll, scrollToBottom } from './conversation.js';
 import { composerKey, composerInput, submitComposer } from './composer.js';
+import { addFiles, toggleFiles, wireDropAndPaste } from './files.js';
 import { renderRoomList } from './roomlist.js';
 import { roomSettingsDialog, toggleMembers, runSearch, customerLinkDialog } from './dialogs.js';
 import { loadWaiting, customerCall } from './lobby.js';
@@ -229,6 +230,8 @@ function renderShell() {
   const textarea = h('textarea', { id: 'composer-input', rows: 1, 'aria-label': t('write_message'), placeholder: t('write_message') });
   textarea.addEventListener('keydown', composerKey);
   textarea.addEventListener('input', composerInput);
+  const picker = h('input', { type: 'file', id: 'file-input', multiple: true, hidden: true, 'aria-hidden': 'true', tabindex: '-1' });
+  picker.addEventListener('change', () => { addFiles(S.current, [...picker.files]); picker.value = ''; });
   const main = h('main', { class: 'conversation', id: 'conversation' },
     h('header', { class: 'conv-head' },
       h('button', { class: 'icon back', 'aria-label': t('back'), onclick: () => root.classList.remove('in-room') }, icon('back')),
@@ -236,6 +239,7 @@ function renderShell() {
       h('button', { class: 'icon', id: 'call-btn', title: t('call_start'), 'aria-label': t('call_start'), onclick: () => S.calls.prejoin(S.current) }, icon('phone')),
       guest ? null : h('button', { class: 'icon', id: 'customer-call-btn', title: t('customer_call'), 'aria-label': t('customer_call'),
         onclick: () => customerCall(S.current, { openRoom, showLink: customerLinkDialog }) }, icon('support')),
+      h('button', { class: 'icon', id: 'files-btn', title: t('files_title'), 'aria-label': t('files_title'), onclick: toggleFiles }, icon('folder')),
       h('button', { class: 'icon', id: 'members-btn', title: t('members'), 'aria-label': t('members'), onclick: toggleMembers }, icon('members')),
       h('button', { class: 'icon', id: 'room-settings-btn', title: t('room_settings'), 'aria-label': t('room_settings'), onclick: roomSettingsDialog }, icon('edit'))),
     h('div', { id: 'offline-banner', class: 'banner', hidden: true, role: 'status' }),
@@ -245,7 +249,11 @@ function renderShell() {
     h('div', { id: 'typing', class: 'typing', 'aria-live': 'polite' }),
     h('form', { id: 'composer', class: 'composer', onsubmit: (ev) => { ev.preventDefault(); submitComposer(); } },
       h('div', { id: 'compose-context', class: 'compose-context', hidden: true }),
-      h('div', { class: 'compose-row' }, textarea, h('button', { type: 'submit', class: 'primary', id: 'send' }, t('send')))));
+      h('div', { id: 'tray', class: 'tray', hidden: true, 'aria-label': t('files_attached') }),
+      h('div', { class: 'compose-row' },
+        h('button', { type: 'button', class: 'icon', id: 'attach', title: t('file_attach'), 'aria-label': t('file_attach'), onclick: () => picker.click() }, icon('attach')),
+        picker, textarea, h('button', { type: 'submit', class: 'primary', id: 'send' }, t('send')))));
+  wireDropAndPaste(main, textarea);
   const panel = h('aside', { id: 'panel', class: 'panel', hidden: true });
   root.classList.toggle('guest-mode', guest);
   if (guest) {

@@ -6,8 +6,9 @@ import { icon } from './icons.js';
 import { newId } from './conn.js';
 import { plainText } from './format.js';
 import { t } from './i18n.js';
-import { S, changed, msgsFor, userName } from './state.js';
+import { S, on, changed, msgsFor, userName } from './state.js';
 import { toast, showDialog } from './widgets.js';
+import { takeUploads, trayBusy, trayOf } from './files.js';
 
 const MAX_BODY_BYTES = 16384;
 
@@ -75,15 +76,34 @@ export function startEdit(msg) {
   input.focus();
 }
 
+/** The message goes once its files are uploaded (set while they are). */
+let sendWhenUploaded = null;
+
 export function submitComposer() {
   const input = $('#composer-input');
   const body = input.value;
-  if (!body.trim() || S.current === null) return;
+  const room = S.current;
+  const withFiles = !S.editing && trayOf(room).length > 0;
+  if ((!body.trim() && !withFiles) || room === null) return;
   if (new TextEncoder().encode(body).length > MAX_BODY_BYTES) { toast(t('err_too_large'), 'error'); return; }
+  if (withFiles && trayBusy(room)) {
+    if (trayOf(room).some((x) => x.state === 'failed')) { toast(t('file_failed_first'), 'error'); return; }
+    // sent by itself when the last file is up
+    sendWhenUploaded = room;
+    renderSendButton();
+    return;
+  }
+  sendWhenUploaded = null;
+  renderSendButton();
   if (S.editing) {
-    S.conn.queue({ t: 'edit', id: newId(), room: S.current, seq: S.editing.seq, body });
+    S.conn.queue({ t: 'edit', id: newId(), room, seq: S.editing.seq, body });
   } else {
-    const frame = { t: 'send', id: newId(), room: S.current, body, _ts: Date.now() };
+    const frame = { t: 'send', id: newId(), room, body: body.trim() ? body : '', _ts: Date.now() };
+    if (withFiles) {
+      const { ids, files } = takeUploads(room);
+      frame.files = ids;
+      frame._files = files;
+    }
     if (S.replyTo) frame.reply_to = S.replyTo.seq;
     S.conn.queue(frame);
     changed('pending', { room: S.current, id: frame.id });
@@ -95,6 +115,22 @@ export function submitComposer() {
   autoGrow(input);
   changed('conn');
 }
+
+function renderSendButton() {
+  const b = $('#send');
+  if (!b) return;
+  const waiting = sendWhenUploaded !== null && sendWhenUploaded === S.current;
+  b.textContent = waiting ? t('file_sending_after') : t('send');
+  b.classList.toggle('waiting', waiting);
+}
+
+// an upload ended: the message waiting for it goes, or waits on
+on('tray', (room) => {
+  if (room !== sendWhenUploaded) return;
+  if (trayOf(room).some((x) => x.state === 'failed')) { sendWhenUploaded = null; renderSendButton(); toast(t('file_failed_first'), 'error'); return; }
+  if (!trayBusy(room) && room === S.current) submitComposer();
+});
+on('open', () => renderSendButton());
 
 export function react(msg, emoji, on) {
   S.conn.queue({ t: 'react', id: newId(), room: S.current, seq: msg.seq, emoji, on });

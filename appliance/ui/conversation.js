@@ -10,6 +10,7 @@ import { S, on, changed, view, userName, roomTitle, msgsFor, canModerate, pendin
 import { loadHistory } from './rooms.js';
 import { showComposer, startReply, startEdit, react, deleteMessage, reactionPicker } from './composer.js';
 import { settingsDialog } from './settings.js';
+import { filesNode, roomLink } from './files.js';
 import { toast, timeOf, dayOf, durationText, guestBadge } from './widgets.js';
 
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
@@ -32,11 +33,18 @@ export async function openRoom(id) {
   showComposer();
   changed('open', id);
   const m = msgsFor(id);
+  // the room's signed link for its files, and whether one may attach here
+  const link = roomLink(id).then((l) => {
+    const attach = $('#attach');
+    if (attach && S.current === id) attach.hidden = !l.limits.allowed || !!room.archived;
+  }).catch(() => {});
   if (!m.loaded) {
     clear($('#messages')).append(h('p', { class: 'empty' }, t('loading')));
     try { await loadHistory(id); } catch (e) { toast(errorText(e), 'error'); return; }
     if (S.current !== id) return;
   }
+  await link;
+  if (S.current !== id) return;
   renderMessages();
   const divider = $('#messages .divider');
   if (divider) divider.scrollIntoView({ block: 'start' });
@@ -159,7 +167,7 @@ function messageNode(msg, prev) {
   h('div', { class: 'content' },
     compact ? null : h('header', {}, h('span', { class: 'sender' }, sender), guestBadge(msg.sender), ' ',
       h('time', { datetime: new Date(msg.ts).toISOString(), title: new Date(msg.ts).toLocaleString(lang()) }, timeOf(msg.ts))),
-    quote, body,
+    quote, body, msg.deleted ? null : filesNode(S.current, msg),
     msg.edited && !msg.deleted ? h('span', { class: 'edited' }, t('edited')) : null,
     msg.pending ? h('span', { class: 'status' }, msg.failed ? t('send_failed') : t('sending')) : null,
     reactions),

@@ -35,7 +35,7 @@ function onEvent(ev) {
   switch (ev.kind) {
     case 'message': {
       const msg = { seq: ev.seq, sender: ev.actor, body: ev.body, client_id: ev.client_id, reply_to: ev.reply_to || null,
-        mentions: ev.mentions || [], ts: ev.ts, edited: null, deleted: false, reactions: {} };
+        mentions: ev.mentions || [], ts: ev.ts, edited: null, deleted: false, reactions: {}, files: ev.files || [] };
       if (m?.loaded) m.list.push(msg);
       const mine = ev.actor === S.me.id;
       if (mine) {
@@ -58,7 +58,7 @@ function onEvent(ev) {
     }
     case 'delete': {
       const x = find(ev.target);
-      if (x) { x.deleted = true; x.body = ''; x.reactions = {}; changed('changed', { room: ev.room, msg: x }); }
+      if (x) { x.deleted = true; x.body = ''; x.reactions = {}; x.files = []; changed('changed', { room: ev.room, msg: x }); }
       break;
     }
     case 'react': {

@@ -39,6 +39,7 @@ export const S = {
  * - `removed` [room id]: this user is no longer in the room
  * - `waiting`: a guest knocked, or was admitted or denied
  * - `synced`: the connection caught up (after every (re)connection)
+ * - `tray` [room id]: an attached file finished uploading, failed or was removed
  * - `dialog`: a modal dialog opened (what must stay clickable moves into it)
  * - `lang`: the language changed (everything re-renders)
  */
@@ -91,6 +92,6 @@ export function pendingFor(room) {
   if (!S.conn) return [];
   return S.conn.pending().filter((f) => f.t === 'send' && f.room === room).map((f) => ({
     seq: Infinity, sender: S.me.id, body: f.body, client_id: f.id, reply_to: f.reply_to || null,
-    ts: f._ts || Date.now(), pending: true, reactions: {},
+    ts: f._ts || Date.now(), pending: true, reactions: {}, files: f._files || [],
   }));
 }

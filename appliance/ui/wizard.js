@@ -206,6 +206,19 @@ function guestsPanel(s) {
   ];
 }
 
+function filesPanel(s) {
+  s.files = s.files || { max_file_mb: 1024, user_quota_mb: 10240, guest_quota_mb: 100, room_quota_mb: 0, box_quota_mb: 0, retention_days: 0 };
+  const mb = (key, label, hint, min = 0) =>
+    field(t(label), bound(s.files, key, { type: 'number', min, max: 1048576, 'data-key': 'files.' + key }, num), hint ? t(hint) : null);
+  return [
+    mb('max_file_mb', 'files_max_file', 'files_max_file_hint', 1),
+    h('div', { class: 'row' }, mb('user_quota_mb', 'files_user_quota'), mb('guest_quota_mb', 'files_guest_quota')),
+    h('div', { class: 'row' }, mb('room_quota_mb', 'files_room_quota'), mb('box_quota_mb', 'files_box_quota')),
+    h('p', { class: 'hint' }, t('files_quota_hint')),
+    field(t('files_retention'), bound(s.files, 'retention_days', { type: 'number', min: 0, max: 36500, 'data-key': 'files.retention_days' }, num), t('files_retention_hint')),
+  ];
+}
+
 function federationPanel(s) {
   const list = h('textarea', { rows: 3, 'data-key': 'federation_allow', placeholder: 'chat.partner.example', autocapitalize: 'none', spellcheck: 'false' });
   list.value = (s.federation_allow || []).join('\n');
@@ -339,7 +352,7 @@ export function boxSettingsSection(toast, part = 'box') {
     } },
     ...(part === 'certificates' ? [...certsPanel(s, v.info, v.certificate),
       h('button', { type: 'button', class: 'secondary', onclick: async () => { await post('/admin/certificate/renew'); toast(t('wiz_renew_asked')); setTimeout(render, 3000); } }, t('wiz_renew_now'))]
-      : [...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s), h('h3', {}, t('guests_settings')), ...guestsPanel(s)]),
+      : [...companyPanel(s), ...boxPanel(s, v.info), h('h3', {}, t('wiz_calls')), ...callsPanel(s, v.info), h('h3', {}, t('wiz_federation')), ...federationPanel(s), h('h3', {}, t('guests_settings')), ...guestsPanel(s), h('h3', {}, t('files_settings')), ...filesPanel(s)]),
     err, h('button', { type: 'submit', class: 'primary' }, t('save')));
     if (part === 'system') clear(body).append(...[await updateBlock(), v.info.on_box ? restartBlock() : null, await installBlock()].filter(Boolean));
     else clear(body).append(form);

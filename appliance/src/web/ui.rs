@@ -29,6 +29,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("conversation.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/conversation.js")),
     ("composer.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/composer.js")),
     ("lobby.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/lobby.js")),
+    ("files.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/files.js")),
     ("events.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/events.js")),
     ("notify.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/notify.js")),
     ("dialogs.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/dialogs.js")),
