@@ -236,6 +236,7 @@ export function guestLinksDialog(r) {
     h('option', { value: v, selected: v === fallback }, k ? t(k) : t('days_n', { n: Math.round(v / 24) }))));
   const uses = h('select', { name: 'max_uses' }, h('option', { value: '' }, t('guest_uses_any')), h('option', { value: '1' }, t('guest_uses_one')));
   const knock = h('input', { type: 'checkbox', name: 'knock', checked: true });
+  const upload = h('input', { type: 'checkbox', name: 'upload' });
   const pw = h('input', { type: 'password', name: 'password', minlength: 8, autocomplete: 'new-password' });
   const label = h('input', { name: 'label', maxlength: 80 });
   const out = h('div', { class: 'invite-out', id: 'guest-link-out' });
@@ -247,6 +248,7 @@ export function guestLinksDialog(r) {
     clear(list).append(...(links.length ? links.map((l) => h('li', { dataset: { link: l.id } },
       h('div', {}, h('strong', {}, l.label || t('guest_title')), l.knock ? h('small', {}, ' · ' + t('guest_knock_short')) : null,
         l.password ? h('small', {}, ' · ' + t('guest_with_password')) : null,
+        l.perms?.upload ? h('small', {}, ' · ' + t('guest_files_short')) : null,
         h('br'), h('small', {}, l.revoked ? t('guest_revoked') : l.expires <= now ? t('guest_expired')
           : t('guest_link_row', { uses: l.max_uses ? `${l.uses}/${l.max_uses}` : l.uses, when: new Date(l.expires).toLocaleString(lang()) }),
         ' · ', t('guest_link_by', { name: userName(l.created_by) }))),
@@ -259,7 +261,8 @@ export function guestLinksDialog(r) {
     ev.preventDefault();
     try {
       const made = await post(`/rooms/${r.id}/guest-links`, { hours: Number(hours.value), max_uses: uses.value ? Number(uses.value) : null,
-        password: pw.value || null, label: label.value, knock: knock.checked });
+        password: pw.value || null, label: label.value, knock: knock.checked,
+        perms: { chat: true, call: true, media: true, screen: true, upload: upload.checked } });
       const block = madeLinkBlock(made, () => d.close());
       clear(out).append(block.node);
       block.node.scrollIntoView({ block: 'nearest' });
@@ -269,6 +272,7 @@ export function guestLinksDialog(r) {
     } catch (e) { showFormError(err, e); }
   } }, field(t('guest_valid'), hours), field(t('guest_max_uses'), uses),
   h('label', { class: 'check' }, knock, ' ', t('guest_knock'), h('small', { class: 'hint' }, ' ' + t('guest_knock_hint'))),
+  h('label', { class: 'check' }, upload, ' ', t('guest_files'), h('small', { class: 'hint' }, ' ' + t('guest_files_hint'))),
   field(t('guest_password_opt'), pw, t('password_hint')),
   field(t('guest_label'), label), err, h('button', { type: 'submit', class: 'primary' }, t('guest_create'))),
   out, h('h3', {}, t('guest_links')), list);
