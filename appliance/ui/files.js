@@ -42,12 +42,12 @@ export async function roomLink(room) {
 
 /** An image or medium whose link expired (the room stayed open an hour)
  *  loads again with a fresh one, once. */
-function reloadOnExpiry(el, room, file) {
+function reloadOnExpiry(el, room, file, thumb = 0) {
   el.addEventListener('error', async () => {
     if (el.dataset.retried) return;
     el.dataset.retried = '1';
     links.delete(room);
-    try { await roomLink(room); el.src = fileUrl(room, file); } catch { /* offline: stays broken */ }
+    try { await roomLink(room); el.src = fileUrl(room, file, false, thumb); } catch { /* offline: stays broken */ }
   });
   return el;
 }
@@ -60,12 +60,14 @@ async function freshDownload(ev, room, file) {
   try { await roomLink(room); location.assign(fileUrl(room, file, true)); } catch (e) { toast(errorText(e), 'error'); }
 }
 
-/** A file's URL on the download origin (null until the room's link is known). */
-export function fileUrl(room, file, download = false) {
+/** A file's URL on the download origin (null until the room's link is
+ *  known); `download` to save it, `thumb` (320, 1280) for an image's preview. */
+export function fileUrl(room, file, download = false, thumb = 0) {
   const l = links.get(room);
   if (!l) return null;
   const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  return `https://${host}:${l.port}${l.prefix}/${file.id}/${encodeURIComponent(file.name)}${download ? '?download' : ''}`;
+  const query = download ? '?download' : thumb && file.width ? `?thumb=${thumb}` : '';
+  return `https://${host}:${l.port}${l.prefix}/${file.id}/${encodeURIComponent(file.name)}${query}`;
 }
 
 // ---- uploads -------------------------------------------------------------
@@ -232,7 +234,9 @@ export function filesNode(room, msg) {
     if (f.gone) return h('div', { class: 'file-card gone' }, icon('file'), h('span', { class: 'name' }, f.name), h('small', {}, t('file_gone')));
     if (IMAGE.has(f.mime) && url) {
       return h('button', { type: 'button', class: 'file-image', 'aria-label': t('file_view', { name: f.name }), onclick: () => viewer(room, images, images.indexOf(f)) },
-        reloadOnExpiry(h('img', { src: url, alt: f.name, loading: 'lazy', crossorigin: 'anonymous', decoding: 'async' }), room, f));
+        // the 1280-px preview (sharp on a dense screen), sized before it loads
+        reloadOnExpiry(h('img', { src: fileUrl(room, f, false, 1280), alt: f.name, loading: 'lazy', crossorigin: 'anonymous', decoding: 'async',
+          width: f.width, height: f.height }), room, f, 1280));
     }
     if (VIDEO.has(f.mime) && url) return reloadOnExpiry(h('video', { class: 'file-media', src: url, controls: true, preload: 'metadata', crossorigin: 'anonymous', 'aria-label': f.name }), room, f);
     const card = h('div', { class: 'file-card' }, icon(kindIcon(f.mime)),
@@ -299,7 +303,7 @@ async function renderFilesPanel(q) {
     page.files.length ? h('ul', { class: 'file-list' }, page.files.map((f) => h('li', { dataset: { name: f.name } },
       IMAGE.has(f.mime) && !f.gone
         ? h('button', { type: 'button', class: 'file-thumb', 'aria-label': t('file_view', { name: f.name }), onclick: () => viewer(room, images, images.indexOf(f)) },
-          h('img', { src: fileUrl(room, f), alt: '', loading: 'lazy', crossorigin: 'anonymous' }))
+          h('img', { src: fileUrl(room, f, false, 320), alt: '', loading: 'lazy', crossorigin: 'anonymous' }))
         : h('span', { class: 'file-thumb' }, icon(kindIcon(f.mime))),
       h('div', { class: 'file-text' },
         h('span', { class: 'name', title: f.name }, f.name),

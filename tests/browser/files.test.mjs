@@ -76,8 +76,10 @@ test('a pasted screenshot and a dropped PDF reach the other side, download as se
     await alice.waitForSelector('#tray', { state: 'hidden' });
     // Bob sees the preview, decoded (loaded from the download origin, not the app's)
     const img = await bob.waitForSelector('.msg .file-image img');
+    // the 1280-px preview: the original itself, being smaller (640 px)
     await bob.waitForFunction(() => document.querySelector('.msg .file-image img')?.naturalWidth === 640, null, { timeout: 15000 });
     const src = await img.getAttribute('src');
+    assert.match(src, /\?thumb=1280$/, 'a preview, never larger than the original');
     const appPort = new URL(server.url).port;
     assert.equal(new URL(src).port, String(server.downloadsPort), `served from the download origin, not :${appPort}`);
     assert.match(await bob.textContent('.msg:has(.file-image)'), /Here is the dashboard/);
@@ -106,7 +108,7 @@ test('a pasted screenshot and a dropped PDF reach the other side, download as se
     assert.match(res.headers()['content-disposition'], /^attachment; filename="Offer 2027 _ ACME.pdf"; filename\*=UTF-8''Offer%202027%20%E2%80%93%20ACME\.pdf$/);
     assert.equal(res.headers()['x-content-type-options'], 'nosniff');
     assert.equal(res.headers()['content-security-policy'], "sandbox; default-src 'none'; frame-ancestors 'none'");
-    await alice.waitForFunction(() => document.querySelector('.msg .file-image img')?.naturalWidth === 640);
+    await alice.waitForFunction(() => document.querySelector('.msg .file-image img')?.naturalWidth > 0);
     await shot(alice, 'files-desktop');
     await shot(bob, 'files-pdf-phone');
 
@@ -118,6 +120,8 @@ test('a pasted screenshot and a dropped PDF reach the other side, download as se
     assert.equal(names[0], 'Offer 2027 – ACME.pdf');
     assert.match(names[1], /^Screenshot /);
     assert.match(await alice.textContent('#panel .file-list li:first-child'), /Bob/);
+    // the screenshot's 320-px preview, made by the box
+    await alice.waitForFunction(() => document.querySelector('#panel .file-thumb img')?.naturalWidth === 320);
     await shot(alice, 'files-panel-desktop');
     await alice.fill('#panel input[type=search]', 'offer');
     await alice.waitForFunction(() => document.querySelectorAll('#panel .file-list li').length === 1);

@@ -14,6 +14,7 @@
 
 pub mod origin;
 pub mod sniff;
+pub mod thumbs;
 pub mod tus;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,7 @@ pub const MAX_WRITERS: usize = 32;
 pub struct Files {
     files: PathBuf,
     uploads: PathBuf,
+    thumbs: PathBuf,
     key: [u8; 32],
     /// The download origin's port (same host as the app).
     pub port: u16,
@@ -52,6 +54,8 @@ pub struct Files {
     /// collected while the same bytes arrive again would lose its file).
     pub blobs: tokio::sync::Mutex<()>,
     pub writers: tokio::sync::Semaphore,
+    /// Images decoded for previews at once (one: the Pi has few cores).
+    pub previewing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A held upload: released when dropped.
@@ -74,8 +78,8 @@ impl Files {
     /// Opens (creating) the folders and the link key under `data`.
     pub fn open(data: &Path, port: u16) -> anyhow::Result<Arc<Files>> {
         use std::os::unix::fs::DirBuilderExt;
-        let (files, uploads) = (data.join("files"), data.join("uploads"));
-        for d in [&files, &uploads] {
+        let (files, uploads, thumbs) = (data.join("files"), data.join("uploads"), data.join("thumbs"));
+        for d in [&files, &uploads, &thumbs] {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
         }
         let key_path = data.join("files.key");
@@ -91,12 +95,14 @@ impl Files {
         Ok(Arc::new(Files {
             files,
             uploads,
+            thumbs,
             key,
             port,
             busy: Mutex::default(),
             hashers: Mutex::default(),
             blobs: tokio::sync::Mutex::new(()),
             writers: tokio::sync::Semaphore::new(MAX_WRITERS),
+            previewing: Arc::new(tokio::sync::Semaphore::new(1)),
         }))
     }
 
@@ -106,6 +112,24 @@ impl Files {
 
     pub fn blob_path(&self, hash: &str) -> PathBuf {
         self.files.join(&hash[..2.min(hash.len())]).join(hash)
+    }
+
+    /// A preview of blob `hash` whose longest side is `side` pixels.
+    pub fn thumb_path(&self, hash: &str, side: u32) -> PathBuf {
+        self.thumbs.join(&hash[..2.min(hash.len())]).join(format!("{hash}-{side}.jpg"))
+    }
+
+    /// Writes the previews of blob `hash` (before the blob is recorded: a
+    /// crash leaves previews without a row, removed at the next start).
+    pub fn store_previews(&self, hash: &str, jpegs: &[(u32, Vec<u8>)]) -> std::io::Result<()> {
+        for (side, bytes) in jpegs {
+            let to = self.thumb_path(hash, *side);
+            std::fs::create_dir_all(to.parent().expect("under thumbs/"))?;
+            let tmp = to.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &to)?;
+        }
+        Ok(())
     }
 
     /// Holds upload `id` for one writer, or says it is held.
@@ -175,7 +199,7 @@ impl Files {
 
     /// Free bytes on the disk of the files.
     pub fn free_space(&self) -> u64 {
-        nix::sys::statvfs::statvfs(&self.files).map_or(u64::MAX, |s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        nix::sys::statvfs::statvfs(&self.files).map_or(u64::MAX, |s| s.blocks_available() * s.fragment_size())
     }
 
     /// At start: partial files cut back to what was recorded as durable,
@@ -209,10 +233,14 @@ impl Files {
             }
         }
         let mut orphans = Vec::new();
-        for dir in std::fs::read_dir(&self.files).map_err(io)?.flatten() {
-            for f in std::fs::read_dir(dir.path()).map_err(io)?.flatten() {
-                let hash = f.file_name().to_string_lossy().to_string();
-                orphans.push((hash, f.path()));
+        for root in [&self.files, &self.thumbs] {
+            for dir in std::fs::read_dir(root).map_err(io)?.flatten() {
+                for f in std::fs::read_dir(dir.path()).map_err(io)?.flatten() {
+                    // a blob is named by its hash; a preview `<hash>-<side>.jpg`
+                    let name = f.file_name().to_string_lossy().to_string();
+                    let hash = name.split(['-', '.']).next().unwrap_or("").to_string();
+                    orphans.push((hash, f.path()));
+                }
             }
         }
         for (hash, path) in orphans {
@@ -237,6 +265,9 @@ impl Files {
         let dead = db.write(|ctx| files::collect(ctx.conn)).await?;
         for h in &dead {
             let _ = std::fs::remove_file(self.blob_path(h));
+            for side in thumbs::SIZES {
+                let _ = std::fs::remove_file(self.thumb_path(h, side));
+            }
         }
         Ok(dead.len())
     }

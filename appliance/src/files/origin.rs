@@ -2,7 +2,9 @@
 //! attachments and nothing else, so user content never runs in the app's
 //! origin. A link is `/f/<room>/<user>/<expires>/<sig>/<attachment>/<name>`,
 //! signed when a member of the room asked for it (`GET /api/rooms/{id}/files`)
-//! and good for an hour; `?download` forces a download. Range requests work.
+//! and good for an hour; `?download` forces a download, `?thumb=320` or
+//! `?thumb=1280` asks for an image's preview (the original if it has none,
+//! being smaller). Range requests work.
 //! No cookie is read here.
 
 use std::io::SeekFrom;
@@ -57,7 +59,7 @@ pub fn router(origin: Origin) -> Router {
 /// One byte range asked for, of a file of `size` bytes: `Ok(None)` for the
 /// whole file (no Range, or one this server does not serve, such as several
 /// ranges), `Err` if it cannot be satisfied.
-pub fn range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+fn range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
     let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
     if spec.contains(',') {
@@ -106,9 +108,23 @@ async fn serve(
     let Some((hash, name, mime, size)) = found else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such file in this conversation (it may have been deleted)");
     };
-    let size = size as u64;
-    let etag = format!("\"{hash}\"");
-    let download = query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "download" || kv.starts_with("download=")));
+    let args: Vec<&str> = query.as_deref().map(|q| q.split('&').collect()).unwrap_or_default();
+    let download = args.iter().any(|kv| *kv == "download" || kv.starts_with("download="));
+    // a preview, if asked for and made
+    let thumb = args
+        .iter()
+        .filter_map(|kv| kv.strip_prefix("thumb="))
+        .filter_map(|v| v.parse::<u32>().ok())
+        .find(|side| super::thumbs::SIZES.contains(side))
+        .map(|side| (side, o.files.thumb_path(&hash, side)))
+        .filter(|(_, p)| p.exists());
+    let (path, mime, size, etag) = match thumb {
+        Some((side, p)) => {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            (p, "image/jpeg".to_string(), len, format!("\"{hash}-{side}\""))
+        }
+        None => (o.files.blob_path(&hash), mime, size as u64, format!("\"{hash}\"")),
+    };
     let mut h = HeaderMap::new();
     harden(&mut h);
     let show = sniff::inline(&mime) && !download;
@@ -142,7 +158,7 @@ async fn serve(
     if method == Method::HEAD {
         return (status, h).into_response();
     }
-    let mut file = match tokio::fs::File::open(o.files.blob_path(&hash)).await {
+    let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(blob = %hash, "files: a recorded blob cannot be opened: {e}");

@@ -62,6 +62,11 @@ fn is_text(head: &[u8]) -> bool {
     }
 }
 
+/// Images this box makes previews of (decoded under limits, files::thumbs).
+pub fn previewed(mime: &str) -> bool {
+    matches!(mime, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
+}
+
 /// Types a browser may show in place (images, audio, video, plain text);
 /// everything else downloads. Never SVG or HTML (they can run script).
 pub fn inline(mime: &str) -> bool {

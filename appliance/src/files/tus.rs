@@ -195,10 +195,10 @@ impl Receiving {
     /// not match (then none of its bytes may stay) or it was shorter than
     /// its Content-Length said.
     pub fn finish(self) -> Result<u64, Refusal> {
-        if let (Some(h), Some(want)) = (self.hasher, self.patch.checksum) {
-            if h.finalize().as_slice() != want {
-                return Err(refuse(checksum_mismatch(), "checksum", "the body does not match Upload-Checksum: nothing of it was kept"));
-            }
+        if let (Some(h), Some(want)) = (self.hasher, self.patch.checksum)
+            && h.finalize().as_slice() != want
+        {
+            return Err(refuse(checksum_mismatch(), "checksum", "the body does not match Upload-Checksum: nothing of it was kept"));
         }
         if self.patch.content_length.is_some_and(|n| n != self.got) {
             return Err(refuse(StatusCode::BAD_REQUEST, "invalid", "the body was shorter than its Content-Length"));

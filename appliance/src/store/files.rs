@@ -26,6 +26,19 @@ pub struct FileRef {
     /// Removed by the retention policy: the name stays, the bytes are gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gone: bool,
+    /// An image's size in pixels, upright (its previews exist then:
+    /// `?thumb=320` and `?thumb=1280` on its download link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// The columns of a [`FileRef`], attachments `a` joined with blobs `b`.
+const FILE_COLS: &str = "a.id, a.name, a.size, a.mime, a.gone_ms IS NOT NULL, b.width, b.height";
+
+fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRef> {
+    Ok(FileRef { id: r.get(0)?, name: r.get(1)?, size: r.get(2)?, mime: r.get(3)?, gone: r.get(4)?, width: r.get(5)?, height: r.get(6)? })
 }
 
 /// The limits an upload must fit in (bytes; 0: none).
@@ -185,12 +198,13 @@ pub fn set_received(conn: &Connection, id: &str, received: i64) -> Result<(), St
 
 /// The upload's bytes are a blob now (its file is already in `files/`):
 /// the blob is recorded, or counted once more if it was there.
-pub fn complete_upload(conn: &Connection, id: &str, hash: &str, mime: &str, now: Millis) -> Result<(), StoreError> {
+pub fn complete_upload(conn: &Connection, id: &str, hash: &str, mime: &str, dims: Option<(u32, u32)>, now: Millis) -> Result<(), StoreError> {
     let length: i64 = conn.query_row("SELECT length FROM uploads WHERE id = ?1 AND hash IS NULL", [id], |r| r.get(0))?;
+    let (w, h) = (dims.map(|d| d.0), dims.map(|d| d.1));
     conn.execute(
-        "INSERT INTO blobs(hash, size, mime, refs, created_ms) VALUES (?1, ?2, ?3, 1, ?4)
-         ON CONFLICT(hash) DO UPDATE SET refs = refs + 1",
-        params![hash, length, mime, now],
+        "INSERT INTO blobs(hash, size, mime, refs, created_ms, width, height) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+         ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, width = COALESCE(width, excluded.width), height = COALESCE(height, excluded.height)",
+        params![hash, length, mime, now, w, h],
     )?;
     conn.execute("UPDATE uploads SET hash = ?2, received = length WHERE id = ?1", params![id, hash])?;
     Ok(())
@@ -228,12 +242,13 @@ pub fn attach(conn: &Connection, room: RoomId, seq: Seq, sender: UserId, uploads
         let Some(hash) = up.hash else {
             return Err(StoreError::Invalid(format!("files: upload {id:?} is not complete")));
         };
-        let mime: String = conn.query_row("SELECT mime FROM blobs WHERE hash = ?1", [&hash], |r| r.get(0))?;
+        let (mime, width, height): (String, Option<u32>, Option<u32>) =
+            conn.query_row("SELECT mime, width, height FROM blobs WHERE hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         conn.execute(
             "INSERT INTO attachments(room_id, seq, sender, name, hash, size, mime, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![room, seq, sender, up.name, hash, up.length, mime, now],
         )?;
-        out.push(FileRef { id: conn.last_insert_rowid(), name: up.name, size: up.length, mime, gone: false });
+        out.push(FileRef { id: conn.last_insert_rowid(), name: up.name, size: up.length, mime, gone: false, width, height });
         conn.execute("DELETE FROM uploads WHERE id = ?1", [id])?;
     }
     Ok(out)
@@ -241,12 +256,10 @@ pub fn attach(conn: &Connection, room: RoomId, seq: Seq, sender: UserId, uploads
 
 /// The files of a message (history).
 pub fn message_files(conn: &Connection, room: RoomId, seq: Seq) -> Result<Vec<FileRef>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, size, mime, gone_ms IS NOT NULL FROM attachments WHERE room_id = ?1 AND seq = ?2 ORDER BY id",
-    )?;
-    let rows = stmt
-        .query_map(params![room, seq], |r| Ok(FileRef { id: r.get(0)?, name: r.get(1)?, size: r.get(2)?, mime: r.get(3)?, gone: r.get(4)? }))?
-        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {FILE_COLS} FROM attachments a LEFT JOIN blobs b ON b.hash = a.hash WHERE a.room_id = ?1 AND a.seq = ?2 ORDER BY a.id"
+    ))?;
+    let rows = stmt.query_map(params![room, seq], file_from_row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -288,19 +301,14 @@ pub fn room_files(
     super::rooms::member_role(conn, room, viewer)?;
     let floor = super::rooms::history_floor(conn, room, viewer)?;
     let pattern = q.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, size, mime, gone_ms IS NOT NULL, seq, sender, created_ms FROM attachments
-         WHERE room_id = ?1 AND seq > ?2 AND id < ?3 AND (?4 IS NULL OR name LIKE ?4 ESCAPE '\\')
-         ORDER BY id DESC LIMIT ?5",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {FILE_COLS}, a.seq, a.sender, a.created_ms FROM attachments a LEFT JOIN blobs b ON b.hash = a.hash
+         WHERE a.room_id = ?1 AND a.seq > ?2 AND a.id < ?3 AND (?4 IS NULL OR a.name LIKE ?4 ESCAPE '\\')
+         ORDER BY a.id DESC LIMIT ?5"
+    ))?;
     let rows = stmt
         .query_map(params![room, floor, before.unwrap_or(i64::MAX), pattern, limit.clamp(1, 200)], |r| {
-            Ok(SharedFile {
-                file: FileRef { id: r.get(0)?, name: r.get(1)?, size: r.get(2)?, mime: r.get(3)?, gone: r.get(4)? },
-                seq: r.get(5)?,
-                sender: r.get(6)?,
-                ts: r.get(7)?,
-            })
+            Ok(SharedFile { file: file_from_row(r)?, seq: r.get(7)?, sender: r.get(8)?, ts: r.get(9)? })
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
@@ -377,7 +385,7 @@ mod tests {
 
     fn finished(c: &Connection, id: &str, user: UserId, room: RoomId, len: i64, hash: &str) {
         create_upload(c, id, user, room, "report.pdf", len, Q, 10, 1000).unwrap();
-        complete_upload(c, id, hash, "application/pdf", 11).unwrap();
+        complete_upload(c, id, hash, "application/pdf", None, 11).unwrap();
     }
 
     fn refs(c: &Connection, hash: &str) -> Option<i64> {
@@ -482,7 +490,7 @@ mod tests {
         for (i, name) in ["Invoice March.pdf", "photo_1.jpg", "100%.txt"].iter().enumerate() {
             let id = format!("u{i}");
             create_upload(&c, &id, a, r, name, 10, Q, 1, 99).unwrap();
-            complete_upload(&c, &id, &format!("h{i}"), "text/plain", 2).unwrap();
+            complete_upload(&c, &id, &format!("h{i}"), "text/plain", None, 2).unwrap();
             post_message_with_files(&c, r, a, &format!("m{i}"), "", None, &[id], 3 + i as i64).unwrap();
         }
         let all = room_files(&c, r, b, None, None, 50).unwrap();

@@ -155,7 +155,9 @@ pub const MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL,
         mime TEXT NOT NULL,
         refs INTEGER NOT NULL,
-        created_ms INTEGER NOT NULL
+        created_ms INTEGER NOT NULL,
+        width INTEGER,
+        height INTEGER
     );
     CREATE TABLE uploads (
         id TEXT PRIMARY KEY,

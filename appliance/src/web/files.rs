@@ -165,7 +165,7 @@ enum Stop {
     responses((status = 204, description = "Upload-Offset: the bytes now stored"), (status = 400, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 412, body = ApiError),
         (status = 413, body = ApiError), (status = 415, body = ApiError), (status = 423, body = ApiError),
-        (status = 460, body = ApiError), (status = 503, body = ApiError), (status = 507, body = ApiError)))]
+        (status = 422, body = ApiError), (status = 460, body = ApiError), (status = 503, body = ApiError), (status = 507, body = ApiError)))]
 pub async fn upload_bytes(
     AxState(state): AxState<State>,
     me: CurrentUser,
@@ -284,27 +284,79 @@ pub async fn upload_bytes(
     Ok((StatusCode::NO_CONTENT, offset_headers(&up, new)).into_response())
 }
 
-/// The last byte came: the file becomes a blob (module doc of `files`).
+/// Time an image may take to decode and scale for its previews.
+const PREVIEW_BUDGET: Duration = Duration::from_secs(20);
+
+/// The last byte came: the file becomes a blob (module doc of `files`),
+/// an image with its previews.
 async fn complete(state: &State, up: &stored::Upload, hasher: sha2::Sha256) -> ApiResult<()> {
     let hash = hex::encode(hasher.finalize());
     let fs = state.files.clone();
     let (id, name) = (up.id.clone(), up.name.clone());
-    let _blobs = fs.blobs.lock().await;
-    let (fs2, h) = (fs.clone(), hash.clone());
+    let (fs2, i) = (fs.clone(), id.clone());
     let mime = tokio::task::spawn_blocking(move || -> std::io::Result<&'static str> {
         use std::io::Read;
         let mut head = Vec::with_capacity(4096);
-        std::fs::File::open(fs2.part_path(&id))?.take(4096).read_to_end(&mut head)?;
-        let mime = files::sniff::mime(&head, &name);
-        fs2.store_blob(&id, &h)?;
-        Ok(mime)
+        std::fs::File::open(fs2.part_path(&i))?.take(4096).read_to_end(&mut head)?;
+        Ok(files::sniff::mime(&head, &name))
     })
     .await
     .map_err(|_| AppError::internal("internal error"))?
     .map_err(|e| disk_error(&e))?;
+    let dims = if files::sniff::previewed(mime) { previews(state, up, &hash).await? } else { None };
+    let _blobs = fs.blobs.lock().await;
+    let (fs2, h) = (fs.clone(), hash.clone());
+    tokio::task::spawn_blocking(move || fs2.store_blob(&id, &h))
+        .await
+        .map_err(|_| AppError::internal("internal error"))?
+        .map_err(|e| disk_error(&e))?;
     let (id, now) = (up.id.clone(), state.chat.clock.now_ms());
-    state.chat.db.write(move |ctx| stored::complete_upload(ctx.conn, &id, &hash, mime, now)).await?;
+    state.chat.db.write(move |ctx| stored::complete_upload(ctx.conn, &id, &hash, mime, dims, now)).await?;
     Ok(())
+}
+
+/// An image's previews, one image at a time box-wide, within the budget:
+/// its upright size, or none (not decodable, or too slow: it stays a file
+/// without a preview). A decompression bomb ends the upload.
+async fn previews(state: &State, up: &stored::Upload, hash: &str) -> ApiResult<Option<(u32, u32)>> {
+    let fs = state.files.clone();
+    let permit = tokio::time::timeout(PREVIEW_BUDGET, fs.previewing.clone().acquire_owned()).await;
+    let Ok(Ok(permit)) = permit else {
+        tracing::warn!(upload = %up.id, "files: no preview (the previewer stayed busy)");
+        return Ok(None);
+    };
+    let (fs2, id, h) = (fs.clone(), up.id.clone(), hash.to_string());
+    // the permit goes with the work: a slow image holds it until it ends
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let made = files::thumbs::previews(&fs2.part_path(&id))?;
+        fs2.store_previews(&h, &made.jpegs).map_err(|e| files::thumbs::ThumbError::Undecodable(e.to_string()))?;
+        Ok::<_, files::thumbs::ThumbError>((made.width, made.height))
+    });
+    match tokio::time::timeout(PREVIEW_BUDGET, work).await {
+        Ok(Ok(Ok(dims))) => Ok(Some(dims)),
+        Ok(Ok(Err(files::thumbs::ThumbError::TooLarge { width, height }))) => {
+            let i = up.id.clone();
+            state.chat.db.write(move |ctx| stored::delete_upload(ctx.conn, &i)).await?;
+            fs.forget(&up.id);
+            Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image_too_large",
+                format!(
+                    "this image says it is {width} × {height} pixels; images may be at most {m} × {m}: it was not kept",
+                    m = files::thumbs::MAX_SIDE
+                ),
+            ))
+        }
+        Ok(Ok(Err(files::thumbs::ThumbError::Undecodable(why)))) => {
+            tracing::info!(upload = %up.id, "files: no preview: {why}");
+            Ok(None)
+        }
+        _ => {
+            tracing::warn!(upload = %up.id, "files: no preview (over the time budget)");
+            Ok(None)
+        }
+    }
 }
 
 /// tus termination: the upload ends, its bytes go.

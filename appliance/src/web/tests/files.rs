@@ -178,7 +178,7 @@ async fn files_are_for_the_rooms_members_and_guests_whose_link_allows_them() {
     let etag = hd["etag"].to_str().unwrap().to_string();
     assert_eq!(h.download(&url, &[("if-none-match", &etag)]).await.0, StatusCode::NOT_MODIFIED);
     // a tampered, an expired link; another room's prefix for this file
-    let (st, _, body) = h.download(&url.replacen("/f/", "/f/", 1).replace(&prefix, &format!("{prefix}x")), &[]).await;
+    let (st, _, body) = h.download(&url.replace(&prefix, &format!("{prefix}x")), &[]).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
     let parts: Vec<&str> = prefix.split('/').collect();
     let old = h.state.chat.clock.now_ms() - 1;
@@ -212,4 +212,61 @@ async fn files_are_for_the_rooms_members_and_guests_whose_link_allows_them() {
     assert_eq!(h.create_upload(room, &uploader, "scan.pdf", 99 << 20).await.0, StatusCode::CREATED);
     assert_eq!(h.create_upload(board, &uploader, "x.pdf", 1).await.0, StatusCode::FORBIDDEN, "not its room");
     let _ = stored::MAX_FILES_PER_MESSAGE;
+}
+
+fn png_of(w: u32, h: u32) -> Vec<u8> {
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn images_get_upright_previews_and_a_decompression_bomb_is_refused() {
+    let h = harness();
+    let admin = h.setup_admin().await;
+    let (_, _, r) = h.call("POST", "/api/rooms", Some(json!({"name": "Photos", "visibility": "invite"})), Some(&admin)).await;
+    let room = r["id"].as_i64().unwrap();
+    let png = png_of(2000, 1000);
+    let (_, _, loc) = h.create_upload(room, &admin, "wide.png", png.len()).await;
+    assert_eq!(h.patch(&loc, &admin, 0, &png, &[]).await.0, StatusCode::NO_CONTENT);
+    let id = loc.rsplit('/').next().unwrap().to_string();
+    let uid = h.state.chat.db.read(|c| Ok(crate::store::users::all_users(c)?[0].id)).await.unwrap();
+    h.state
+        .chat
+        .write(move |c, now| match crate::store::rooms::post_message_with_files(c, RoomId(room), uid, "p1", "", None, &[id], now)? {
+            crate::store::rooms::PostOutcome::Stored { published, .. } => Ok(((), vec![published])),
+            _ => unreachable!(),
+        })
+        .await
+        .unwrap();
+    let (_, _, page) = h.call("GET", &format!("/api/rooms/{room}/files"), None, Some(&admin)).await;
+    let f = &page["files"][0];
+    assert_eq!((f["mime"].as_str(), f["width"].as_u64(), f["height"].as_u64()), (Some("image/png"), Some(2000), Some(1000)), "{page}");
+    let url = format!("{}/{}/wide.png", page["link"]["prefix"].as_str().unwrap(), f["id"]);
+    for (side, w) in [(320, 320), (1280, 1280)] {
+        let (st, hd, body) = h.download(&format!("{url}?thumb={side}"), &[]).await;
+        assert_eq!((st, hd["content-type"].to_str().unwrap()), (StatusCode::OK, "image/jpeg"));
+        let img = image::load_from_memory(&body).unwrap();
+        assert_eq!((img.width(), img.height()), (w, w / 2));
+    }
+    let (_, hd, body) = h.download(&format!("{url}?thumb=77"), &[]).await;
+    assert_eq!((hd["content-type"].to_str().unwrap(), body.len()), ("image/png", png.len()), "no such preview: the original");
+
+    // a PNG stating 100000 × 100000 pixels in a few bytes
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(&b"IHDR"[..], [&100_000u32.to_be_bytes()[..], &100_000u32.to_be_bytes()[..], &[8, 2, 0, 0, 0]].concat()), (b"IDAT", vec![0x78, 0x9c, 3, 0]), (b"IEND", vec![])] {
+        bomb.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        bomb.extend_from_slice(kind);
+        bomb.extend_from_slice(&data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(&data);
+        bomb.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let (_, _, loc) = h.create_upload(room, &admin, "bomb.png", bomb.len()).await;
+    let (st, _, b) = h.patch(&loc, &admin, 0, &bomb, &[]).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("image_too_large")), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("100000 × 100000"), "{b}");
+    assert_eq!(h.tus("HEAD", &loc, &admin, &[TUS], vec![]).await.0, StatusCode::NOT_FOUND, "the upload ended");
 }
