@@ -220,21 +220,28 @@ async fn a_server_killed_mid_upload_resumes_after_restart_with_nothing_corrupt()
     let mut s = Server::start().await?;
     let alice = s.setup_admin().await?;
     let room = s.create_room(&alice, "Support", "invite", &[]).await?;
-    let data = noise(64 * MIB, 11);
+    let data = noise(128 * MIB, 11);
     let at = create(&s, &alice, room, "scan.pdf", data.len()).await?;
-    // the server dies while the body is coming
+    // the server dies while the body is coming, after its first checkpoint
     let sending = {
-        let (s2, alice, at, part) = (Server::attach(s.data.clone(), s.https_port), alice.clone(), at.clone(), data[..48 * MIB].to_vec());
-        tokio::spawn(async move { patch_paced(&s2, &alice, &at, 0, &part, None, Duration::from_millis(20)).await })
+        let (s2, alice, at, part) = (Server::attach(s.data.clone(), s.https_port), alice.clone(), at.clone(), data[..96 * MIB].to_vec());
+        tokio::spawn(async move { patch_paced(&s2, &alice, &at, 0, &part, None, Duration::from_millis(10)).await })
     };
-    // about 20 MiB in, between two checkpoints
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    let mut checkpoint = 0;
+    for _ in 0..500 {
+        checkpoint = offset(&s, &alice, &at).await?;
+        if checkpoint > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     s.kill9();
     let _ = sending.await;
     s.restart().await?;
     let kept = offset(&s, &alice, &at).await?;
-    eprintln!("SIGKILL while 48 MiB were coming: {kept} bytes kept");
-    assert!(kept < 48 * MIB, "the body was still coming: {kept}");
+    eprintln!("SIGKILL while 96 MiB were coming, after a checkpoint at {checkpoint}: {kept} bytes kept");
+    assert!(kept >= checkpoint && kept > 0, "a durable checkpoint survives: {kept} < {checkpoint}");
+    assert!(kept < 96 * MIB, "the body was still coming: {kept}");
     // every byte kept is the right one: resuming from there gives the file
     finish(&s, &alice, &at, &data).await?;
     let path = send_and_locate(&s, &alice, room, &at, "scan.pdf").await?;

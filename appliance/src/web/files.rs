@@ -24,7 +24,7 @@ use crate::store::{RoomId, guests};
 /// reached the disk is kept; it resumes with `HEAD`).
 const BODY_IDLE: Duration = Duration::from_secs(30);
 /// Bytes between two durable checkpoints of a `PATCH` (fsync + offset).
-const CHECKPOINT: u64 = 16 << 20;
+const CHECKPOINT: u64 = 64 << 20;
 /// Bytes gathered before a write.
 const WRITE_BUF: usize = 1 << 20;
 
@@ -253,7 +253,13 @@ pub async fn upload_bytes(
         Stop::Refused(r) => Err(refusal(r)),
         // with a checksum, nothing unchecked stays; without, what is durable
         Stop::Dropped if !checksummed => {
-            fs.keep_hasher(&id, durable, hasher);
+            // what was written is kept: durable first, then the hash goes on from there
+            if written != durable {
+                let sync = tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(|_| AppError::internal("internal error"))?;
+                sync.map_err(|e| disk_error(&e))?;
+                record(written).await?;
+            }
+            fs.keep_hasher(&id, written, hasher);
             return Err(AppError::bad_request("the upload was cut short: ask HEAD and resume"));
         }
         Stop::Dropped => Err(AppError::bad_request("the upload was cut short before its checksum could be checked: nothing of it was kept")),
