@@ -191,8 +191,7 @@ impl Files {
         if to.exists() {
             std::fs::remove_file(self.part_path(id))?;
         } else {
-            std::fs::rename(self.part_path(id), &to)?;
-            std::fs::File::open(dir)?.sync_all()?;
+            crate::system::durable::rename(&self.part_path(id), &to)?;
         }
         Ok(())
     }

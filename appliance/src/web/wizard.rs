@@ -63,7 +63,10 @@ pub(super) fn info(state: &State, s: &Settings) -> BoxInfo {
     let base = state.settings.base();
     let https_port = base.https.port();
     let fwd = |port: String, proto: &str, what: &str| Forward { port, proto: proto.into(), what: what.into() };
-    let mut forward = vec![fwd(https_port.to_string(), "tcp", "HTTPS and TURN over TLS")];
+    let mut forward = vec![
+        fwd(https_port.to_string(), "tcp", "HTTPS and TURN over TLS"),
+        fwd(base.downloads.port().to_string(), "tcp", "downloads of shared files"),
+    ];
     if base.turn.enabled {
         for l in &base.turn.listen {
             forward.push(fwd(l.port().to_string(), "udp+tcp", "STUN/TURN"));
