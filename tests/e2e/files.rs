@@ -8,21 +8,13 @@
 
 use std::time::Duration;
 
-use parvis_e2e::{Server, Session};
+use parvis_e2e::{Server, Session, rss_kib};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = anyhow::Result<()>;
 const MIB: usize = 1 << 20;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 /// `n` bytes no compressor or deduplication would shorten.
 fn noise(n: usize, seed: u64) -> Vec<u8> {

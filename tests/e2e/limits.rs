@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use netstack::stun::ChannelData;
 use parvis_e2e::turn_client::Client;
-use parvis_e2e::{Server, Session, Ws};
+use parvis_e2e::{Server, Session, Ws, rss_kib};
 use serde_json::json;
 
 type R = anyhow::Result<()>;
@@ -28,14 +28,6 @@ fn raise_own_fd_limit() {
     }
 }
 
-/// VmRSS of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 /// Open file descriptors of a process.
 fn fds(pid: u32) -> usize {

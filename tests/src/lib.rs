@@ -38,6 +38,15 @@ pub fn parvis_bin() -> PathBuf {
 }
 
 /// A free loopback port (TCP and UDP both bindable), see [`free_ports`].
+/// VmRSS of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }

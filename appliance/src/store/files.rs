@@ -102,23 +102,32 @@ fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     })
 }
 
-/// Bytes a person's files take (sent and being uploaded).
-pub fn user_usage(conn: &Connection, user: UserId) -> Result<i64, StoreError> {
+/// Whose files a quota counts: a person's, or a conversation's.
+#[derive(Clone, Copy)]
+enum Owner {
+    User(UserId),
+    Room(RoomId),
+}
+
+/// Bytes the files of `owner` take: sent and still kept, and being uploaded.
+fn usage(conn: &Connection, owner: Owner) -> Result<i64, StoreError> {
+    let (sent, uploading, id) = match owner {
+        Owner::User(u) => ("sender", "user_id", u.0),
+        Owner::Room(r) => ("room_id", "room_id", r.0),
+    };
     Ok(conn.query_row(
-        "SELECT (SELECT COALESCE(SUM(size), 0) FROM attachments WHERE sender = ?1 AND gone_ms IS NULL)
-              + (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE user_id = ?1)",
-        [user],
+        &format!(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM attachments WHERE {sent} = ?1 AND gone_ms IS NULL)
+                  + (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE {uploading} = ?1)"
+        ),
+        [id],
         |r| r.get(0),
     )?)
 }
 
-fn room_usage(conn: &Connection, room: RoomId) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT (SELECT COALESCE(SUM(size), 0) FROM attachments WHERE room_id = ?1 AND gone_ms IS NULL)
-              + (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE room_id = ?1)",
-        [room],
-        |r| r.get(0),
-    )?)
+/// Bytes a person's files take (sent and being uploaded).
+pub fn user_usage(conn: &Connection, user: UserId) -> Result<i64, StoreError> {
+    usage(conn, Owner::User(user))
 }
 
 /// Bytes on disk for files (each blob once) and promised to uploads.
@@ -162,7 +171,7 @@ pub fn create_upload(
     if over(user_usage(conn, user)?, quotas.per_user) {
         return Err(StoreError::Quota(format!("your files would take more than your {} quota", mib(quotas.per_user))));
     }
-    if over(room_usage(conn, room)?, quotas.per_room) {
+    if over(usage(conn, Owner::Room(room))?, quotas.per_room) {
         return Err(StoreError::Quota(format!("this conversation's files would take more than its {} quota", mib(quotas.per_room))));
     }
     if over(box_usage(conn)?, quotas.per_box) {

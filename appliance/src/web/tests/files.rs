@@ -41,6 +41,21 @@ impl Harness {
         h["upload-offset"].to_str().unwrap().parse().unwrap()
     }
 
+    /// Sends the finished upload at `location` in a message of `user`
+    /// (what the WebSocket's `send` with `files` does).
+    async fn send_upload(&self, room: i64, user: UserId, location: &str) {
+        let id = location.rsplit('/').next().unwrap().to_string();
+        let cid = format!("m-{}", &id[..8]);
+        self.state
+            .chat
+            .write(move |c, now| match crate::store::rooms::post_message_with_files(c, RoomId(room), user, &cid, "", None, &[id], now)? {
+                crate::store::rooms::PostOutcome::Stored { published, .. } => Ok(((), vec![published])),
+                other => panic!("{other:?}"),
+            })
+            .await
+            .unwrap();
+    }
+
     fn origin(&self) -> Router {
         origin::router(origin::Origin { files: self.state.files.clone(), db: self.state.chat.db.clone(), clock: self.state.chat.clock.clone() })
     }
@@ -139,16 +154,7 @@ async fn files_are_for_the_rooms_members_and_guests_whose_link_allows_them() {
     assert_eq!(h.patch(&loc, &admin, 0, b"hello world", &[]).await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.patch(&loc, &bob, 0, b"hello world", &[]).await.0, StatusCode::NO_CONTENT);
     // sent with a message (what the WebSocket's send does)
-    let id = loc.rsplit('/').next().unwrap().to_string();
-    let uid = bob_id;
-    h.state
-        .chat
-        .write(move |c, now| match crate::store::rooms::post_message_with_files(c, RoomId(room), uid, "m1", "", None, &[id], now)? {
-            crate::store::rooms::PostOutcome::Stored { published, .. } => Ok(((), vec![published])),
-            _ => unreachable!(),
-        })
-        .await
-        .unwrap();
+    h.send_upload(room, bob_id, &loc).await;
     let (st, _, page) = h.call("GET", &format!("/api/rooms/{room}/files"), None, Some(&admin)).await;
     assert_eq!(st, StatusCode::OK, "{page}");
     let f = &page["files"][0];
@@ -230,16 +236,8 @@ async fn images_get_upright_previews_and_a_decompression_bomb_is_refused() {
     let png = png_of(2000, 1000);
     let (_, _, loc) = h.create_upload(room, &admin, "wide.png", png.len()).await;
     assert_eq!(h.patch(&loc, &admin, 0, &png, &[]).await.0, StatusCode::NO_CONTENT);
-    let id = loc.rsplit('/').next().unwrap().to_string();
     let uid = h.state.chat.db.read(|c| Ok(crate::store::users::all_users(c)?[0].id)).await.unwrap();
-    h.state
-        .chat
-        .write(move |c, now| match crate::store::rooms::post_message_with_files(c, RoomId(room), uid, "p1", "", None, &[id], now)? {
-            crate::store::rooms::PostOutcome::Stored { published, .. } => Ok(((), vec![published])),
-            _ => unreachable!(),
-        })
-        .await
-        .unwrap();
+    h.send_upload(room, uid, &loc).await;
     let (_, _, page) = h.call("GET", &format!("/api/rooms/{room}/files"), None, Some(&admin)).await;
     let f = &page["files"][0];
     assert_eq!((f["mime"].as_str(), f["width"].as_u64(), f["height"].as_u64()), (Some("image/png"), Some(2000), Some(1000)), "{page}");
