@@ -37,6 +37,9 @@ pub const UPLOAD_MS: Millis = 24 * 3600 * 1000;
 pub const DISK_RESERVE: u64 = 512 * 1024 * 1024;
 /// `PATCH` requests writing at once, box-wide (each holds a 1 MiB buffer).
 pub const MAX_WRITERS: usize = 32;
+/// `PATCH` requests one person may have writing at once (so nobody holds
+/// every writer with slow bodies).
+pub const MAX_WRITERS_PER_USER: usize = 4;
 
 /// The files service: paths, the signing key, who is writing what.
 pub struct Files {
@@ -53,9 +56,29 @@ pub struct Files {
     /// Completing an upload and collecting blobs do not interleave (a blob
     /// collected while the same bytes arrive again would lose its file).
     pub blobs: tokio::sync::Mutex<()>,
-    pub writers: tokio::sync::Semaphore,
+    writers: tokio::sync::Semaphore,
+    writing: Mutex<HashMap<UserId, usize>>,
     /// Images decoded for previews at once (one: the Pi has few cores).
     pub previewing: Arc<tokio::sync::Semaphore>,
+}
+
+/// A place among the writers: released when dropped.
+pub struct Writer<'a> {
+    files: &'a Files,
+    user: UserId,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        let mut w = self.files.writing.lock().expect("poisoned");
+        if let Some(n) = w.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// A held upload: released when dropped.
@@ -102,6 +125,7 @@ impl Files {
             hashers: Mutex::default(),
             blobs: tokio::sync::Mutex::new(()),
             writers: tokio::sync::Semaphore::new(MAX_WRITERS),
+            writing: Mutex::default(),
             previewing: Arc::new(tokio::sync::Semaphore::new(1)),
         }))
     }
@@ -130,6 +154,24 @@ impl Files {
             std::fs::rename(&tmp, &to)?;
         }
         Ok(())
+    }
+
+    /// A place to write for `user`, unless the box or this person has
+    /// every place taken.
+    pub fn writer(&self, user: UserId) -> Option<Writer<'_>> {
+        let mut w = self.writing.lock().expect("poisoned");
+        let n = w.entry(user).or_insert(0);
+        if *n >= MAX_WRITERS_PER_USER {
+            return None;
+        }
+        let Ok(permit) = self.writers.try_acquire() else {
+            if *n == 0 {
+                w.remove(&user);
+            }
+            return None;
+        };
+        *n += 1;
+        Some(Writer { files: self, user, _permit: permit })
     }
 
     /// Holds upload `id` for one writer, or says it is held.
@@ -233,7 +275,7 @@ impl Files {
         }
         let mut orphans = Vec::new();
         for root in [&self.files, &self.thumbs] {
-            for dir in std::fs::read_dir(root).map_err(io)?.flatten() {
+            for dir in std::fs::read_dir(root).map_err(io)?.flatten().filter(|d| d.path().is_dir()) {
                 for f in std::fs::read_dir(dir.path()).map_err(io)?.flatten() {
                     // a blob is named by its hash; a preview `<hash>-<side>.jpg`
                     let name = f.file_name().to_string_lossy().to_string();

@@ -98,7 +98,7 @@ async fn serve(
     if !o.files.verify(room, user, expires, &sig, o.clock.now_ms()) {
         return error(StatusCode::FORBIDDEN, "link_expired", "this link has expired or is not valid: open the conversation again");
     }
-    let found = match o.db.read(move |c| files::servable(c, room, id)).await {
+    let found = match o.db.read(move |c| files::servable(c, room, user, id)).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("files: {e}");

@@ -323,13 +323,18 @@ pub fn room_files(
     Ok(rows)
 }
 
-/// What the download origin serves for attachment `id` of `room`: its blob,
-/// name and type; nothing for a file removed or of another room.
-pub fn servable(conn: &Connection, room: RoomId, id: i64) -> Result<Option<(String, String, String, i64)>, StoreError> {
+/// What the download origin serves `viewer` for attachment `id` of `room`:
+/// its blob, name and type; nothing for a file removed, of another room,
+/// from before the viewer's history starts (a guest's admission), or for a
+/// viewer no longer in the room or disabled (a link outlives neither).
+pub fn servable(conn: &Connection, room: RoomId, viewer: UserId, id: i64) -> Result<Option<(String, String, String, i64)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT hash, name, mime, size FROM attachments WHERE id = ?1 AND room_id = ?2 AND hash IS NOT NULL",
-            params![id, room],
+            "SELECT a.hash, a.name, a.mime, a.size FROM attachments a
+             JOIN members m ON m.room_id = a.room_id AND m.user_id = ?3 AND a.seq > m.since_seq
+             JOIN users u ON u.id = m.user_id AND u.disabled = 0
+             WHERE a.id = ?1 AND a.room_id = ?2 AND a.hash IS NOT NULL",
+            params![id, room, viewer],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?)
@@ -488,7 +493,7 @@ mod tests {
         expire(&c, 60, Some(21)).unwrap();
         let f = &message_files(&c, r, seq).unwrap()[0];
         assert!(f.gone && f.name == "report.pdf");
-        assert!(servable(&c, r, f.id).unwrap().is_none());
+        assert!(servable(&c, r, a, f.id).unwrap().is_none());
         assert_eq!(collect(&c).unwrap(), vec!["h1".to_string()]);
         assert_eq!(user_usage(&c, a).unwrap(), 0);
     }
@@ -511,7 +516,15 @@ mod tests {
         let e = create_user(&c, "eve", "Eve", "h", Role::User, 1).unwrap().id;
         assert!(matches!(room_files(&c, r, e, None, None, 50), Err(StoreError::NotMember)));
         let other = create_group(&c, a, "Other", "", Visibility::Open, &[], 1).unwrap().0;
-        assert!(servable(&c, other, all[0].file.id).unwrap().is_none(), "another room's file");
-        assert!(servable(&c, r, all[0].file.id).unwrap().is_some());
+        assert!(servable(&c, other, a, all[0].file.id).unwrap().is_none(), "another room's file");
+        assert!(servable(&c, r, b, all[0].file.id).unwrap().is_some());
+        assert!(servable(&c, r, e, all[0].file.id).unwrap().is_none(), "not a member");
+        // a viewer whose history starts later (a guest let in afterwards) does not get earlier files
+        c.execute("UPDATE members SET since_seq = ?3 WHERE room_id = ?1 AND user_id = ?2", params![r, b, all[0].seq]).unwrap();
+        assert!(servable(&c, r, b, all[0].file.id).unwrap().is_none(), "before its history");
+        assert!(room_files(&c, r, b, None, None, 50).unwrap().is_empty());
+        c.execute("UPDATE members SET since_seq = 0 WHERE room_id = ?1 AND user_id = ?2", params![r, b]).unwrap();
+        c.execute("UPDATE users SET disabled = 1 WHERE id = ?1", [b]).unwrap();
+        assert!(servable(&c, r, b, all[0].file.id).unwrap().is_none(), "disabled");
     }
 }

@@ -112,11 +112,20 @@ pub async fn create_upload(AxState(state): AxState<State>, me: CurrentUser, Path
     let length = i64::try_from(creation.length).map_err(|_| AppError::bad_request("Upload-Length is too large"))?;
     let now = state.chat.clock.now_ms();
     let expires = now + files::UPLOAD_MS;
-    state
+    let up = state
         .chat
         .db
         .write(move |ctx| stored::create_upload(ctx.conn, &i, uid, room, &creation.filename, length, quotas, now, expires))
         .await?;
+    if length == 0 {
+        // an empty file is complete at once (tus clients send no PATCH for it)
+        let path = state.files.part_path(&id);
+        tokio::task::spawn_blocking(move || std::fs::File::create(path))
+            .await
+            .map_err(|_| AppError::internal("internal error"))?
+            .map_err(|e| disk_error(&e))?;
+        complete(&state, &up, sha2::Sha256::new()).await?;
+    }
     let mut h = HeaderMap::new();
     h.insert(header::LOCATION, HeaderValue::from_str(&format!("/api/uploads/{id}")).expect("hex"));
     h.insert("upload-expires", HeaderValue::from_str(&tus::http_date(expires)).expect("ascii"));
@@ -174,6 +183,11 @@ pub async fn upload_bytes(
     body: Body,
 ) -> ApiResult<Response> {
     let up = own_upload(&state, &me, &id).await?;
+    if up.hash.is_some() {
+        // complete already: only "nothing more" is right, and changes nothing
+        tus::parse_patch(&headers, up.length as u64, up.length as u64).map_err(refusal)?;
+        return Ok((StatusCode::NO_CONTENT, offset_headers(&up, up.length as u64)).into_response());
+    }
     let patch = tus::parse_patch(&headers, up.length as u64, up.received as u64).map_err(refusal)?;
     let fs = state.files.clone();
     let Some(_busy) = fs.hold(&id) else {
@@ -184,20 +198,33 @@ pub async fn upload_bytes(
     if up.received as u64 != patch.offset {
         return Err(refusal(tus::parse_patch(&headers, up.length as u64, up.received as u64).expect_err("offset moved")));
     }
-    let Ok(_writer) = fs.writers.try_acquire() else {
+    let Some(_writer) = fs.writer(me.user.id) else {
         return Err(AppError::busy(5));
     };
     let start = patch.offset;
     let checksummed = patch.checksum.is_some();
     let (fs2, i) = (fs.clone(), id.clone());
     let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, sha2::Sha256)> {
-        let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(fs2.part_path(&i))?;
+        // past the start, the bytes must be there: never made up as zeros
+        let f = std::fs::OpenOptions::new().create(start == 0).write(true).truncate(false).open(fs2.part_path(&i))?;
+        if f.metadata()?.len() < start {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "shorter than recorded"));
+        }
         f.set_len(start)?;
         Ok((f, fs2.hasher_at(&i, start)?))
     })
     .await
     .map_err(|_| AppError::internal("internal error"))?;
-    let (mut file, mut hasher) = opened.map_err(|e| disk_error(&e))?;
+    let (mut file, mut hasher) = match opened {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // its bytes were lost (a crash as it completed): it starts again
+            let i = id.clone();
+            state.chat.db.write(move |ctx| stored::set_received(ctx.conn, &i, 0)).await?;
+            return Err(AppError::new(StatusCode::CONFLICT, "offset", "the server lost this upload's bytes: ask HEAD (0) and send it again"));
+        }
+        Err(e) => return Err(disk_error(&e)),
+    };
 
     let mut recv = tus::Receiving::new(patch);
     let mut stream = body.into_data_stream();
@@ -253,8 +280,10 @@ pub async fn upload_bytes(
         Stop::Refused(r) => Err(refusal(r)),
         // with a checksum, nothing unchecked stays; without, what is durable
         Stop::Dropped if !checksummed => {
-            // what was written is kept: durable first, then the hash goes on from there
-            if written != durable {
+            // what was written is kept: durable first, then the hash goes on
+            // from there (a body cut after its last byte is sent again from
+            // the last checkpoint: the whole length is recorded with its blob)
+            if written != durable && written < up.length as u64 {
                 let sync = tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(|_| AppError::internal("internal error"))?;
                 sync.map_err(|e| disk_error(&e))?;
                 record(written).await?;
@@ -280,7 +309,11 @@ pub async fn upload_bytes(
     if new != durable {
         let sync = tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(|_| AppError::internal("internal error"))?;
         sync.map_err(|e| disk_error(&e))?;
-        record(new).await?;
+        // the whole length is recorded with the blob, in one transaction:
+        // an upload never looks complete without being so
+        if new != up.length as u64 {
+            record(new).await?;
+        }
     }
     if new == up.length as u64 {
         complete(&state, &up, hasher).await?;

@@ -118,6 +118,23 @@ async fn an_upload_resumes_at_the_servers_offset_and_refuses_what_tus_forbids() 
     assert_eq!((st, hd["upload-offset"].to_str().unwrap()), (StatusCode::NO_CONTENT, "300000"), "{b}");
     let hash = hex::encode(sha2::Sha256::digest(&data));
     assert_eq!(std::fs::read(h.state.files.blob_path(&hash)).unwrap(), data, "the blob is the file, under its hash");
+    // complete: "nothing more" is 204 and changes nothing; anything else is refused
+    assert_eq!(h.patch(&loc, &admin, 300_000, b"", &[]).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(h.patch(&loc, &admin, 0, b"x", &[]).await.0, StatusCode::CONFLICT);
+    assert_eq!(h.patch(&loc, &admin, 300_000, b"x", &[("content-length", "1")]).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(std::fs::read(h.state.files.blob_path(&hash)).unwrap(), data);
+    // an empty file is complete at its creation
+    let (st, _, empty) = h.create_upload(room, &admin, "empty.txt", 0).await;
+    assert_eq!((st, h.offset(&empty, &admin).await), (StatusCode::CREATED, 0));
+    let uid = h.state.chat.db.read(|c| Ok(crate::store::users::all_users(c)?[0].id)).await.unwrap();
+    h.send_upload(room, uid, &empty).await;
+    // the bytes of an upload lost on disk are never made up: it starts again
+    let (_, _, lost) = h.create_upload(room, &admin, "lost.bin", 10).await;
+    h.patch(&lost, &admin, 0, b"12345", &[]).await;
+    std::fs::remove_file(h.state.files.part_path(lost.rsplit('/').next().unwrap())).unwrap();
+    let (st, _, b) = h.patch(&lost, &admin, 5, b"67890", &[]).await;
+    assert_eq!((st, b["error"].as_str()), (StatusCode::CONFLICT, Some("offset")), "{b}");
+    assert_eq!(h.offset(&lost, &admin).await, 0);
     // tus discovery
     let (st, hd, _) = h.tus("OPTIONS", &format!("/api/rooms/{room}/uploads"), &admin, &[], vec![]).await;
     assert_eq!((st, hd["tus-version"].to_str().unwrap(), hd["tus-max-size"].to_str().unwrap()), (StatusCode::NO_CONTENT, "1.0.0", "1073741824"));
